@@ -1,0 +1,45 @@
+# Every target sets up what it needs; a fresh clone needs only Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DB ?= demo-data/demo.db
+
+.PHONY: demo test lint typecheck bench services clean
+
+$(BIN)/.installed-base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(BIN)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(BIN)/.installed-base
+
+## The main job: a simulated agent session written to SQLite, then its timeline.
+demo: $(BIN)/.installed-base
+	$(BIN)/agent-session-store demo --db $(DEMO_DB)
+
+services:
+	bash scripts/ensure-services.sh
+
+## Every test on every backend against real servers, then ruff and mypy --strict.
+test: $(BIN)/.installed-dev services
+	$(BIN)/python -m pytest
+	$(MAKE) lint typecheck
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/.installed-dev
+	$(BIN)/mypy
+
+## Our stores against the raw drivers doing the same work; markdown table + bench/results.json.
+bench: $(BIN)/.installed-dev services
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""What every benchmark module reports, and the helpers they share."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Row:
+    """One measured case. ``raw`` is the plain driver doing the same work in the same run."""
+
+    backend: str
+    case: str
+    ours: float
+    unit: str
+    raw: float | None = None
+    higher_is_better: bool = True
+    bar: str = ""  # the issue's bar, e.g. ">= 0.5 x raw" or "< 5 ms"
+    passed: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """ours/raw for rates, raw/ours for costs: above 1 always means we are faster."""
+        if self.raw is None or self.raw == 0 or self.ours == 0:
+            return None
+        return self.ours / self.raw if self.higher_is_better else self.raw / self.ours
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"ratio": self.ratio}
+
+
+def check_ratio(row: Row, minimum: float) -> Row:
+    row.bar = f">= {minimum} x raw"
+    row.passed = row.ratio is not None and row.ratio >= minimum
+    return row
+
+
+def check_max(row: Row, maximum: float, label: str) -> Row:
+    row.bar = label
+    row.passed = row.ours <= maximum
+    return row
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+async def best_of(repeats: int, work: Callable[[], Awaitable[Any]]) -> float:
+    """The fastest of several timed runs of ``work`` (seconds): the least disturbed by noise."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        await work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,583 @@
+"""What every session backend shares: argument checks, lifecycle, long-poll, streaming.
+
+The public methods of ``SessionStoreBase`` validate every argument the same way for every
+backend, then call a small set of ``_primitives`` the backend implements. That is how
+"validation happens before anything is written, identically on every path and backend"
+(contract 3.8.1) holds by construction rather than by care.
+
+Long-poll (contract 3.9): a reader registers a waiter for its session *before* it queries,
+so an append that lands between the query and the wait still wakes it. Backends call
+``_notify(session_ids)`` after each commit of their own, and for commits made elsewhere
+(another process, another store object) they watch the database while waiters exist, via
+``_watch_start``/``_watch_stop``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from .codec import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EncodedEvent,
+    encode_event,
+    encode_run,
+    encode_session,
+)
+from .errors import (
+    RunNotFoundError,
+    SessionNotFoundError,
+    StorageError,
+    StoreError,
+    ValidationError,
+)
+from .models import (
+    Event,
+    EventType,
+    ExecutionResult,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    check_aware,
+    check_id,
+    to_event_type,
+    to_micros,
+    to_run_status,
+    to_session_status,
+)
+
+__all__ = ["EventQuery", "SessionStoreBase"]
+
+log = logging.getLogger("agent_session_store")
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """A validated ``get_events`` query, as backends receive it."""
+
+    session_id: str
+    run_id: str | None = None
+    type: str | None = None
+    since_us: int | None = None
+    after: int | None = None
+    before: int | None = None
+    limit: int | None = None
+
+
+def _opt_int(value: object, name: str, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ValidationError(
+            f"{name} must be an int or None, got {type(value).__name__}", details={"field": name}
+        )
+    if value < minimum:
+        raise ValidationError(f"{name} must be >= {minimum}, got {value}", details={"field": name})
+    return value
+
+
+def _opt_id(value: object, name: str) -> str | None:
+    return None if value is None else check_id(value, name)
+
+
+class _Waiters:
+    """Long-poll readers by session; an append wakes only its own session's readers."""
+
+    __slots__ = ("_by_session",)
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, set[asyncio.Event]] = {}
+
+    def add(self, session_id: str) -> tuple[asyncio.Event, bool]:
+        flag = asyncio.Event()
+        bucket = self._by_session.get(session_id)
+        first = bucket is None
+        if bucket is None:
+            bucket = self._by_session[session_id] = set()
+        bucket.add(flag)
+        return flag, first
+
+    def remove(self, session_id: str, flag: asyncio.Event) -> bool:
+        """Returns True when that was the session's last waiter."""
+        bucket = self._by_session.get(session_id)
+        if bucket is None:
+            return False
+        bucket.discard(flag)
+        if bucket:
+            return False
+        del self._by_session[session_id]
+        return True
+
+    def notify(self, session_ids: Iterable[str]) -> None:
+        by_session = self._by_session
+        for sid in session_ids:
+            bucket = by_session.get(sid)
+            if bucket:
+                for flag in bucket:
+                    flag.set()
+
+    def notify_all(self) -> None:
+        for bucket in self._by_session.values():
+            for flag in bucket:
+                flag.set()
+
+    def sessions(self) -> list[str]:
+        return list(self._by_session)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_session)
+
+
+class SessionStoreBase(abc.ABC):
+    """Implements the SessionStore port on top of a backend's primitives."""
+
+    #: Name used in error messages ("sqlite", "postgres", ...).
+    backend_name = "store"
+
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise ValidationError("max_event_bytes must be a positive int")
+        self.max_event_bytes = max_event_bytes
+        self._waiters = _Waiters()
+        self._opened = False
+        self._closed = False
+        self._open_lock: asyncio.Lock | None = None
+        self._watching: dict[str, asyncio.Future[None]] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> Self:
+        if self._closed:
+            raise StorageError(f"the {self.backend_name} store is closed")
+        if self._opened:
+            return self
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if not self._opened:
+                try:
+                    await self._open()
+                except StoreError:
+                    raise
+                except Exception as exc:
+                    raise self._wrap(exc, "open") from exc
+                self._opened = True
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._waiters.notify_all()
+        if self._opened:
+            try:
+                await self._close()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise self._wrap(exc, "close") from exc
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date; backends without a schema have nothing to do."""
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _ready(self) -> None:
+        if not self._opened or self._closed:
+            await self.open()
+
+    def _wrap(self, exc: BaseException, operation: str) -> StoreError:
+        """Turn a driver exception into a StoreError; backends refine this for their driver."""
+        return StorageError(
+            f"{self.backend_name} {operation} failed: {type(exc).__name__}: {exc}",
+            details={"operation": operation},
+        )
+
+    # ------------------------------------------------------------ sessions
+
+    async def save_session(self, session: Session) -> None:
+        doc = encode_session(session)
+        await self._ready()
+        try:
+            await self._save_session(session, doc)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "save_session") from exc
+
+    async def get_session(self, session_id: str) -> Session:
+        check_id(session_id, "session_id")
+        await self._ready()
+        try:
+            found = await self._get_session(session_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_session") from exc
+        if found is None:
+            raise SessionNotFoundError(
+                f"no session with id {session_id!r}", details={"session_id": session_id}
+            )
+        return found
+
+    async def list_sessions(
+        self,
+        *,
+        status: SessionStatus | str | None = None,
+        agent_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        st = None if status is None else to_session_status(status)
+        agent = _opt_id(agent_id, "agent_id")
+        lim = _opt_int(limit, "limit", 1)
+        off = _opt_int(offset, "offset", 0)
+        if off is None:
+            raise ValidationError(
+                "offset must be an int >= 0, got None", details={"field": "offset"}
+            )
+        await self._ready()
+        try:
+            return await self._list_sessions(st, agent, lim, off)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "list_sessions") from exc
+
+    async def delete_session(self, session_id: str) -> None:
+        check_id(session_id, "session_id")
+        await self._ready()
+        try:
+            await self._delete_session(session_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "delete_session") from exc
+
+    # ------------------------------------------------------------ runs
+
+    async def save_run(self, run: Run) -> None:
+        doc = encode_run(run)
+        await self._ready()
+        try:
+            await self._save_run(run, doc)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "save_run") from exc
+
+    async def get_run(self, run_id: str) -> Run:
+        check_id(run_id, "run_id")
+        await self._ready()
+        try:
+            found = await self._get_run(run_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_run") from exc
+        if found is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}", details={"run_id": run_id})
+        return found
+
+    async def list_runs(
+        self, session_id: str, *, status: RunStatus | str | None = None, limit: int | None = None
+    ) -> list[Run]:
+        check_id(session_id, "session_id")
+        st = None if status is None else to_run_status(status)
+        lim = _opt_int(limit, "limit", 1)
+        await self._ready()
+        try:
+            return await self._list_runs(session_id, st, lim)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "list_runs") from exc
+
+    async def get_active_run(self, session_id: str) -> Run | None:
+        check_id(session_id, "session_id")
+        await self._ready()
+        try:
+            return await self._get_active_run(session_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_active_run") from exc
+
+    # ------------------------------------------------------------ events
+
+    def _encode_batch(self, events: object) -> tuple[list[EncodedEvent], list[int]]:
+        """Encode every event before anything is written; collapse in-batch duplicates.
+
+        Returns the unique rows (first occurrence wins) and, for each input position, the
+        index of its row, so the backend stores each id once and callers still get one
+        result per input.
+        """
+        if not isinstance(events, list):
+            raise ValidationError(f"events must be a list of Event, got {type(events).__name__}")
+        limit = self.max_event_bytes
+        rows: list[EncodedEvent] = []
+        where: list[int] = []
+        first: dict[str, int] = {}
+        for i, event in enumerate(events):
+            try:
+                row = encode_event(event, limit)
+            except StoreError as err:
+                if len(events) > 1:
+                    err.message = f"events[{i}]: {err.message}"
+                    err.args = (err.message,)
+                    err.details.setdefault("index", i)
+                raise
+            pos = first.get(row.id)
+            if pos is None:
+                pos = first[row.id] = len(rows)
+                rows.append(row)
+            where.append(pos)
+        return rows, where
+
+    async def append_event(self, event: Event) -> None:
+        await self.append_event_with_sequence(event)
+
+    async def append_event_with_sequence(self, event: Event) -> Event:
+        row = encode_event(event, self.max_event_bytes)
+        await self._ready()
+        try:
+            stored = await self._append([row])
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "append_event") from exc
+        return stored[0]
+
+    async def append_events(self, events: list[Event]) -> list[Event]:
+        rows, where = self._encode_batch(events)
+        if not rows:
+            return []
+        await self._ready()
+        try:
+            stored = await self._append(rows)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "append_events") from exc
+        return stored if len(where) == len(rows) else [stored[i] for i in where]
+
+    async def flush(
+        self,
+        session: Session | ExecutionResult,
+        run: Run | None = None,
+        events: list[Event] | None = None,
+    ) -> list[Event]:
+        if isinstance(session, ExecutionResult):
+            if run is not None or events is not None:
+                raise ValidationError(
+                    "flush takes an ExecutionResult alone, or session, run and events"
+                )
+            result = session
+            session, run, events = result.session, result.run, result.events
+        if run is None:
+            raise ValidationError("flush needs a run")
+        if not isinstance(session, Session):
+            raise ValidationError(f"expected a Session, got {type(session).__name__}")
+        session_doc = encode_session(session)
+        run_doc = encode_run(run)
+        rows, where = self._encode_batch([] if events is None else events)
+        await self._ready()
+        try:
+            stored = await self._flush(session, session_doc, run, run_doc, rows)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "flush") from exc
+        return stored if len(where) == len(rows) else [stored[i] for i in where]
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        type: EventType | str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        wait_timeout_ms: int | None = None,
+    ) -> list[Event]:
+        query = EventQuery(
+            check_id(session_id, "session_id"),
+            _opt_id(run_id, "run_id"),
+            None if type is None else to_event_type(type).value,
+            None if since is None else to_micros(check_aware(since, "since")),
+            _opt_int(after, "after", 0),
+            _opt_int(before, "before", 0),
+            _opt_int(limit, "limit", 1),
+        )
+        wait_ms = _opt_int(wait_timeout_ms, "wait_timeout_ms", 0)
+        await self._ready()
+        if not wait_ms:
+            return await self._query_events(query)
+        return await self._long_poll(query, wait_ms)
+
+    async def _query_events(self, query: EventQuery) -> list[Event]:
+        try:
+            return await self._get_events(query)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_events") from exc
+
+    async def _long_poll(self, query: EventQuery, wait_ms: int) -> list[Event]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_ms / 1000
+        sid = query.session_id
+        flag, _ = self._waiters.add(sid)
+        try:
+            # The watch must be live before the first query, or a commit made elsewhere
+            # between the query and the wait would be missed; every waiter of the session
+            # awaits the same start.
+            started = self._watching.get(sid)
+            if started is None:
+                started = self._watching[sid] = asyncio.ensure_future(self._watch_start(sid))
+            try:
+                await asyncio.shield(started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._watching.get(sid) is started:
+                    del self._watching[sid]  # let the next reader try again
+                if isinstance(exc, StoreError):
+                    raise
+                raise self._wrap(exc, "get_events") from exc
+            while True:
+                flag.clear()
+                found = await self._query_events(query)
+                if found or self._closed:
+                    return found
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                try:
+                    async with asyncio.timeout(remaining):
+                        await flag.wait()
+                except TimeoutError:
+                    # One last look: an append may have committed just as time ran out.
+                    return [] if self._closed else await self._query_events(query)
+        finally:
+            if self._waiters.remove(sid, flag):
+                started = self._watching.pop(sid, None)
+                if started is not None and not self._closed:
+                    if not started.done():
+                        started.cancel()
+                    elif not started.cancelled() and started.exception() is None:
+                        await self._watch_stop(sid)
+
+    def _notify(self, session_ids: Iterable[str]) -> None:
+        """Wake this process's readers of these sessions; call on the event loop thread."""
+        self._waiters.notify(session_ids)
+
+    async def get_latest_sequence(self, session_id: str) -> int:
+        check_id(session_id, "session_id")
+        await self._ready()
+        try:
+            return await self._latest_sequence(session_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_latest_sequence") from exc
+
+    async def stream_events(
+        self, session_id: str, *, after: int = 0, page_size: int = 500, **filters: Any
+    ) -> AsyncIterator[Event]:
+        """Page through the log, then long-poll; stops only when cancelled or closed."""
+        for banned in ("limit", "before", "wait_timeout_ms"):
+            if banned in filters:
+                raise ValidationError(f"stream_events does not take {banned!r}")
+        cursor = _opt_int(after, "after", 0) or 0
+        while not self._closed:
+            page = await self.get_events(
+                session_id, after=cursor, limit=page_size, wait_timeout_ms=30_000, **filters
+            )
+            for event in page:
+                yield event
+            if page:
+                seq = page[-1].sequence_number
+                assert seq is not None
+                cursor = seq
+
+    # ------------------------------------------------------------ backend primitives
+
+    @abc.abstractmethod
+    async def _open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _save_session(self, session: Session, doc: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _get_session(self, session_id: str) -> Session | None: ...
+
+    @abc.abstractmethod
+    async def _list_sessions(
+        self,
+        status: SessionStatus | None,
+        agent_id: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[Session]: ...
+
+    @abc.abstractmethod
+    async def _delete_session(self, session_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _save_run(self, run: Run, doc: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _get_run(self, run_id: str) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def _list_runs(
+        self, session_id: str, status: RunStatus | None, limit: int | None
+    ) -> list[Run]: ...
+
+    @abc.abstractmethod
+    async def _get_active_run(self, session_id: str) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
+        """Store rows (ids unique within the list) atomically; return one stored event per row,
+        the original for ids already stored. Must call ``_notify`` for sessions it wrote."""
+
+    @abc.abstractmethod
+    async def _flush(
+        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+    ) -> list[Event]:
+        """Upsert session and run and append rows in one atomic unit."""
+
+    @abc.abstractmethod
+    async def _get_events(self, query: EventQuery) -> list[Event]: ...
+
+    @abc.abstractmethod
+    async def _latest_sequence(self, session_id: str) -> int: ...
+
+    async def _watch_start(self, session_id: str) -> None:
+        """Start noticing commits to this session made outside this store object."""
+
+    async def _watch_stop(self, session_id: str) -> None:
+        """The session has no waiters left in this store object."""

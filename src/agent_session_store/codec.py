@@ -1,0 +1,198 @@
+"""Turning values into stored rows and back, shared by every backend.
+
+One encoder means one set of rules: a payload that one backend rejects, every backend
+rejects, with the same message (contract 3.8.1). Stored payloads are canonical JSON text,
+so what a caller gets back is decoded from what was stored, never an alias of its own dict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, NamedTuple
+
+from .errors import ValidationError
+from .models import (
+    Event,
+    EventType,
+    Run,
+    Session,
+    check_text,
+    from_micros,
+    to_micros,
+)
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "EncodedEvent",
+    "decode_event",
+    "decode_run",
+    "decode_session",
+    "dumps",
+    "encode_event",
+    "encode_run",
+    "encode_session",
+]
+
+#: A single event's payload (data + metadata) above this is refused, like a document-size
+#: limit in a document store: one runaway tool output must not stall every reader of a session.
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+_MAX_DEPTH = 256
+_dumps = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+).encode
+_loads = json.loads
+
+
+def _bad(where: str, what: str) -> ValidationError:
+    return ValidationError(f"{where}: {what}", details={"field": where})
+
+
+def check_json(value: Any, where: str) -> None:
+    """Refuse anything JSON would silently coerce or cannot carry (contract 2.4)."""
+    active: set[int] = set()
+
+    def walk(obj: Any, path: str, depth: int) -> None:
+        if isinstance(obj, str):
+            check_text(obj, path)
+            return
+        if obj is None or obj is True or obj is False:
+            return
+        if isinstance(obj, int):
+            return
+        if isinstance(obj, float):
+            if not math.isfinite(obj):
+                raise _bad(path, f"{obj!r} is not a JSON number (NaN and infinities are refused)")
+            return
+        if depth > _MAX_DEPTH:
+            raise _bad(path, f"nested deeper than {_MAX_DEPTH} levels")
+        if isinstance(obj, dict):
+            key = id(obj)
+            if key in active:
+                raise _bad(path, "circular reference")
+            active.add(key)
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise _bad(
+                        path, f"key {k!r} is a {type(k).__name__}; JSON object keys must be str"
+                    )
+                check_text(k, path)
+                tv = type(v)
+                if tv is int or (tv is str and v.isascii() and "\x00" not in v):
+                    continue
+                walk(v, f"{path}.{k}", depth + 1)
+            active.discard(key)
+            return
+        if isinstance(obj, list):
+            key = id(obj)
+            if key in active:
+                raise _bad(path, "circular reference")
+            active.add(key)
+            for i, v in enumerate(obj):
+                walk(v, f"{path}[{i}]", depth + 1)
+            active.discard(key)
+            return
+        if isinstance(obj, bytes | bytearray | memoryview):
+            raise _bad(path, "bytes are not JSON; store large binary data as an artifact")
+        raise _bad(
+            path,
+            f"a {type(obj).__name__} is not JSON (use dict, list, str, int, float, bool, None)",
+        )
+
+    walk(value, where, 0)
+
+
+def dumps(value: Any, where: str) -> str:
+    check_json(value, where)
+    return _dumps(value)
+
+
+def _size_ok(text: str, limit: int) -> bool:
+    n = len(text)
+    return n <= limit and (n * 4 <= limit or len(text.encode("utf-8")) <= limit)
+
+
+class EncodedEvent(NamedTuple):
+    """An event as every backend stores it: scalar columns plus two JSON texts."""
+
+    id: str
+    session_id: str
+    type: str
+    run_id: str | None
+    timestamp_us: int
+    data: str
+    metadata: str
+    schema_version: int
+    provider: str | None
+    correlation_id: str | None
+
+
+def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EncodedEvent:
+    if type(event) is not Event:
+        raise ValidationError(f"expected an Event, got {type(event).__name__}")
+    # The value was validated when built, but a caller may have mutated its dicts (or forced a
+    # field) since: the field checks run again and the payloads are walked before any write.
+    Event.__post_init__(event)
+    data = dumps(event.data, "event.data") if event.data else "{}"
+    metadata = dumps(event.metadata, "event.metadata") if event.metadata else "{}"
+    if not _size_ok(data, max_bytes) or not _size_ok(data + metadata, max_bytes):
+        raise ValidationError(
+            f"event {event.id!r}: payload is larger than the {max_bytes}-byte limit per event; "
+            "store large blobs as artifacts and reference them by key",
+            details={"limit": max_bytes},
+        )
+    return EncodedEvent(
+        event.id,
+        event.session_id,
+        event.type.value,
+        event.run_id,
+        to_micros(event.timestamp),
+        data,
+        metadata,
+        event.schema_version,
+        event.provider,
+        event.correlation_id,
+    )
+
+
+_TYPES = {t.value: t for t in EventType}
+
+
+def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> Event:
+    """Rebuild the stored form; also used for rows straight from a driver (same column order)."""
+    return Event._trusted(
+        row[0],
+        _TYPES[row[2]],
+        row[1],
+        row[3],
+        from_micros(row[4]),
+        sequence_number,
+        _loads(row[5]),
+        _loads(row[6]),
+        row[7],
+        row[8],
+        row[9],
+    )
+
+
+def encode_session(session: Session) -> str:
+    if type(session) is not Session:
+        raise ValidationError(f"expected a Session, got {type(session).__name__}")
+    Session.__post_init__(session)
+    return dumps(session.to_dict(), "session")
+
+
+def decode_session(doc: str) -> Session:
+    return Session.from_dict(_loads(doc))
+
+
+def encode_run(run: Run) -> str:
+    if type(run) is not Run:
+        raise ValidationError(f"expected a Run, got {type(run).__name__}")
+    Run.__post_init__(run)
+    return dumps(run.to_dict(), "run")
+
+
+def decode_run(doc: str) -> Run:
+    return Run.from_dict(_loads(doc))

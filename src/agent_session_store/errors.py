@@ -1,0 +1,122 @@
+"""The one error family every store raises (contract 1).
+
+Callers branch on ``err.code``, a stable string, rather than on driver exceptions, so a
+backend can be swapped without touching error handling. The driver's own exception, when
+there is one, is kept as ``__cause__`` for debugging and never shown in the message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+__all__ = [
+    "DependencyNotAvailableError",
+    "InvalidCursorError",
+    "InvalidEventTypeError",
+    "InvalidStatusError",
+    "MigrationRequiredError",
+    "NotFoundError",
+    "RunNotFoundError",
+    "SessionNotFoundError",
+    "StorageConnectionFailedError",
+    "StorageError",
+    "StoreError",
+    "ValidationError",
+    "redact",
+]
+
+
+class StoreError(Exception):
+    """Base of every error a store raises; ``code`` is what callers should match on."""
+
+    code: ClassVar[str] = "store_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        self.message = redact(message)
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries in the multi-process tests and in user pools.
+        return (_rebuild, (type(self), self.message, self.details))
+
+
+def _rebuild(cls: type[StoreError], message: str, details: dict[str, Any]) -> StoreError:
+    return cls(message, details=details)
+
+
+class ValidationError(StoreError):
+    """Malformed input: wrong type, missing field, bad option value, bad key."""
+
+    code = "validation_error"
+
+
+class InvalidEventTypeError(ValidationError):
+    """An event type outside the 28 known ones."""
+
+    code = "invalid_event_type"
+
+
+class InvalidStatusError(ValidationError):
+    """A session or run status outside the known set."""
+
+    code = "invalid_status"
+
+
+class SessionNotFoundError(StoreError):
+    code = "session_not_found"
+
+
+class RunNotFoundError(StoreError):
+    code = "run_not_found"
+
+
+class NotFoundError(StoreError):
+    """An artifact key that is not stored."""
+
+    code = "not_found"
+
+
+class InvalidCursorError(ValidationError):
+    code = "invalid_cursor"
+
+
+class StorageError(StoreError):
+    """The backend failed: I/O, constraint, server error."""
+
+    code = "storage_error"
+
+
+class StorageConnectionFailedError(StorageError):
+    """The backend cannot be reached right now; retrying later may succeed."""
+
+    code = "storage_connection_failed"
+
+
+class MigrationRequiredError(StoreError):
+    code = "migration_required"
+
+
+class DependencyNotAvailableError(StoreError):
+    code = "dependency_not_available"
+
+
+# userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.
+_URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+_KV_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key|secret_access_key)"
+    r"(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s&;,]+)"
+)
+
+
+def redact(text: str) -> str:
+    """Remove passwords from anything that may end up in a message, a log or a repr."""
+    text = _URL_SECRET.sub(r"\g<scheme>\g<user>:***@", text)
+    return _KV_SECRET.sub(r"\1\2***", text)

@@ -1,0 +1,286 @@
+"""In-memory session store: for tests, notebooks and single-process tools.
+
+Everything lives in this process and is gone when it exits. Each operation runs to completion
+on the event loop without awaiting, so operations are atomic with respect to each other
+without any lock. Use one store from one event loop.
+
+Costs: an append is O(1) (plus the payload's JSON encoding); ``get_events`` slices the
+session's own log by sequence, and uses per-run and per-type position lists for those
+filters, so a page costs what it returns, however large the store.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
+from itertools import islice
+from typing import Any
+
+from .base import EventQuery, SessionStoreBase
+from .codec import EncodedEvent, decode_event, decode_run, decode_session
+from .errors import ValidationError
+from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
+from .urls import query_options
+
+__all__ = ["InMemorySessionStore"]
+
+_SessionKey = tuple[int, str]  # (created_at in µs, id): the list_sessions order
+
+
+class _Log:
+    """One session's events; sequence number n lives at index n - 1."""
+
+    __slots__ = ("by_run", "by_type", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[EncodedEvent] = []
+        self.by_run: dict[str, array[int]] = {}
+        self.by_type: dict[str, array[int]] = {}
+
+    def add(self, row: EncodedEvent) -> int:
+        seq = len(self.rows) + 1
+        self.rows.append(row)
+        if row.run_id is not None:
+            positions = self.by_run.get(row.run_id)
+            if positions is None:
+                positions = self.by_run[row.run_id] = array("q")
+            positions.append(seq)
+        positions = self.by_type.get(row.type)
+        if positions is None:
+            positions = self.by_type[row.type] = array("q")
+        positions.append(seq)
+        return seq
+
+
+class _SessionRecord:
+    __slots__ = ("agent_id", "doc", "key", "status")
+
+    def __init__(self, key: _SessionKey, status: str, agent_id: str, doc: str) -> None:
+        self.key = key
+        self.status = status
+        self.agent_id = agent_id
+        self.doc = doc
+
+
+class _RunRecord:
+    __slots__ = ("doc", "key", "session_id", "status")
+
+    def __init__(self, session_id: str, key: tuple[int, str], status: str, doc: str) -> None:
+        self.session_id = session_id
+        self.key = key
+        self.status = status
+        self.doc = doc
+
+
+class InMemorySessionStore(SessionStoreBase):
+    backend_name = "memory"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._sessions: dict[str, _SessionRecord] = {}
+        self._order: list[_SessionKey] = []
+        self._by_status: dict[str, list[_SessionKey]] = {}
+        self._by_agent: dict[str, list[_SessionKey]] = {}
+        self._runs: dict[str, _RunRecord] = {}
+        self._runs_of: dict[str, dict[str, _RunRecord]] = {}
+        self._logs: dict[str, _Log] = {}
+        self._event_ids: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> InMemorySessionStore:
+        """``memory://`` (optionally ``?max_event_bytes=N``): a new, empty store every time."""
+        opts = query_options(url)
+        if "max_event_bytes" in opts:
+            options.setdefault("max_event_bytes", int(opts.pop("max_event_bytes")))
+        opts.pop("auto_migrate", None)  # nothing to migrate; accepted so URLs stay portable
+        if opts:
+            raise ValidationError(f"unknown memory:// option(s): {', '.join(sorted(opts))}")
+        return cls(**options)
+
+    def __repr__(self) -> str:
+        return (
+            f"InMemorySessionStore({len(self._sessions)} sessions, {len(self._event_ids)} events)"
+        )
+
+    async def _open(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ sessions
+
+    def _put_session(self, session: Session, doc: str) -> None:
+        old = self._sessions.get(session.id)
+        if old is not None:
+            self._unindex_session(old)
+        key = (to_micros(session.created_at), session.id)
+        record = _SessionRecord(key, session.status.value, session.agent_id, doc)
+        self._sessions[session.id] = record
+        insort(self._order, key)
+        insort(self._by_status.setdefault(record.status, []), key)
+        insort(self._by_agent.setdefault(record.agent_id, []), key)
+
+    def _unindex_session(self, record: _SessionRecord) -> None:
+        _remove_sorted(self._order, record.key)
+        _remove_sorted(self._by_status[record.status], record.key)
+        _remove_sorted(self._by_agent[record.agent_id], record.key)
+        if not self._by_agent[record.agent_id]:
+            del self._by_agent[record.agent_id]
+
+    async def _save_session(self, session: Session, doc: str) -> None:
+        self._put_session(session, doc)
+
+    async def _get_session(self, session_id: str) -> Session | None:
+        record = self._sessions.get(session_id)
+        return None if record is None else decode_session(record.doc)
+
+    async def _list_sessions(
+        self,
+        status: SessionStatus | None,
+        agent_id: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[Session]:
+        # Walk the smallest index that answers a filter; check any other filter per row.
+        indexes: list[list[_SessionKey]] = []
+        if status is not None:
+            indexes.append(self._by_status.get(status.value, []))
+        if agent_id is not None:
+            indexes.append(self._by_agent.get(agent_id, []))
+        keys = min(indexes, key=len) if indexes else self._order
+        end = None if limit is None else offset + limit
+        records = (self._sessions[k[1]] for k in keys)
+        if len(indexes) < 2:
+            chosen = [self._sessions[k[1]] for k in keys[offset:end]]
+        else:
+            wanted = (None if status is None else status.value, agent_id)
+            matching = (r for r in records if (r.status, r.agent_id) == wanted)
+            chosen = list(islice(matching, offset, end))
+        return [decode_session(r.doc) for r in chosen]
+
+    async def _delete_session(self, session_id: str) -> None:
+        record = self._sessions.pop(session_id, None)
+        if record is not None:
+            self._unindex_session(record)
+        for run_id in self._runs_of.pop(session_id, {}):
+            del self._runs[run_id]
+        log = self._logs.pop(session_id, None)
+        if log is not None:
+            for row in log.rows:
+                del self._event_ids[row.id]
+
+    # ------------------------------------------------------------ runs
+
+    def _put_run(self, run: Run, doc: str) -> None:
+        old = self._runs.get(run.id)
+        if old is not None and old.session_id != run.session_id:
+            del self._runs_of[old.session_id][run.id]
+        record = _RunRecord(
+            run.session_id, (to_micros(run.started_at), run.id), run.status.value, doc
+        )
+        self._runs[run.id] = record
+        self._runs_of.setdefault(run.session_id, {})[run.id] = record
+
+    async def _save_run(self, run: Run, doc: str) -> None:
+        self._put_run(run, doc)
+
+    async def _get_run(self, run_id: str) -> Run | None:
+        record = self._runs.get(run_id)
+        return None if record is None else decode_run(record.doc)
+
+    async def _list_runs(
+        self, session_id: str, status: RunStatus | None, limit: int | None
+    ) -> list[Run]:
+        records = sorted(self._runs_of.get(session_id, {}).values(), key=lambda r: r.key)
+        if status is not None:
+            records = [r for r in records if r.status == status.value]
+        return [decode_run(r.doc) for r in records[:limit]]
+
+    async def _get_active_run(self, session_id: str) -> Run | None:
+        running = [
+            r for r in self._runs_of.get(session_id, {}).values() if r.status == RunStatus.RUNNING
+        ]
+        return decode_run(max(running, key=lambda r: r.key).doc) if running else None
+
+    # ------------------------------------------------------------ events
+
+    def _store_rows(self, rows: list[EncodedEvent]) -> list[Event]:
+        stored: list[Event] = []
+        ids = self._event_ids
+        logs = self._logs
+        touched: set[str] = set()
+        for row in rows:
+            known = ids.get(row.id)
+            if known is not None:
+                sid, seq = known
+                stored.append(decode_event(logs[sid].rows[seq - 1], seq))
+                continue
+            log = logs.get(row.session_id)
+            if log is None:
+                log = logs[row.session_id] = _Log()
+            seq = log.add(row)
+            ids[row.id] = (row.session_id, seq)
+            touched.add(row.session_id)
+            stored.append(decode_event(row, seq))
+        if touched and self._waiters:
+            self._notify(touched)
+        return stored
+
+    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
+        return self._store_rows(rows)
+
+    async def _flush(
+        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+    ) -> list[Event]:
+        # Everything was validated before this point and nothing below can fail midway.
+        self._put_session(session, session_doc)
+        self._put_run(run, run_doc)
+        return self._store_rows(rows)
+
+    async def _get_events(self, q: EventQuery) -> list[Event]:
+        log = self._logs.get(q.session_id)
+        if log is None:
+            return []
+        lo = q.after or 0  # first candidate sequence is lo + 1
+        hi = len(log.rows) if q.before is None else min(len(log.rows), q.before - 1)
+        if hi <= lo:
+            return []
+        indexes: list[array[int]] = []
+        for index, value in ((log.by_run, q.run_id), (log.by_type, q.type)):
+            if value is not None:
+                found = index.get(value)
+                if found is None:
+                    return []
+                indexes.append(found)
+        positions = min(indexes, key=len) if indexes else None
+        rows = log.rows
+        if positions is None:
+            candidates: Sequence[int] = range(lo + 1, hi + 1)
+        else:
+            candidates = positions[bisect_right(positions, lo) : bisect_right(positions, hi)]
+        out: list[Event] = []
+        limit = q.limit
+        for seq in candidates:
+            row = rows[seq - 1]
+            if q.run_id is not None and row.run_id != q.run_id:
+                continue
+            if q.type is not None and row.type != q.type:
+                continue
+            if q.since_us is not None and row.timestamp_us < q.since_us:
+                continue
+            out.append(decode_event(row, seq))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    async def _latest_sequence(self, session_id: str) -> int:
+        log = self._logs.get(session_id)
+        return 0 if log is None else len(log.rows)
+
+
+def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:
+    i = bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        del keys[i]

@@ -1,0 +1,192 @@
+"""The two ports every backend implements: SessionStore and ArtifactStore.
+
+These are the whole contract callers program against (../shared/spec/contract.md, cited
+as "contract N.N"). A backend that passes ``agent_session_store.testing`` meets them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
+
+from .models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
+
+__all__ = ["ArtifactData", "ArtifactStat", "ArtifactStore", "KeyPage", "SessionStore"]
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Sessions, runs and an append-only, per-session event log.
+
+    Guarantees (contract 3): the log is append-only and immutable; writes are idempotent;
+    a read sees every write that returned before it; every operation is safe under concurrent
+    callers, tasks in one process and, for durable backends, processes sharing one database.
+    Failures raise ``StoreError`` subclasses; driver exceptions never escape.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def close(self) -> None:
+        """Release resources; pending long-poll readers return ``[]`` at once (contract 1)."""
+
+    async def save_session(self, session: Session) -> None:
+        """Upsert by id with full replacement (3.1)."""
+
+    async def get_session(self, session_id: str) -> Session:
+        """Raise ``session_not_found`` for an unknown id; soft-deleted ones are returned (3.2)."""
+        ...
+
+    async def list_sessions(
+        self,
+        *,
+        status: SessionStatus | str | None = None,
+        agent_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Filters AND together; ordered by ``created_at`` then ``id`` (3.3)."""
+        ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """Remove the session, its runs, events and counter atomically; idempotent (3.4)."""
+
+    async def save_run(self, run: Run) -> None:
+        """Upsert by id with full replacement (3.5)."""
+
+    async def get_run(self, run_id: str) -> Run:
+        """Raise ``run_not_found`` for an unknown id (3.5)."""
+        ...
+
+    async def list_runs(
+        self, session_id: str, *, status: RunStatus | str | None = None, limit: int | None = None
+    ) -> list[Run]:
+        """Ordered by ``started_at`` then ``id``; unknown session gives ``[]`` (3.6)."""
+        ...
+
+    async def get_active_run(self, session_id: str) -> Run | None:
+        """The ``running`` run with the latest ``started_at`` (ties: greatest id), or None (3.7)."""
+        ...
+
+    async def append_event(self, event: Event) -> None:
+        """Append one event; idempotent by event id (3.8)."""
+
+    async def append_event_with_sequence(self, event: Event) -> Event:
+        """Append one event and return its stored form, sequence number set (3.8)."""
+        ...
+
+    async def append_events(self, events: list[Event]) -> list[Event]:
+        """Append a batch atomically; one contiguous sequence block per session, in input
+        order; duplicates (stored or earlier in the batch) map to the stored event (3.8)."""
+        ...
+
+    async def flush(
+        self,
+        session: Session | ExecutionResult,
+        run: Run | None = None,
+        events: list[Event] | None = None,
+    ) -> list[Event]:
+        """Upsert session and run and append events as one atomic unit (3.8.7)."""
+        ...
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        type: EventType | str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+        wait_timeout_ms: int | None = None,
+    ) -> list[Event]:
+        """Filtered events in sequence order; with ``wait_timeout_ms``, long-poll until the
+        same query is non-empty or the timeout passes (3.9)."""
+        ...
+
+    async def get_latest_sequence(self, session_id: str) -> int:
+        """The highest sequence ever assigned in the session, 0 when none (3.10)."""
+        ...
+
+    def stream_events(
+        self, session_id: str, *, after: int = 0, **filters: Any
+    ) -> AsyncIterator[Event]:
+        """Yield events in order, forever, long-polling when caught up (3.11)."""
+        ...
+
+
+#: What ``ArtifactStore.put`` accepts: bytes-like, or chunks of them (sync or async).
+ArtifactData = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactStat:
+    key: str
+    size: int
+    sha256: str
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of ``list_keys``; pass ``next_cursor`` back for the next, None at the end."""
+
+    keys: list[str]
+    next_cursor: str | None
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Key → bytes for large blobs (contract 4).
+
+    Keys are non-empty str, at most 1024 UTF-8 bytes, no NUL (else ``validation_error``); every
+    other key is stored faithfully. Puts are atomic: readers see the old or the new object,
+    never a part. ``get`` of an unknown key raises ``not_found``; ``delete`` is idempotent.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+        """Store ``data`` under ``key``, replacing any old object atomically."""
+
+    async def get(self, key: str, **opts: Any) -> bytes:
+        """The whole object; ``not_found`` when absent."""
+        ...
+
+    def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The object in chunks, never whole in memory; ``not_found`` when absent."""
+        ...
+
+    async def delete(self, key: str, **opts: Any) -> None:
+        """Remove ``key``; an absent key is success."""
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def stat(self, key: str) -> ArtifactStat:
+        """Size, SHA-256 and modification time; ``not_found`` when absent."""
+        ...
+
+    async def list_keys(
+        self, prefix: str = "", *, limit: int = 1000, cursor: str | None = None
+    ) -> KeyPage:
+        """Keys starting with ``prefix`` in sorted order, one page at a time."""
+        ...

@@ -1,0 +1,16 @@
+"""Shared test set-up: a tag that keeps this run's server-side data apart from any other run's."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+RUN_TAG = f"t{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh name per test (database schema, key prefix, bucket prefix)."""
+    return f"ass_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
