@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -80,26 +81,39 @@ async def test_tail_follows_appends_from_another_process(tmp_path: Path) -> None
         await store.append_event(
             Event(type=EventType.MESSAGE_SENT, session_id="s", data={"content": "before"})
         )
-        tail = subprocess.Popen(
-            [*CLI, "--url", url, "events", "tail", "s", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        tail = await asyncio.create_subprocess_exec(
+            *CLI,
+            "--url",
+            url,
+            "events",
+            "tail",
+            "s",
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        try:
+        assert tail.stdout is not None
+
+        async def next_line() -> dict[str, Any]:
             assert tail.stdout is not None
-            lines: list[dict[str, Any]] = [json.loads(tail.stdout.readline())]
+            line = await asyncio.wait_for(tail.stdout.readline(), 60)
+            assert line, "tail exited early"
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+
+        try:
+            lines = [await next_line()]
             assert lines[0]["data"]["content"] == "before"
             # The tail is now caught up and long-polling; each append must show up live.
             for i in range(3):
                 await store.append_event(
                     Event(type=EventType.MESSAGE_STREAMED, session_id="s", data={"delta": str(i)})
                 )
-                lines.append(json.loads(tail.stdout.readline()))
+                lines.append(await next_line())
             assert [line["sequence_number"] for line in lines] == [1, 2, 3, 4]
             assert [line["data"].get("delta") for line in lines[1:]] == ["0", "1", "2"]
         finally:
             tail.send_signal(signal.SIGINT)
-            code = tail.wait(timeout=30)
-    assert code in (0, 130), tail.stderr.read() if tail.stderr else ""
+            code = await asyncio.wait_for(tail.wait(), 30)
+    assert code in (0, 130)
