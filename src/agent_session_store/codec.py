@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 from .errors import ValidationError
@@ -17,6 +19,7 @@ from .models import (
     EventType,
     Run,
     Session,
+    check_id,
     check_text,
     from_micros,
     to_micros,
@@ -39,10 +42,33 @@ __all__ = [
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 _MAX_DEPTH = 256
-_dumps = json.JSONEncoder(
+_encoder = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
-).encode
-_loads = json.loads
+)
+# json's C encoder, built once: JSONEncoder.encode rebuilds it on every call.
+_c_encode = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None, _encoder.default, encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
+def _dumps(value: Any) -> str:
+    if _c_encode is None:
+        return _encoder.encode(value)
+    return "".join(_c_encode(value, 0))
+
+
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner json.loads uses, minus its wrapping
+
+
+def _loads(text: str) -> Any:
+    """Decode JSON text this package wrote (compact, no leading whitespace)."""
+    if text == "{}":
+        return {}
+    return _scan(text, 0)[0]
 
 
 def _bad(where: str, what: str) -> ValidationError:
@@ -51,56 +77,52 @@ def _bad(where: str, what: str) -> ValidationError:
 
 def check_json(value: Any, where: str) -> None:
     """Refuse anything JSON would silently coerce or cannot carry (contract 2.4)."""
-    active: set[int] = set()
+    _walk(value, where, 0, set())
 
-    def walk(obj: Any, path: str, depth: int) -> None:
-        if isinstance(obj, str):
-            check_text(obj, path)
-            return
-        if obj is None or obj is True or obj is False:
-            return
-        if isinstance(obj, int):
-            return
-        if isinstance(obj, float):
-            if not math.isfinite(obj):
-                raise _bad(path, f"{obj!r} is not a JSON number (NaN and infinities are refused)")
-            return
-        if depth > _MAX_DEPTH:
-            raise _bad(path, f"nested deeper than {_MAX_DEPTH} levels")
-        if isinstance(obj, dict):
-            key = id(obj)
-            if key in active:
-                raise _bad(path, "circular reference")
-            active.add(key)
-            for k, v in obj.items():
-                if not isinstance(k, str):
-                    raise _bad(
-                        path, f"key {k!r} is a {type(k).__name__}; JSON object keys must be str"
-                    )
+
+def _walk(obj: Any, path: str, depth: int, active: set[int]) -> None:
+    if isinstance(obj, str):
+        check_text(obj, path)
+        return
+    if obj is None or obj is True or obj is False or isinstance(obj, int):
+        return
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise _bad(path, f"{obj!r} is not a JSON number (NaN and infinities are refused)")
+        return
+    if depth > _MAX_DEPTH:
+        raise _bad(path, f"nested deeper than {_MAX_DEPTH} levels")
+    if isinstance(obj, dict):
+        key = id(obj)
+        if key in active:
+            raise _bad(path, "circular reference")
+        active.add(key)
+        for k, v in obj.items():
+            if type(k) is not str and not isinstance(k, str):
+                raise _bad(path, f"key {k!r} is a {type(k).__name__}; JSON object keys must be str")
+            if not k.isascii() or "\x00" in k:
                 check_text(k, path)
-                tv = type(v)
-                if tv is int or (tv is str and v.isascii() and "\x00" not in v):
-                    continue
-                walk(v, f"{path}.{k}", depth + 1)
-            active.discard(key)
-            return
-        if isinstance(obj, list):
-            key = id(obj)
-            if key in active:
-                raise _bad(path, "circular reference")
-            active.add(key)
-            for i, v in enumerate(obj):
-                walk(v, f"{path}[{i}]", depth + 1)
-            active.discard(key)
-            return
-        if isinstance(obj, bytes | bytearray | memoryview):
-            raise _bad(path, "bytes are not JSON; store large binary data as an artifact")
-        raise _bad(
-            path,
-            f"a {type(obj).__name__} is not JSON (use dict, list, str, int, float, bool, None)",
-        )
-
-    walk(value, where, 0)
+            tv = type(v)
+            if tv is int or (tv is str and v.isascii() and "\x00" not in v):
+                continue
+            _walk(v, f"{path}.{k}", depth + 1, active)
+        active.discard(key)
+        return
+    if isinstance(obj, list):
+        key = id(obj)
+        if key in active:
+            raise _bad(path, "circular reference")
+        active.add(key)
+        for i, v in enumerate(obj):
+            _walk(v, f"{path}[{i}]", depth + 1, active)
+        active.discard(key)
+        return
+    if isinstance(obj, bytes | bytearray | memoryview):
+        raise _bad(path, "bytes are not JSON; store large binary data as an artifact")
+    raise _bad(
+        path,
+        f"a {type(obj).__name__} is not JSON (use dict, list, str, int, float, bool, None)",
+    )
 
 
 def dumps(value: Any, where: str) -> str:
@@ -131,9 +153,7 @@ class EncodedEvent(NamedTuple):
 def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EncodedEvent:
     if type(event) is not Event:
         raise ValidationError(f"expected an Event, got {type(event).__name__}")
-    # The value was validated when built, but a caller may have mutated its dicts (or forced a
-    # field) since: the field checks run again and the payloads are walked before any write.
-    Event.__post_init__(event)
+    _recheck(event)
     data = dumps(event.data, "event.data") if event.data else "{}"
     metadata = dumps(event.metadata, "event.metadata") if event.metadata else "{}"
     if not _size_ok(data, max_bytes) or not _size_ok(data + metadata, max_bytes):
@@ -157,6 +177,31 @@ def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Enco
 
 
 _TYPES = {t.value: t for t in EventType}
+
+
+def _recheck(event: Event) -> None:
+    """Repeat the constructor's checks without its cost: values are frozen, but a caller can
+    force a field with ``object.__setattr__``, and this is the last stop before a write."""
+    if (
+        type(event.type) is not EventType
+        or type(event.timestamp) is not datetime
+        or event.timestamp.tzinfo is not UTC
+        or type(event.schema_version) is not int
+        or event.schema_version < 1
+        or type(event.data) is not dict
+        or type(event.metadata) is not dict
+    ):
+        Event.__post_init__(event)  # raises the constructor's error for the bad field
+        if event.timestamp.tzinfo is not UTC or type(event.type) is not EventType:
+            raise ValidationError("event fields were changed after construction")
+    for name in ("id", "session_id"):
+        value = getattr(event, name)
+        if type(value) is not str or not value or not value.isascii() or "\x00" in value:
+            check_id(value, f"event.{name}")
+    for name in ("run_id", "provider", "correlation_id"):
+        value = getattr(event, name)
+        if value is not None and (type(value) is not str or not value.isascii() or "\x00" in value):
+            Event.__post_init__(event)
 
 
 def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> Event:
