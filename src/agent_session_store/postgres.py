@@ -1,0 +1,858 @@
+"""PostgreSQL session store: many worker processes on many hosts against one database.
+
+URL: ``postgresql://user:pass@host:5432/db?schema=agents&auto_migrate=true`` (``postgres://``
+works too). Store options in the query string: ``schema`` (default ``agent_session_store``),
+``auto_migrate``, ``min_size``/``max_size`` (pool), ``connect_timeout``/``command_timeout``
+(seconds), ``max_event_bytes``. Any other query option goes to the driver (``sslmode``...).
+
+How the guarantees of contract 3 are met:
+
+* Every write is one server-side function call, so one round trip and one implicit
+  transaction whatever the batch size (arrays, not one bind parameter per value).
+* Sequences: a per-session counter row is locked first (``INSERT ... ON CONFLICT DO UPDATE``,
+  sessions in sorted order so batches never deadlock), then the event ids are checked and the
+  new ones inserted and numbered, then the counter moves by exactly what was inserted. A
+  rolled-back transaction rolls its counter back too, so nothing is ever consumed by a failure.
+* Idempotency: a unique index on the event id. Appends of one id into one session are
+  serialized by the counter lock, so the later one sees the stored event. Into two different
+  sessions, ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one
+  committed, the rows just inserted are deleted again and the step re-runs with a fresh
+  snapshot inside the same transaction: no gap, no error for the caller.
+* Long-poll: each append sends ``NOTIFY`` (payload: the session id) in its own transaction,
+  so it is delivered exactly when the events become visible. Each store keeps one dedicated
+  listening connection; ``_watch_start`` returns only once ``LISTEN`` is active, and after a
+  reconnect every waiter is woken to re-query, so no wake-up is lost.
+* Failures: driver errors become ``StoreError``s (connection problems are
+  ``storage_connection_failed``); the pool reconnects by itself once the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import asyncpg
+    from asyncpg.exceptions import PostgresError
+except ImportError as _missing:  # pragma: no cover - exercised only without the extra
+    from .errors import DependencyNotAvailableError
+
+    raise DependencyNotAvailableError(
+        "the postgresql:// backend needs the 'postgres' extra: "
+        "pip install 'agent-session-store[postgres]'",
+        details={"extra": "postgres"},
+    ) from _missing
+
+from .base import EventQuery, SessionStoreBase
+from .codec import EncodedEvent, decode_event, decode_run, decode_session
+from .errors import (
+    MigrationRequiredError,
+    StorageConnectionFailedError,
+    StorageError,
+    StoreError,
+    ValidationError,
+    redact,
+)
+from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
+from .urls import bool_option, query_options
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresSessionStore"]
+
+log = logging.getLogger("agent_session_store.postgres")
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "agent_session_store"
+_EVENT_COLUMNS = (
+    "id, session_id, type, run_id, ts_us, data, metadata, schema_version, provider, "
+    "correlation_id, seq"
+)  # EncodedEvent's order, then the sequence number: what decode_event expects
+_LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})  # + class 08
+
+
+# ---------------------------------------------------------------------------- schema
+
+# Forward-only: a released migration is never edited; a change is a new entry at the end.
+# ``{s}`` is the quoted schema name, ``{channel}`` the NOTIFY channel as an SQL literal.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "sessions, runs, events, counters and the append functions",
+        """
+CREATE TABLE {s}.sessions (
+    id text COLLATE "C" PRIMARY KEY,
+    agent_id text COLLATE "C" NOT NULL,
+    status text NOT NULL,
+    created_us bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX sessions_order ON {s}.sessions (created_us, id);
+CREATE INDEX sessions_status ON {s}.sessions (status, created_us, id);
+CREATE INDEX sessions_agent ON {s}.sessions (agent_id, created_us, id);
+CREATE INDEX sessions_agent_status ON {s}.sessions (agent_id, status, created_us, id);
+
+CREATE TABLE {s}.runs (
+    id text COLLATE "C" PRIMARY KEY,
+    session_id text COLLATE "C" NOT NULL,
+    status text NOT NULL,
+    started_us bigint NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX runs_session ON {s}.runs (session_id, started_us, id);
+CREATE INDEX runs_session_status ON {s}.runs (session_id, status, started_us, id);
+
+CREATE TABLE {s}.events (
+    session_id text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    type text NOT NULL,
+    run_id text COLLATE "C",
+    ts_us bigint NOT NULL,
+    data text NOT NULL,
+    metadata text NOT NULL,
+    schema_version integer NOT NULL,
+    provider text,
+    correlation_id text,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE UNIQUE INDEX events_id ON {s}.events (id);
+CREATE INDEX events_run ON {s}.events (session_id, run_id, seq);
+CREATE INDEX events_type ON {s}.events (session_id, type, seq);
+
+-- The highest sequence ever assigned per session; its row lock serializes a session's appends.
+CREATE TABLE {s}.counters (
+    session_id text COLLATE "C" PRIMARY KEY,
+    last_seq bigint NOT NULL
+);
+
+CREATE FUNCTION {s}.append_events(
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
+) RETURNS TABLE (
+    ord integer, seq bigint, e_id text, e_session text, e_type text, e_run text,
+    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
+) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_expected bigint;
+    v_ords integer[];
+    v_seqs bigint[];
+    v_sessions text[];
+BEGIN
+    IF coalesce(cardinality(p_id), 0) = 0 THEN
+        RETURN;
+    END IF;
+    -- Lock every touched counter first, in one order for everybody (no deadlocks). Each
+    -- statement below then runs with a snapshot taken after the lock was granted, so it
+    -- sees every event committed by whoever held the lock before.
+    INSERT INTO {s}.counters AS c (session_id, last_seq)
+    SELECT DISTINCT u.sid, 0 FROM unnest(p_session) AS u(sid) ORDER BY 1
+    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    LOOP
+        WITH input AS (
+            SELECT * FROM unnest(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
+                                 p_provider, p_corr) WITH ORDINALITY
+                AS t(id, session_id, type, run_id, ts_us, data, metadata, schema_version,
+                     provider, correlation_id, ord)
+        ), fresh AS (
+            SELECT i.*, c.last_seq
+                       + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
+            FROM input AS i JOIN {s}.counters AS c ON c.session_id = i.session_id
+            WHERE NOT EXISTS (SELECT 1 FROM {s}.events AS e WHERE e.id = i.id)
+        ), ins AS (
+            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
+                                    schema_version, provider, correlation_id)
+            SELECT session_id, seq, id, type, run_id, ts_us, data, metadata, schema_version,
+                   provider, correlation_id
+            FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
+            ON CONFLICT (id) DO NOTHING
+            RETURNING session_id, seq
+        )
+        SELECT (SELECT count(*) FROM fresh), array_agg(f.ord::integer), array_agg(f.seq),
+               array_agg(f.session_id)
+        INTO v_expected, v_ords, v_seqs, v_sessions
+        FROM fresh AS f JOIN ins ON ins.session_id = f.session_id AND ins.seq = f.seq;
+        EXIT WHEN coalesce(cardinality(v_ords), 0) = v_expected;
+        -- Another transaction committed one of these ids into another session while we
+        -- inserted: undo this attempt and number again from a snapshot that sees it.
+        DELETE FROM {s}.events AS e
+        USING unnest(v_sessions, v_seqs) AS d(sid, q)
+        WHERE e.session_id = d.sid AND e.seq = d.q;
+    END LOOP;
+    IF v_ords IS NOT NULL THEN
+        UPDATE {s}.counters AS c SET last_seq = m.top
+        FROM (SELECT u.sid, max(u.q) AS top FROM unnest(v_sessions, v_seqs) AS u(sid, q)
+              GROUP BY u.sid) AS m
+        WHERE c.session_id = m.sid;
+        PERFORM pg_notify({channel},
+                          CASE WHEN char_length(d.sid) <= 200 THEN d.sid
+                               ELSE '#' || md5(d.sid) END)
+        FROM (SELECT DISTINCT u.sid FROM unnest(v_sessions) AS u(sid)) AS d;
+        RETURN QUERY SELECT u.o, u.q, NULL::text, NULL::text, NULL::text, NULL::text,
+                            NULL::bigint, NULL::text, NULL::text, NULL::integer, NULL::text,
+                            NULL::text
+                     FROM unnest(v_ords, v_seqs) AS u(o, q);
+    END IF;
+    IF coalesce(cardinality(v_ords), 0) < cardinality(p_id) THEN
+        -- Ids that were already stored: the caller gets the stored event.
+        RETURN QUERY
+        SELECT i.ord::integer, e.seq, e.id, e.session_id, e.type, e.run_id, e.ts_us, e.data,
+               e.metadata, e.schema_version, e.provider, e.correlation_id
+        FROM unnest(p_id) WITH ORDINALITY AS i(id, ord)
+        JOIN {s}.events AS e ON e.id = i.id
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_ords) AS f(o) WHERE f.o = i.ord);
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION {s}.flush(
+    s_id text, s_agent text, s_status text, s_created bigint, s_doc text,
+    r_id text, r_session text, r_status text, r_started bigint, r_doc text,
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
+) RETURNS TABLE (
+    ord integer, seq bigint, e_id text, e_session text, e_type text, e_run text,
+    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
+) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+BEGIN
+    -- Lock order session -> run -> counters, the same as delete_session.
+    INSERT INTO {s}.sessions (id, agent_id, status, created_us, doc)
+    VALUES (s_id, s_agent, s_status, s_created, s_doc)
+    ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id, status = EXCLUDED.status,
+        created_us = EXCLUDED.created_us, doc = EXCLUDED.doc;
+    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+    VALUES (r_id, r_session, r_status, r_started, r_doc)
+    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
+        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
+    RETURN QUERY SELECT * FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts,
+                                                  p_data, p_meta, p_sv, p_provider, p_corr);
+END
+$fn$;
+
+CREATE FUNCTION {s}.delete_session(p_session text) RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    DELETE FROM {s}.sessions WHERE id = p_session;
+    DELETE FROM {s}.runs WHERE session_id = p_session;
+    -- Wait for in-flight appends of the session, then remove what they committed too.
+    PERFORM 1 FROM {s}.counters WHERE session_id = p_session FOR UPDATE;
+    DELETE FROM {s}.events WHERE session_id = p_session;
+    DELETE FROM {s}.counters WHERE session_id = p_session;
+END
+$fn$;
+""",
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _channel_for(schema: str) -> str:
+    """One NOTIFY channel per schema; identifiers are capped at 63 bytes, so hash long ones."""
+    channel = f"ass_events.{schema}"
+    if len(channel.encode()) > 63:
+        channel = "ass_events." + hashlib.md5(schema.encode()).hexdigest()
+    return channel
+
+
+def _lock_key(schema: str) -> int:
+    """A signed 64-bit advisory-lock key for migrating this schema."""
+    digest = hashlib.sha256(f"agent_session_store.migrate:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """The store never changes session state on pooled connections, so skip the per-release
+    reset query: it would be a second round trip on every single operation."""
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresConnectionError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, PostgresError):
+        state = exc.sqlstate or ""
+        return state.startswith("08") or state in _CONNECTION_SQLSTATES
+    if isinstance(exc, asyncpg.InterfaceError):
+        text = str(exc).lower()
+        return "connection" in text and ("closed" in text or "lost" in text)
+    return False
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+class PostgresSessionStore(SessionStoreBase):
+    """Sessions, runs and events in one PostgreSQL schema, shared by any number of processes."""
+
+    backend_name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: asyncpg.Pool | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        auto_migrate: bool = False,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 60.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if (dsn is None) == (pool is None):
+            raise ValidationError("PostgresSessionStore needs exactly one of dsn or pool")
+        if type(schema) is not str or not schema or len(schema.encode()) > 63 or "\0" in schema:
+            raise ValidationError(f"schema must be a PostgreSQL identifier, got {schema!r}")
+        if not 1 <= min_size <= max_size:
+            raise ValidationError("pool sizes need 1 <= min_size <= max_size")
+        if connect_timeout <= 0 or command_timeout <= 0:
+            raise ValidationError("timeouts must be positive")
+        self._dsn = dsn
+        self._pool: asyncpg.Pool | None = pool
+        self._owns_pool = pool is None
+        self.schema = schema
+        self.auto_migrate = auto_migrate
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._channel = _channel_for(schema)
+        s = _quote_ident(schema)
+        self._s = s
+        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
+        self._sql_flush = (
+            f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            f"{_ARRAY_ARGS_FROM_11})"
+        )
+        # the dedicated LISTEN connection (see _watch_start)
+        self._listen_conn: asyncpg.Connection | None = None
+        self._listen_lock = asyncio.Lock()
+        self._listen_lost = asyncio.Event()
+        self._listen_task: asyncio.Task[None] | None = None
+        self._from_pool_listener = pool is not None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresSessionStore:
+        opts = query_options(url)
+        parts = urlsplit(url)
+        ours: dict[str, Any] = {}
+        if "schema" in opts:
+            ours["schema"] = opts.pop("schema")
+        ours["auto_migrate"] = bool_option(opts, "auto_migrate", False)
+        for name, kind in (
+            ("min_size", int),
+            ("max_size", int),
+            ("max_event_bytes", int),
+            ("connect_timeout", float),
+            ("command_timeout", float),
+        ):
+            if name in opts:
+                raw = opts.pop(name)
+                try:
+                    ours[name] = kind(raw)
+                except ValueError:
+                    raise ValidationError(
+                        f"URL option {name}={raw!r} must be a number", details={"field": name}
+                    ) from None
+        rest = "&".join(f"{k}={v}" for k, v in opts.items())  # driver options (sslmode, ...)
+        dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+        for key, value in ours.items():
+            options.setdefault(key, value)
+        return cls(dsn, **options)
+
+    def __repr__(self) -> str:
+        where = redact(self._dsn) if self._dsn else "<given pool>"
+        return f"PostgresSessionStore({where!r}, schema={self.schema!r})"
+
+    # ------------------------------------------------------------ errors
+
+    def _wrap(self, exc: BaseException, operation: str) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        details = {"operation": operation}
+        if isinstance(exc, PostgresError) and exc.sqlstate in ("42P01", "3F000", "42883"):
+            return self._migration_error(f"a table or function is missing ({text})")
+        if _is_connection_error(exc):
+            return StorageConnectionFailedError(
+                f"postgres {operation} failed: cannot reach the database ({text})",
+                details=details,
+            )
+        return StorageError(f"postgres {operation} failed: {text}", details=details)
+
+    def _migration_error(self, why: str) -> MigrationRequiredError:
+        where = redact(self._dsn) if self._dsn else "<your database URL>"
+        return MigrationRequiredError(
+            f"the PostgreSQL schema {self.schema!r} needs migrating: {why}. Run "
+            f"`agent-session-store migrate '{where}'` (or `await store.migrate()`), or open the "
+            "store with ?auto_migrate=true",
+            details={"schema": self.schema, "needs_version": SCHEMA_VERSION},
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A connection outside the pool (migrations, LISTEN)."""
+        assert self._dsn is not None
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            server_settings={"application_name": "agent-session-store"},
+        )
+        return conn
+
+    async def _open(self) -> None:
+        if self.auto_migrate:
+            await self.migrate()
+        if self._pool is None:
+            assert self._dsn is not None
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                max_inactive_connection_lifetime=300.0,
+                reset=_no_reset,
+                server_settings={"application_name": "agent-session-store"},
+            )
+        try:
+            version = await self._schema_version()
+        except BaseException:
+            await self._close()
+            raise
+        if version > SCHEMA_VERSION:
+            # Migrations only add, so older code keeps working during a rolling upgrade.
+            log.info(
+                "schema %s is at version %s (this code: %s)", self.schema, version, SCHEMA_VERSION
+            )
+
+    async def _schema_version(self) -> int:
+        try:
+            version = await self._fetchval(f"SELECT max(version) FROM {self._s}.schema_migrations")
+        except PostgresError as exc:
+            if exc.sqlstate in ("42P01", "3F000"):
+                raise self._migration_error("it has no tables yet") from exc
+            raise
+        if version is None or version < SCHEMA_VERSION:
+            raise self._migration_error(
+                f"it is at version {version or 0}, this code needs {SCHEMA_VERSION}"
+            )
+        return int(version)
+
+    async def _close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listen_task
+        await self._drop_listener()
+        if self._pool is not None and self._owns_pool:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._connect_timeout)
+            except (TimeoutError, OSError, PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
+
+    async def migrate(self) -> None:
+        """Apply missing migrations; safe from many processes at once (an advisory lock)."""
+        try:
+            await self._migrate()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "migrate") from exc
+
+    async def _migrate(self) -> None:
+        if self._dsn is not None:
+            conn = await self._connect()
+            try:
+                await self._apply_migrations(conn)
+            finally:
+                await conn.close(timeout=self._connect_timeout)
+        else:
+            assert self._pool is not None
+            async with self._pool.acquire(timeout=self._connect_timeout) as pooled:
+                await self._apply_migrations(pooled)
+
+    async def _apply_migrations(self, conn: Any) -> None:
+        s = self._s
+        async with conn.transaction():
+            # Everything, even CREATE SCHEMA IF NOT EXISTS, runs under the lock: two
+            # concurrent IF NOT EXISTS can still collide in the catalog.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+                "version integer PRIMARY KEY, name text NOT NULL, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            current = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
+            for version, name, sql in MIGRATIONS:
+                if current is not None and version <= current:
+                    continue
+                await conn.execute(sql.format(s=s, channel=_quote_literal(self._channel)))
+                await conn.execute(
+                    f"INSERT INTO {s}.schema_migrations (version, name) VALUES ($1, $2)",
+                    version,
+                    name,
+                )
+                log.info("migrated schema %s to version %s", self.schema, version)
+
+    async def drop_schema(self) -> None:
+        """Remove the schema and everything in it (tests, teardown of a tenant)."""
+        try:
+            if self._dsn is not None:
+                conn = await self._connect()
+                try:
+                    await conn.execute(f"DROP SCHEMA IF EXISTS {self._s} CASCADE")
+                finally:
+                    await conn.close(timeout=self._connect_timeout)
+            else:
+                await self._execute(f"DROP SCHEMA IF EXISTS {self._s} CASCADE")
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "drop_schema") from exc
+
+    # ------------------------------------------------------------ pool helpers
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        pool = self._pool
+        if pool is None:
+            raise StorageError("the postgres store is closed")
+        async with pool.acquire(timeout=self._command_timeout) as conn:
+            yield conn
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._conn() as conn:
+            rows: list[Any] = await conn.fetch(sql, *args)
+            return rows
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._conn() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        async with self._conn() as conn:
+            await conn.execute(sql, *args)
+
+    async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Re-run a whole transaction that the server aborted as a deadlock victim: nothing
+        of it was committed, so running it again is exactly what the caller asked for."""
+        for attempt in range(5):
+            try:
+                return await work()
+            except PostgresError as exc:
+                if exc.sqlstate not in _RETRYABLE_SQLSTATES or attempt == 4:
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ sessions
+
+    async def _save_session(self, session: Session, doc: str) -> None:
+        await self._execute(
+            f"INSERT INTO {self._s}.sessions (id, agent_id, status, created_us, doc) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+            "agent_id = EXCLUDED.agent_id, status = EXCLUDED.status, "
+            "created_us = EXCLUDED.created_us, doc = EXCLUDED.doc",
+            session.id,
+            session.agent_id,
+            session.status.value,
+            to_micros(session.created_at),
+            doc,
+        )
+
+    async def _get_session(self, session_id: str) -> Session | None:
+        doc = await self._fetchval(f"SELECT doc FROM {self._s}.sessions WHERE id = $1", session_id)
+        return None if doc is None else decode_session(doc)
+
+    def list_sessions_sql(self, status: bool, agent_id: bool) -> str:
+        """The query ``list_sessions`` runs ($1 limit, $2 offset, then the filters)."""
+        where: list[str] = []
+        if status:
+            where.append(f"status = ${len(where) + 3}")
+        if agent_id:
+            where.append(f"agent_id = ${len(where) + 3}")
+        cond = f" WHERE {' AND '.join(where)}" if where else ""
+        return (
+            f"SELECT doc FROM {self._s}.sessions{cond} ORDER BY created_us, id LIMIT $1 OFFSET $2"
+        )
+
+    async def _list_sessions(
+        self,
+        status: SessionStatus | None,
+        agent_id: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[Session]:
+        args: list[Any] = [limit, offset]
+        if status is not None:
+            args.append(status.value)
+        if agent_id is not None:
+            args.append(agent_id)
+        rows = await self._fetch(
+            self.list_sessions_sql(status is not None, agent_id is not None), *args
+        )
+        return [decode_session(r[0]) for r in rows]
+
+    async def _delete_session(self, session_id: str) -> None:
+        async def work() -> None:
+            await self._execute(f"SELECT {self._s}.delete_session($1)", session_id)
+
+        await self._retrying(work)
+
+    # ------------------------------------------------------------ runs
+
+    async def _save_run(self, run: Run, doc: str) -> None:
+        await self._execute(
+            f"INSERT INTO {self._s}.runs (id, session_id, status, started_us, doc) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+            "session_id = EXCLUDED.session_id, status = EXCLUDED.status, "
+            "started_us = EXCLUDED.started_us, doc = EXCLUDED.doc",
+            run.id,
+            run.session_id,
+            run.status.value,
+            to_micros(run.started_at),
+            doc,
+        )
+
+    async def _get_run(self, run_id: str) -> Run | None:
+        doc = await self._fetchval(f"SELECT doc FROM {self._s}.runs WHERE id = $1", run_id)
+        return None if doc is None else decode_run(doc)
+
+    def list_runs_sql(self, status: bool) -> str:
+        """The query ``list_runs`` runs ($1 session, $2 limit, $3 status)."""
+        cond = " AND status = $3" if status else ""
+        return (
+            f"SELECT doc FROM {self._s}.runs WHERE session_id = $1{cond} "
+            "ORDER BY started_us, id LIMIT $2"
+        )
+
+    def active_run_sql(self) -> str:
+        return (
+            f"SELECT doc FROM {self._s}.runs WHERE session_id = $1 AND status = 'running' "
+            "ORDER BY started_us DESC, id DESC LIMIT 1"
+        )
+
+    async def _list_runs(
+        self, session_id: str, status: RunStatus | None, limit: int | None
+    ) -> list[Run]:
+        args: list[Any] = [session_id, limit]
+        if status is not None:
+            args.append(status.value)
+        rows = await self._fetch(self.list_runs_sql(status is not None), *args)
+        return [decode_run(r[0]) for r in rows]
+
+    async def _get_active_run(self, session_id: str) -> Run | None:
+        doc = await self._fetchval(self.active_run_sql(), session_id)
+        return None if doc is None else decode_run(doc)
+
+    # ------------------------------------------------------------ events
+
+    def _stored(self, rows: list[EncodedEvent], result: list[Any]) -> list[Event]:
+        """Put the function's answer back in input order: new rows only carry their number
+        (their content is what we sent), rows already stored carry the stored content."""
+        out: list[Event | None] = [None] * len(rows)
+        fresh: set[str] = set()
+        for r in result:
+            i = r[0] - 1
+            if r[2] is None:
+                row = rows[i]
+                out[i] = decode_event(row, r[1])
+                fresh.add(row.session_id)
+            else:
+                out[i] = decode_event(r[2:], r[1])
+        if fresh and self._waiters:
+            self._notify(fresh)  # this process's readers need not wait for the NOTIFY
+        assert all(e is not None for e in out), "the append function missed a row"
+        return out  # type: ignore[return-value]
+
+    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
+        columns = list(zip(*rows))
+
+        async def work() -> list[Any]:
+            return await self._fetch(self._sql_append, *columns)
+
+        return self._stored(rows, await self._retrying(work))
+
+    async def _flush(
+        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+    ) -> list[Event]:
+        columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in range(10)]
+        args = (
+            session.id,
+            session.agent_id,
+            session.status.value,
+            to_micros(session.created_at),
+            session_doc,
+            run.id,
+            run.session_id,
+            run.status.value,
+            to_micros(run.started_at),
+            run_doc,
+            *columns,
+        )
+
+        async def work() -> list[Any]:
+            return await self._fetch(self._sql_flush, *args)
+
+        return self._stored(rows, await self._retrying(work))
+
+    def events_sql(self, query: EventQuery) -> tuple[str, list[Any]]:
+        """The query ``get_events`` runs: one text per filter combination, so each gets its
+        own prepared statement and plan."""
+        args: list[Any] = [query.session_id]
+        where = ["session_id = $1"]
+        for column, op, value in (
+            ("run_id", "=", query.run_id),
+            ("type", "=", query.type),
+            ("ts_us", ">=", query.since_us),
+            ("seq", ">", query.after),
+            ("seq", "<", query.before),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} {op} ${len(args)}")
+        sql = f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)} "
+        sql += "ORDER BY seq"
+        if query.limit is not None:
+            args.append(query.limit)
+            sql += f" LIMIT ${len(args)}"
+        return sql, args
+
+    async def _get_events(self, query: EventQuery) -> list[Event]:
+        sql, args = self.events_sql(query)
+        rows = await self._fetch(sql, *args)
+        return [decode_event(r, r[10]) for r in rows]
+
+    async def _latest_sequence(self, session_id: str) -> int:
+        last = await self._fetchval(
+            f"SELECT last_seq FROM {self._s}.counters WHERE session_id = $1", session_id
+        )
+        return 0 if last is None else int(last)
+
+    # ------------------------------------------------------------ LISTEN / NOTIFY
+
+    async def _watch_start(self, session_id: str) -> None:
+        """Return only once LISTEN is active: the base class queries right after, so an
+        append committed later is sure to be notified, and one committed earlier is seen."""
+        conn = self._listen_conn
+        if conn is not None and not conn.is_closed():
+            return
+        async with self._listen_lock:
+            conn = self._listen_conn
+            if conn is not None and not conn.is_closed():
+                return
+            await self._listen()
+        if self._listen_task is None or self._listen_task.done():
+            self._listen_task = asyncio.create_task(self._supervise_listener())
+
+    async def _listen(self) -> None:
+        if self._from_pool_listener:
+            assert self._pool is not None
+            conn: Any = await self._pool.acquire(timeout=self._connect_timeout)
+        else:
+            conn = await self._connect()
+        try:
+            await conn.add_listener(self._channel, self._on_notification)
+        except BaseException:
+            await self._release_listener(conn)
+            raise
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listen_conn = conn
+        self._listen_lost.clear()
+        # While no connection was listening, wake-ups may have been lost: every waiter
+        # re-queries now that LISTEN is active again.
+        self._waiters.notify_all()
+
+    def _on_notification(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
+        self._notify((payload,))
+        if payload.startswith("#") and len(payload) == 33:
+            digest = payload[1:]
+            self._notify(
+                sid
+                for sid in self._waiters.sessions()
+                if len(sid) > _LONG_SESSION_ID and hashlib.md5(sid.encode()).hexdigest() == digest
+            )
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if conn is self._listen_conn:
+            self._listen_conn = None
+            self._listen_lost.set()
+
+    async def _release_listener(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            if self._from_pool_listener and self._pool is not None:
+                await self._pool.release(conn, timeout=self._connect_timeout)
+            else:
+                await conn.close(timeout=self._connect_timeout)
+
+    async def _drop_listener(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is not None:
+            conn.remove_termination_listener(self._on_listener_lost)
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(self._channel, self._on_notification)
+            await self._release_listener(conn)
+
+    async def _supervise_listener(self) -> None:
+        """Reconnect the listener when it drops while readers wait; ping it now and then so
+        a silently dead connection (no FIN from a vanished host) is noticed too."""
+        delay = 0.05
+        while not self._closed:
+            if self._listen_conn is None:
+                if not self._waiters:
+                    return  # nobody waits; the next reader's _watch_start reconnects
+                try:
+                    async with self._listen_lock:
+                        if self._listen_conn is None:
+                            await self._listen()
+                    delay = 0.05
+                except Exception as exc:
+                    log.warning("postgres listener reconnect failed: %s", redact(str(exc)))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                continue
+            try:
+                await asyncio.wait_for(self._listen_lost.wait(), 15.0)
+            except TimeoutError:
+                conn = self._listen_conn
+                if conn is None or not self._waiters:
+                    continue
+                try:
+                    await conn.execute("SELECT 1", timeout=self._connect_timeout)
+                except Exception:
+                    conn.terminate()  # fires _on_listener_lost
+
+
+_ARRAY_ARGS = (
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], "
+    "$8::integer[], $9::text[], $10::text[]"
+)
+_ARRAY_ARGS_FROM_11 = (
+    "$11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], "
+    "$17::text[], $18::integer[], $19::text[], $20::text[]"
+)
