@@ -29,7 +29,7 @@ DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432
 ROUNDS = 6
 APPENDS = 200  # per round and driver
 PAGES = 40  # per round and driver
-TYPES = "text text text text bigint text text integer text text".split()
+TYPES = ["text", "text", "text", "text", "bigint", "text", "text", "integer", "text", "text"]
 
 
 def _rows(session_id: str, n: int) -> list[EncodedEvent]:
