@@ -78,7 +78,7 @@ async def main() -> None:
         await cur.fetchall()
 
     async def apg_page() -> None:
-        got = await apg.fetch(page_sql, "page", 2000, 1000)
+        got: list[Any] = await apg.fetch(page_sql, "page", 2000, 1000)
         [decode_event(r, r[10]) for r in got]
 
     async def pg_page() -> None:
