@@ -1,0 +1,403 @@
+"""The Redis backend against the shared contract, on a single node and on a real local
+cluster, plus what only Redis has: key layout, prefixes, cluster caveats, faults.
+
+The single node is the shared server on 127.0.0.1:6379; the cluster (three masters) and the
+servers the fault tests stop are started here, on free loopback ports, and stopped at the end.
+Every test uses its own key prefix and removes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from agent_session_store.codec import encode_event
+from agent_session_store.errors import StoreError
+from agent_session_store.models import Event, EventType, Run, Session, SessionStatus
+from agent_session_store.redis import RedisSessionStore, _blob
+from agent_session_store.testing import DurableSessionStoreContract
+from agent_session_store.urls import open_session_store
+
+SINGLE = "redis://127.0.0.1:6379/0"
+
+
+def _free_port() -> int:
+    """A loopback port that is free, and whose cluster-bus port (+10000) is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class _Server:
+    """A redis-server process of our own: no persistence, loopback only."""
+
+    def __init__(self, data: Path, port: int, *extra: str) -> None:
+        self.port = port
+        self.data = data
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        for _ in range(200):
+            ok = subprocess.run(
+                ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "ping"],
+                capture_output=True,
+                text=True,
+            )
+            if ok.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)  # server start-up, not a race in the code under test
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real three-master Redis Cluster on loopback; yields its seed URL."""
+    assert shutil.which("redis-server") and shutil.which("redis-cli")
+    root = tmp_path_factory.mktemp("redis-cluster")
+    servers = []
+    try:
+        for i in range(3):
+            port = _free_port()
+            server = _Server(
+                root / f"n{i}",
+                port,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(root / f"n{i}" / "nodes.conf"),
+                "--cluster-node-timeout",
+                "5000",
+            )
+            server.start()
+            servers.append(server)
+        addrs = [f"127.0.0.1:{s.port}" for s in servers]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addrs,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        for server in servers:
+            for _ in range(400):
+                info = subprocess.run(
+                    ["redis-cli", "-p", str(server.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                time.sleep(0.05)  # waiting for the cluster to converge at set-up
+            else:
+                raise RuntimeError("the local Redis Cluster did not converge")
+        yield f"redis+cluster://127.0.0.1:{servers[0].port}"
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def _drop_prefix(url: str, prefix: str) -> None:
+    """Remove every key under ``prefix`` on every master (test clean-up only)."""
+    if url.startswith("redis+cluster://"):
+        client = RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
+        async with client:
+            for node in client.get_primaries():
+                keys = [
+                    k
+                    async for k in client.scan_iter(
+                        match=f"{prefix}:*", count=1000, target_nodes=node
+                    )
+                ]
+                for k in keys:
+                    await client.delete(k)
+        return
+    async with redis.asyncio.Redis.from_url(url) as single:
+        keys = [k async for k in single.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await single.delete(*keys[i : i + 500])
+
+
+class TestRedisSessionStore(DurableSessionStoreContract):
+    @pytest.fixture
+    async def store_url(self, unique_name: str) -> AsyncIterator[str]:
+        yield f"{SINGLE}?prefix={unique_name}"
+        await _drop_prefix(SINGLE, unique_name)
+
+
+class TestRedisClusterSessionStore(DurableSessionStoreContract):
+    @pytest.fixture
+    async def store_url(self, redis_cluster: str, unique_name: str) -> AsyncIterator[str]:
+        yield f"{redis_cluster}?prefix={unique_name}"
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+# ---------------------------------------------------------------- Redis-specific
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def rstore(
+    request: pytest.FixtureRequest, unique_name: str
+) -> AsyncIterator[RedisSessionStore]:
+    base = SINGLE if request.param == "single" else request.getfixturevalue("redis_cluster")
+    store = open_session_store(f"{base}?prefix={unique_name}")
+    async with store:
+        yield store
+    await _drop_prefix(base, unique_name)
+
+
+async def _all_keys(store: RedisSessionStore) -> list[str]:
+    r = store._r
+    if store.cluster:
+        out: list[str] = []
+        for node in r.get_primaries():
+            out += [k async for k in r.scan_iter(match=f"{store.prefix}:*", target_nodes=node)]
+        return out
+    return [k async for k in r.scan_iter(match=f"{store.prefix}:*")]
+
+
+@pytest.mark.parametrize("sid", ["plain", "a{b}c", "}{", "{x}", "%7B", "é:{}:🤖"])
+async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) -> None:
+    await rstore.flush(
+        Session(id=sid, agent_id="a"),
+        Run(id=f"run-{sid}", session_id=sid),
+        [Event(type=EventType.RUN_STARTED, session_id=sid, run_id=f"run-{sid}")],
+    )
+    mine = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
+    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs"}
+    assert len({key_slot(k.encode()) for k in mine}) == 1
+    # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
+    slots = (
+        {await rstore._r.execute_command("CLUSTER KEYSLOT", k) for k in mine}
+        if (rstore.cluster)
+        else {key_slot(k.encode()) for k in mine}
+    )
+    assert len(slots) == 1
+    # a session whose escaped id looks like another's never shares its keys
+    assert rstore._tag("a{b}c") != rstore._tag("a%7Bb%7Dc")
+    await rstore.delete_session(sid)
+    left = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
+    if rstore.cluster:  # only the short-lived 'just deleted' fence stays, and it expires
+        assert left == [f"{rstore._tag(sid)}:del"]
+        assert 0 < await rstore._r.pttl(left[0]) <= 10_000
+    else:
+        assert left == []
+
+
+async def test_prefixes_isolate_applications(unique_name: str) -> None:
+    a_url = f"{SINGLE}?prefix={unique_name}_a"
+    b_url = f"{SINGLE}?prefix={unique_name}_b"
+    try:
+        async with open_session_store(a_url) as a, open_session_store(b_url) as b:
+            await a.save_session(Session(id="s", agent_id="x"))
+            e = await a.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="s", id="same")
+            )
+            assert await b.list_sessions() == []
+            assert await b.get_events("s") == []
+            # the same event id is free in the other application
+            other = await b.append_event_with_sequence(
+                Event(type=EventType.ERROR_OCCURRED, session_id="t", id="same")
+            )
+            assert other.session_id == "t" and e.session_id == "s"
+            await b.delete_session("t")
+            assert [x.id for x in await a.get_events("s")] == ["same"]
+            assert all(k.startswith(f"{unique_name}_a:") for k in await _all_keys(a))
+    finally:
+        await _drop_prefix(SINGLE, f"{unique_name}_a")
+        await _drop_prefix(SINGLE, f"{unique_name}_b")
+
+
+def test_url_options_and_redaction() -> None:
+    store = RedisSessionStore.from_url(
+        "redis://user:s3cret@127.0.0.1:6379/2?prefix=app1&socket_timeout=1.5&connect_timeout=0.5"
+    )
+    assert store.prefix == "app1" and not store.cluster
+    assert "s3cret" not in repr(store)
+    assert RedisSessionStore.from_url("redis+cluster://127.0.0.1:7000").cluster
+    assert RedisSessionStore.from_url("redis://127.0.0.1:7000?cluster=true").cluster
+    for bad in ("redis://h?prefix=a{b}", "redis://h?nope=1", "redis://h?socket_timeout=0"):
+        with pytest.raises(StoreError) as info:
+            open_session_store(bad)
+        assert info.value.code == "validation_error"
+
+
+async def test_a_stale_index_update_is_ignored(rstore: RedisSessionStore) -> None:
+    """Cluster: the list index lives in another slot and is updated in a second step; a late
+    update carrying an older version must not undo a newer one (docs/redis.md)."""
+    s = Session(id="s", agent_id="a")
+    await rstore.save_session(s)
+    done = s.with_status(SessionStatus.COMPLETED)
+    await rstore.save_session(done)
+    await rstore._index(s, '{"stale": true}', "1")  # version 1: far older than any real one
+    assert [x.status for x in await rstore.list_sessions()] == [SessionStatus.COMPLETED]
+    assert await rstore.list_sessions(status="pending") == []
+
+
+async def test_cluster_orphan_claim_is_completed_by_the_next_append(
+    redis_cluster: str, unique_name: str
+) -> None:
+    """Cluster caveat (docs/redis.md): an appender that dies between claiming an id and storing
+    it leaves the claim; the next append of that id, from any session, stores the original."""
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            original = Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e1", data={"v": 1})
+            row = encode_event(original)
+            await store._r.set(store._claim_key("e1"), _blob(row))  # what a dead writer left
+            assert await store.get_events("s1") == []
+            got = await store.append_event_with_sequence(
+                Event(type=EventType.ERROR_OCCURRED, session_id="s2", id="e1", data={"v": 2})
+            )
+            assert got == original.replace(sequence_number=1)
+            assert await store.get_events("s1") == [got]
+            assert await store.get_events("s2") == []
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+async def test_single_node_has_no_claim_keys(rstore: RedisSessionStore) -> None:
+    """On a single node the id index is one hash changed in the same script as the log."""
+    await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="s") for _ in range(3)]
+    )
+    claims = [k for k in await _all_keys(rstore) if k.startswith(f"{rstore.prefix}:e:")]
+    assert len(claims) == (3 if rstore.cluster else 0)
+
+
+# ---------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[_Server]:
+    server = _Server(tmp_path / "redis", _free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_server_stop_gives_connection_error_then_recovers(own_server: _Server) -> None:
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=f&socket_timeout=2&connect_timeout=1"
+    async with open_session_store(url) as store:
+        await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s"))
+        own_server.stop()
+        for call in (
+            store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s")),
+            store.get_events("s"),
+            store.list_sessions(),
+            store.get_events("s", after=5, wait_timeout_ms=30_000),
+        ):
+            with pytest.raises(StoreError) as info:
+                await call
+            assert info.value.code == "storage_connection_failed"
+            assert info.value.__cause__ is not None
+            assert "redis" in info.value.message
+        own_server.start()  # no persistence: it comes back empty
+        e = await store.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="s")
+        )
+        assert e.sequence_number == 1
+        assert await store.get_events("s") == [e]
+
+
+async def test_password_never_shows_in_errors(tmp_path: Path) -> None:
+    port = _free_port()  # nothing listens there
+    url = f"redis://user:hunter2secret@127.0.0.1:{port}/0?connect_timeout=1"
+    store = open_session_store(url)
+    with pytest.raises(StoreError) as info:
+        await store.get_session("s")
+    assert info.value.code == "storage_connection_failed"
+    assert "hunter2secret" not in str(info.value) and "hunter2secret" not in repr(store)
+    await store.close()
+
+
+async def test_pubsub_reconnect_wakes_waiters_and_loses_nothing(own_server: _Server) -> None:
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=p"
+    async with open_session_store(url) as reader_store, open_session_store(url) as writer:
+        reader = asyncio.create_task(reader_store.get_events("s", wait_timeout_ms=60_000))
+        admin = redis.asyncio.Redis(port=own_server.port)
+        async with admin:
+            channel = reader_store._channel("s")
+            while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # until the reader's subscription is live
+            killed = await admin.client_kill_filter(_type="pubsub")
+            assert killed >= 1
+        # appended while the subscriber may still be reconnecting: the wake-up after
+        # re-subscribing makes the reader query again and find it
+        e = await writer.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="s")
+        )
+        assert await asyncio.wait_for(reader, 20) == [e]
+        # and the new subscription works for later appends
+        later = asyncio.create_task(reader_store.get_events("s", after=1, wait_timeout_ms=60_000))
+        await asyncio.sleep(0.05)
+        e2 = await writer.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="s")
+        )
+        assert await asyncio.wait_for(later, 20) == [e2]
+
+
+async def test_bad_input_leaves_nothing(rstore: RedisSessionStore) -> None:
+    await rstore.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s"))
+    before = sorted(await _all_keys(rstore))
+    bad = Event(type=EventType.MESSAGE_SENT, session_id="s2", data={"b": b"x"})
+    with pytest.raises(StoreError) as info:
+        await rstore.flush(Session(id="s2", agent_id="a"), Run(session_id="s2"), [bad])
+    assert info.value.code == "validation_error"
+    assert sorted(await _all_keys(rstore)) == before
+    assert await rstore.get_latest_sequence("s") == 1
