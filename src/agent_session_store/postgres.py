@@ -33,7 +33,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -350,7 +350,7 @@ class PostgresSessionStore(SessionStoreBase):
         self._from_pool_listener = pool is not None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> PostgresSessionStore:
+    def from_url(cls, url: str, **options: Any) -> Self:
         opts = query_options(url)
         parts = urlsplit(url)
         ours: dict[str, Any] = {}
