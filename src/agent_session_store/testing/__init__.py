@@ -5,6 +5,7 @@ adds several store objects and OS processes on one database; ``ArtifactStoreCont
 contract 4. See each class for the fixture it needs.
 """
 
+from .artifact_contract import ArtifactStoreContract
 from .session_contract import DurableSessionStoreContract, SessionStoreContract
 
-__all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
+__all__ = ["ArtifactStoreContract", "DurableSessionStoreContract", "SessionStoreContract"]
