@@ -14,3 +14,6 @@ RUN_TAG = f"t{os.getpid()}_{uuid.uuid4().hex[:8]}"
 def unique_name() -> str:
     """A fresh name per test (database schema, key prefix, bucket prefix)."""
     return f"ass_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
+
+
+from moto_s3 import s3_endpoint  # noqa: E402, F401  (session fixture: a real S3 endpoint)

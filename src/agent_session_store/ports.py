@@ -126,7 +126,13 @@ class SessionStore(Protocol):
 
 
 #: What ``ArtifactStore.put`` accepts: bytes-like, or chunks of them (sync or async).
-ArtifactData = bytes | bytearray | memoryview | Iterable[bytes] | AsyncIterable[bytes]
+ArtifactData = (
+    bytes
+    | bytearray
+    | memoryview
+    | Iterable[bytes | bytearray | memoryview]
+    | AsyncIterable[bytes | bytearray | memoryview]
+)
 
 
 @dataclass(frozen=True, slots=True)
