@@ -18,7 +18,8 @@ CLI = [sys.executable, "-m", "agent_session_store"]
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "COLUMNS": "200"}  # tables are not squeezed to the runner's width
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc

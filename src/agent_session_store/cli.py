@@ -43,8 +43,9 @@ _FAMILY_STYLE = {
 
 def _out() -> Console:
     # Piped output (CI logs, less) gets a usable width instead of rich's 80-column fallback.
-    width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 140
-    return Console(highlight=False, soft_wrap=False, width=width)
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, width=140, height=50)
 
 
 def _summary(event: Event, width: int = 90) -> str:
