@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -535,25 +535,26 @@ class PostgresSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ pool helpers
 
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Any]:
+    def _acquire(self) -> Any:
+        """A pooled connection. No acquire timeout: that would cost a task per call, and
+        waiting here is bounded anyway, by the connect timeout for a new connection and the
+        command timeout of whoever holds a busy one."""
         pool = self._pool
         if pool is None:
             raise StorageError("the postgres store is closed")
-        async with pool.acquire(timeout=self._command_timeout) as conn:
-            yield conn
+        return pool.acquire()
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self._conn() as conn:
+        async with self._acquire() as conn:
             rows: list[Any] = await conn.fetch(sql, *args)
             return rows
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._conn() as conn:
+        async with self._acquire() as conn:
             return await conn.fetchval(sql, *args)
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        async with self._conn() as conn:
+        async with self._acquire() as conn:
             await conn.execute(sql, *args)
 
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
