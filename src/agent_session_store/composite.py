@@ -13,7 +13,7 @@ the operation, so a misbehaving artifact backend cannot take the session side do
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -80,6 +80,12 @@ class CompositeSessionStore:
                 self._artifact_failed(exc, "close")
 
     # ------------------------------------------------------------ sessions (delegated)
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The session store's event size limit, for callers that size payloads by it."""
+        limit: int = self.session_store.max_event_bytes  # type: ignore[attr-defined]
+        return limit
 
     async def save_session(self, session: Session) -> None:
         await self.session_store.save_session(session)
@@ -174,11 +180,20 @@ class CompositeSessionStore:
         ) from exc
 
     async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+        # An exception raised by the caller's own chunk iterator is the caller's, not a
+        # backend crash: it passes through as raised.
+        raised_by_caller: list[BaseException] = []
+        if isinstance(data, AsyncIterable):
+            data = _guard_async(data, raised_by_caller)
+        elif isinstance(data, Iterable) and not isinstance(data, bytes | bytearray | memoryview):
+            data = _guard_sync(data, raised_by_caller)
         try:
             await self.artifact_store.put(key, data, **opts)
         except StoreError:
             raise
         except Exception as exc:
+            if any(exc is e for e in raised_by_caller):
+                raise
             self._artifact_failed(exc, "put")
 
     async def get(self, key: str, **opts: Any) -> bytes:
@@ -242,3 +257,22 @@ class CompositeSessionStore:
             raise
         except Exception as exc:
             self._artifact_failed(exc, "list_keys")
+
+
+def _guard_sync(chunks: Iterable[Any], raised: list[BaseException]) -> Iterator[Any]:
+    try:
+        yield from chunks
+    except BaseException as exc:
+        raised.append(exc)
+        raise
+
+
+async def _guard_async(
+    chunks: AsyncIterable[Any], raised: list[BaseException]
+) -> AsyncIterator[Any]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except BaseException as exc:
+        raised.append(exc)
+        raise

@@ -368,31 +368,31 @@ class FileArtifactStore:
 
     def _delete(self, root_fd: int, key: str) -> None:
         dirs, name = key_to_segments(key)
-        fds = [os.open(".", _O_DIR, dir_fd=root_fd)]
+        pfd = self._walk(root_fd, dirs, create=False)
+        if pfd is None:
+            return
         try:
-            for d in dirs:
-                try:
-                    fds.append(os.open(d, _O_DIR, dir_fd=fds[-1]))
-                except FileNotFoundError:
-                    return
             try:
-                os.unlink(name, dir_fd=fds[-1])
+                os.unlink(name, dir_fd=pfd)
             except FileNotFoundError:
                 return
             finally:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(_META + name, dir_fd=fds[-1])
+                    os.unlink(_META + name, dir_fd=pfd)
             if self.fsync:
-                os.fsync(fds[-1])
-            # Drop directories the delete left empty; a put racing into one retries.
-            for i in range(len(dirs) - 1, -1, -1):
+                os.fsync(pfd)
+            # Drop the directories the delete left empty, climbing with ".." (one descriptor
+            # at a time); a put racing into one of them retries.
+            for d in reversed(dirs):
+                up = os.open("..", _O_DIR, dir_fd=pfd)
+                os.close(pfd)
+                pfd = up
                 try:
-                    os.rmdir(dirs[i], dir_fd=fds[i])
+                    os.rmdir(d, dir_fd=pfd)
                 except OSError:
                     break
         finally:
-            for fd in fds:
-                os.close(fd)
+            os.close(pfd)
 
     # ------------------------------------------------------------ operations
 
@@ -526,16 +526,11 @@ def _entries(fd: int) -> list[tuple[str, int]]:
     return found
 
 
-def _ordered(
-    fd: int, base: bytes, prefix: bytes, after: bytes | None
-) -> Generator[bytes, None, None]:
-    """Keys under ``fd`` (whose keys start with ``base``) in UTF-8 byte order, which is code
-    point order, skipping subtrees that cannot hold a key past ``after`` with ``prefix``.
-
-    Siblings sort by the text they stand for: a file by its key, a directory by its key
-    prefix ``…/``. Long components (``%+`` chains) are expanded eagerly, since their text is
-    not a key prefix that sorts as a block; they are rare."""
-    items: list[tuple[bytes, str | None]] = []  # (key or dir prefix, dir name or None)
+def _items(fd: int, base: bytes) -> list[tuple[bytes, str | None]]:
+    """A directory's entries as (key, None) for objects and (key prefix ``…/``, name) for
+    subdirectories, sorted by that text. Long components (``%+`` chains) are expanded into
+    their keys at once: their text is not a prefix that sorts as one block. They are rare."""
+    items: list[tuple[bytes, str | None]] = []
     for body, kind in _entries(fd):
         if kind == 2:
             items.extend((k, None) for k in _expand(fd, body + _CONT, base, [body]))
@@ -548,23 +543,48 @@ def _ordered(
         else:
             items.append((base + comp + b"/", body + _DIR))
     items.sort()
-    for text, dirname in items:
-        if dirname is None:
-            if text.startswith(prefix) and (after is None or text > after):
-                yield text
-            continue
-        if not (text.startswith(prefix) or prefix.startswith(text)):
-            continue
-        if after is not None and text < after and not after.startswith(text):
-            continue
-        try:
-            sub = os.open(dirname, _O_DIR, dir_fd=fd)
-        except OSError:
-            continue  # removed meanwhile
-        try:
-            yield from _ordered(sub, text, prefix, after)
-        finally:
-            os.close(sub)
+    return items
+
+
+def _ordered(
+    fd: int, base: bytes, prefix: bytes, after: bytes | None
+) -> Generator[bytes, None, None]:
+    """Keys under ``fd`` (whose keys start with ``base``) in UTF-8 byte order, which is code
+    point order, skipping subtrees that cannot hold a key past ``after`` with ``prefix``.
+
+    Iterative, and holding one descriptor of its own at a time (it climbs back with ``..``),
+    so a key of 1024 slashes neither recurses 1024 deep nor opens 1024 descriptors."""
+    cur = os.open(".", _O_DIR, dir_fd=fd)
+    levels: list[tuple[list[tuple[bytes, str | None]], int]] = [(_items(cur, base), 0)]
+    try:
+        while levels:
+            items, i = levels[-1]
+            if i == len(items):
+                levels.pop()
+                if levels:
+                    up = os.open("..", _O_DIR, dir_fd=cur)
+                    os.close(cur)
+                    cur = up
+                continue
+            levels[-1] = (items, i + 1)
+            text, dirname = items[i]
+            if dirname is None:
+                if text.startswith(prefix) and (after is None or text > after):
+                    yield text
+                continue
+            if not (text.startswith(prefix) or prefix.startswith(text)):
+                continue
+            if after is not None and text < after and not after.startswith(text):
+                continue
+            try:
+                sub = os.open(dirname, _O_DIR, dir_fd=cur)
+            except OSError:
+                continue  # removed meanwhile
+            os.close(cur)
+            cur = sub
+            levels.append((_items(cur, text), 0))
+    finally:
+        os.close(cur)
 
 
 def _expand(fd: int, name: str, base: bytes, bodies: list[str]) -> list[bytes]:
