@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto_s3 import S3Endpoint
 
 from agent_session_store.artifacts.files import FileArtifactStore
 from agent_session_store.artifacts.memory import InMemoryArtifactStore
@@ -19,6 +18,7 @@ from agent_session_store.artifacts.s3 import S3ArtifactStore
 from agent_session_store.composite import CompositeSessionStore
 from agent_session_store.errors import StoreError
 from agent_session_store.urls import open_artifact_store, open_session_store, open_store
+from moto_s3 import S3Endpoint
 
 SECRET = "hunter2"
 
