@@ -136,15 +136,17 @@ CREATE FUNCTION {s}.append_events(
     p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
     p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
 ) RETURNS TABLE (
-    ord integer, seq bigint, e_id text, e_session text, e_type text, e_run text,
+    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
     e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
 ) LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
+-- Every step is an index probe per row, never a join whose plan hangs on a row estimate:
+-- PL/pgSQL switches to a generic plan after five calls, and that plan thinks each array
+-- holds ten elements, whatever the batch size.
 DECLARE
     v_expected bigint;
-    v_ords integer[];
-    v_seqs bigint[];
     v_sessions text[];
+    v_seqs bigint[];
 BEGIN
     IF coalesce(cardinality(p_id), 0) = 0 THEN
         RETURN;
@@ -175,18 +177,17 @@ BEGIN
             ON CONFLICT (id) DO NOTHING
             RETURNING session_id, seq
         )
-        SELECT (SELECT count(*) FROM fresh), array_agg(f.ord::integer), array_agg(f.seq),
-               array_agg(f.session_id)
-        INTO v_expected, v_ords, v_seqs, v_sessions
-        FROM fresh AS f JOIN ins ON ins.session_id = f.session_id AND ins.seq = f.seq;
-        EXIT WHEN coalesce(cardinality(v_ords), 0) = v_expected;
+        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
+        INTO v_expected, v_sessions, v_seqs
+        FROM ins;
+        EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_expected;
         -- Another transaction committed one of these ids into another session while we
         -- inserted: undo this attempt and number again from a snapshot that sees it.
         DELETE FROM {s}.events AS e
         USING unnest(v_sessions, v_seqs) AS d(sid, q)
         WHERE e.session_id = d.sid AND e.seq = d.q;
     END LOOP;
-    IF v_ords IS NOT NULL THEN
+    IF v_seqs IS NOT NULL THEN
         UPDATE {s}.counters AS c SET last_seq = m.top
         FROM (SELECT u.sid, max(u.q) AS top FROM unnest(v_sessions, v_seqs) AS u(sid, q)
               GROUP BY u.sid) AS m
@@ -195,20 +196,17 @@ BEGIN
                           CASE WHEN char_length(d.sid) <= 200 THEN d.sid
                                ELSE '#' || md5(d.sid) END)
         FROM (SELECT DISTINCT u.sid FROM unnest(v_sessions) AS u(sid)) AS d;
-        RETURN QUERY SELECT u.o, u.q, NULL::text, NULL::text, NULL::text, NULL::text,
-                            NULL::bigint, NULL::text, NULL::text, NULL::integer, NULL::text,
-                            NULL::text
-                     FROM unnest(v_ords, v_seqs) AS u(o, q);
     END IF;
-    IF coalesce(cardinality(v_ords), 0) < cardinality(p_id) THEN
-        -- Ids that were already stored: the caller gets the stored event.
-        RETURN QUERY
-        SELECT i.ord::integer, e.seq, e.id, e.session_id, e.type, e.run_id, e.ts_us, e.data,
-               e.metadata, e.schema_version, e.provider, e.correlation_id
-        FROM unnest(p_id) WITH ORDINALITY AS i(id, ord)
-        JOIN {s}.events AS e ON e.id = i.id
-        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_ords) AS f(o) WHERE f.o = i.ord);
-    END IF;
+    -- Every input id as stored now. Rows this transaction wrote ("mine") come back without
+    -- their payload, which the caller already has; rows stored earlier come back whole.
+    RETURN QUERY
+    SELECT e.seq, x.mine, e.id, e.session_id, e.type, e.run_id, e.ts_us,
+           CASE WHEN x.mine THEN NULL ELSE e.data END,
+           CASE WHEN x.mine THEN NULL ELSE e.metadata END,
+           e.schema_version, e.provider, e.correlation_id
+    FROM {s}.events AS e
+    CROSS JOIN LATERAL (SELECT e.xmin = pg_current_xact_id()::xid AS mine) AS x
+    WHERE e.id = ANY(p_id);
 END
 $fn$;
 
@@ -218,7 +216,7 @@ CREATE FUNCTION {s}.flush(
     p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
     p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
 ) RETURNS TABLE (
-    ord integer, seq bigint, e_id text, e_session text, e_type text, e_run text,
+    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
     e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
 ) LANGUAGE plpgsql AS $fn$
 #variable_conflict use_column
@@ -672,21 +670,23 @@ class PostgresSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ events
 
     def _stored(self, rows: list[EncodedEvent], result: list[Any]) -> list[Event]:
-        """Put the function's answer back in input order: new rows only carry their number
-        (their content is what we sent), rows already stored carry the stored content."""
+        """Put the function's answer back in input order. Rows this call wrote carry only
+        their number (their content is what we sent); rows stored before carry theirs."""
         out: list[Event | None] = [None] * len(rows)
-        fresh: set[str] = set()
+        where = {row.id: i for i, row in enumerate(rows)} if len(rows) > 1 else None
+        touched: set[str] = set()
         for r in result:
-            i = r[0] - 1
-            if r[2] is None:
+            i = 0 if where is None else where[r[2]]
+            if r[1]:
                 row = rows[i]
-                out[i] = decode_event(row, r[1])
-                fresh.add(row.session_id)
+                out[i] = decode_event(row, r[0])
+                touched.add(row.session_id)
             else:
-                out[i] = decode_event(r[2:], r[1])
-        if fresh and self._waiters:
-            self._notify(fresh)  # this process's readers need not wait for the NOTIFY
-        assert all(e is not None for e in out), "the append function missed a row"
+                out[i] = decode_event(r[2:], r[0])
+        if touched and self._waiters:
+            self._notify(touched)  # this process's readers need not wait for the NOTIFY
+        if any(e is None for e in out):
+            raise StorageError("postgres append: the server did not return every event")
         return out  # type: ignore[return-value]
 
     async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
