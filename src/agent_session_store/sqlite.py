@@ -136,6 +136,7 @@ _ACTIVE_RUN = (
 _MAX_GROUP = 256  # requests per group commit: bounds the latency of the first one
 _IN_CHUNK = 500  # ids per "WHERE id IN (...)" lookup, well under SQLite's variable limit
 _WATCH_INTERVAL = 0.002  # seconds between data_version polls while someone long-polls
+_DECODE_ASIDE = 64  # returned rows in a group above which decoding overlaps the commit
 
 # SQLite primary result codes (exc.sqlite_errorcode & 0xFF).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -193,6 +194,27 @@ def sessions_sql(
 
 
 # ---------------------------------------------------------------------------------- the writer
+
+
+class _Rows(list[tuple[Any, ...]]):
+    """A write's stored rows, in ``_EVENT_COLUMNS`` order: the EncodedEvent, then its seq."""
+
+
+_Outcome = tuple["_Request", bool, Any]  # (request, succeeded, value or exception)
+
+
+def _decode_outcomes(outcomes: list[_Outcome]) -> list[_Outcome]:
+    """Turn every successful write's rows into Events; a row that cannot be decoded fails
+    only its own request."""
+    out: list[_Outcome] = []
+    for req, ok, value in outcomes:
+        if ok and type(value) is _Rows:
+            try:
+                value = [decode_event(row, row[10]) for row in value]
+            except Exception as exc:
+                ok, value = False, exc
+        out.append((req, ok, value))
+    return out
 
 
 class _Request:
@@ -307,6 +329,7 @@ class SQLiteSessionStore(SessionStoreBase):
         self.requests = 0  # write requests they carried
         # readers
         self._pool: ThreadPoolExecutor | None = None
+        self._decoder: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         # watcher (long-poll across processes)
@@ -512,6 +535,9 @@ class SQLiteSessionStore(SessionStoreBase):
         self._pool = ThreadPoolExecutor(
             self._reader_count, thread_name_prefix="agent-session-store-sqlite-reader"
         )
+        self._decoder = ThreadPoolExecutor(
+            1, thread_name_prefix="agent-session-store-sqlite-decode"
+        )
         self._accepting = True
         self._watch_stop_flag = False
         self._writer.start()
@@ -553,19 +579,21 @@ class SQLiteSessionStore(SessionStoreBase):
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in (self._pool, self._decoder):
+            if pool is not None:
+                pool.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
 
     # ------------------------------------------------------------ the writer thread
 
-    def _submit(self, work: Callable[[Any], T], in_tx: bool = True) -> asyncio.Future[T]:
+    def _submit(self, work: Callable[[Any], Any], in_tx: bool = True) -> asyncio.Future[Any]:
+        """Queue a write for the writer thread; the future gets its result after the commit."""
         if not self._accepting:
             raise StorageError(f"the sqlite store {self.path} is closed")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Request(work, future, loop, in_tx))
         return future
 
@@ -599,7 +627,7 @@ class SQLiteSessionStore(SessionStoreBase):
             if not group[start].in_tx:
                 req = group[start]
                 try:
-                    outcome: tuple[_Request, bool, Any] = (req, True, req.work(None))
+                    outcome: _Outcome = (req, True, req.work(None))
                 except BaseException as exc:
                     outcome = (req, False, exc)
                 self._deliver([outcome], ())
@@ -634,10 +662,10 @@ class SQLiteSessionStore(SessionStoreBase):
 
     def _transaction(
         self, conn: sqlite3.Connection, group: list[_Request]
-    ) -> tuple[list[tuple[_Request, bool, Any]], _Tx]:
+    ) -> tuple[list[_Outcome], _Tx]:
         """One attempt at the group's transaction; raises only if the whole group failed."""
         alone = len(group) == 1  # no savepoint needed: its failure is the transaction's
-        outcomes: list[tuple[_Request, bool, Any]] = []
+        outcomes: list[_Outcome] = []
         tx = _Tx(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -658,16 +686,22 @@ class SQLiteSessionStore(SessionStoreBase):
                     conn.execute("RELEASE request")
                 tx.keep()
                 outcomes.append((req, True, value))
+            # Decoding the stored rows into Events is pure CPU; for a large group it runs on
+            # the decoder thread while COMMIT waits for the disk (which releases the GIL).
+            rows = sum(len(v) for _, ok, v in outcomes if ok and type(v) is _Rows)
+            aside = None
+            if rows >= _DECODE_ASIDE and self._decoder is not None:
+                aside = self._decoder.submit(_decode_outcomes, outcomes)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return outcomes, tx
+        return (_decode_outcomes(outcomes) if aside is None else aside.result()), tx
 
-    def _deliver(self, outcomes: list[tuple[_Request, bool, Any]], touched: Iterable[str]) -> None:
+    def _deliver(self, outcomes: list[_Outcome], touched: Iterable[str]) -> None:
         """Hand results to each caller's event loop: one wake-up per loop, not per caller."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, bool, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
         sessions = list(touched)
@@ -676,7 +710,7 @@ class SQLiteSessionStore(SessionStoreBase):
                 loop.call_soon_threadsafe(self._resolve, items, sessions)
             sessions = []
 
-    def _resolve(self, outcomes: list[tuple[_Request, bool, Any]], sessions: list[str]) -> None:
+    def _resolve(self, outcomes: list[_Outcome], sessions: list[str]) -> None:
         for req, ok, value in outcomes:
             if not req.future.done():  # a cancelled caller
                 if ok:
@@ -688,63 +722,63 @@ class SQLiteSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ write work (writer thread)
 
-    def _insert(self, tx: _Tx, rows: list[EncodedEvent]) -> list[Event]:
-        """Number and store rows (ids unique in the list); ids already stored keep their event."""
+    def _insert(self, tx: _Tx, rows: list[EncodedEvent]) -> _Rows:
+        """Number and store rows (ids unique in the list); ids already stored keep their event.
+
+        Returns the stored rows, numbered; they become Events once the group has committed.
+        """
         conn = tx.conn
         if len(rows) == 1:
             row = rows[0]
-            sid = row.session_id
+            sid = row[1]
             seq = tx.last_seq(sid) + 1
-            if conn.execute(_INSERT_EVENT_OR_SKIP, (*row, seq)).rowcount:
+            numbered = (*row, seq)
+            if conn.execute(_INSERT_EVENT_OR_SKIP, numbered).rowcount:
                 conn.execute(_SAVE_SEQ, (sid, seq))
                 tx.advance(sid, seq)
-                return [decode_event(row, seq)]
-            stored = conn.execute(_EVENT_BY_ID, (row.id,)).fetchone()
-            return [decode_event(stored, stored[10])]
+                return _Rows((numbered,))
+            return _Rows((conn.execute(_EVENT_BY_ID, (row[0],)).fetchone(),))
         # Optimistic: number every row and insert; if an id was already stored the count is
         # short, and we undo and redo with the stored ids set aside.
         conn.execute("SAVEPOINT batch")
-        seqs, last = self._number(tx, rows)
-        params = [(*row, seq) for row, seq in zip(rows, seqs)]
-        if conn.executemany(_INSERT_EVENT_OR_SKIP, params).rowcount == len(rows):
+        out, last = self._number(tx, rows)
+        if conn.executemany(_INSERT_EVENT_OR_SKIP, out).rowcount == len(rows):
             conn.execute("RELEASE batch")
-            out = [decode_event(row, seq) for row, seq in zip(rows, seqs)]
         else:
             conn.execute("ROLLBACK TO batch")
             conn.execute("RELEASE batch")
-            stored = self._stored_events(conn, [r.id for r in rows])
-            new = [r for r in rows if r.id not in stored]
-            seqs, last = self._number(tx, new)
-            conn.executemany(_INSERT_EVENT, [(*row, seq) for row, seq in zip(new, seqs)])
-            numbered = {row.id: decode_event(row, seq) for row, seq in zip(new, seqs)}
-            out = [stored.get(r.id) or numbered[r.id] for r in rows]
+            stored = self._stored_rows(conn, [r[0] for r in rows])
+            new, last = self._number(tx, [r for r in rows if r[0] not in stored])
+            conn.executemany(_INSERT_EVENT, new)
+            stored.update((r[0], r) for r in new)
+            out = _Rows(stored[r[0]] for r in rows)
         conn.executemany(_SAVE_SEQ, last.items())
         for sid, seq in last.items():
             tx.advance(sid, seq)
         return out
 
     @staticmethod
-    def _number(tx: _Tx, rows: list[EncodedEvent]) -> tuple[list[int], dict[str, int]]:
-        """Each session's rows get the next numbers in input order (contract 3.8.3)."""
+    def _number(tx: _Tx, rows: list[EncodedEvent]) -> tuple[_Rows, dict[str, int]]:
+        """Each session's rows get its next numbers in input order (contract 3.8.3)."""
         last: dict[str, int] = {}
-        seqs: list[int] = []
+        out = _Rows()
         for row in rows:
-            sid = row.session_id
+            sid = row[1]
             n = last.get(sid)
             n = (tx.last_seq(sid) if n is None else n) + 1
             last[sid] = n
-            seqs.append(n)
-        return seqs, last
+            out.append((*row, n))
+        return out, last
 
     @staticmethod
-    def _stored_events(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Event]:
-        found: dict[str, Event] = {}
+    def _stored_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+        found: dict[str, tuple[Any, ...]] = {}
         for i in range(0, len(ids), _IN_CHUNK):
             chunk = ids[i : i + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks})"
             for r in conn.execute(sql, chunk):
-                found[r[0]] = decode_event(r, r[10])
+                found[r[0]] = r
         return found
 
     @staticmethod
@@ -774,10 +808,10 @@ class SQLiteSessionStore(SessionStoreBase):
         run_doc: str,
         rows: list[EncodedEvent],
         tx: _Tx,
-    ) -> list[Event]:
+    ) -> _Rows:
         self._put_session(tx.conn, session, session_doc)
         self._put_run(tx.conn, run, run_doc)
-        return self._insert(tx, rows) if rows else []
+        return self._insert(tx, rows) if rows else _Rows()
 
     @staticmethod
     def _delete_work(session_id: str, tx: _Tx) -> None:
@@ -800,14 +834,16 @@ class SQLiteSessionStore(SessionStoreBase):
         await self._submit(partial(self._delete_work, session_id))
 
     async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
-        return await self._submit(partial(self._insert, rows=rows))
+        stored: list[Event] = await self._submit(partial(self._insert, rows=rows))
+        return stored
 
     async def _flush(
         self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
     ) -> list[Event]:
-        return await self._submit(
+        stored: list[Event] = await self._submit(
             partial(self._flush_work, session, session_doc, run, run_doc, rows)
         )
+        return stored
 
     # ------------------------------------------------------------ reads (reader threads)
 
