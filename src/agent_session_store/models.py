@@ -254,7 +254,7 @@ def to_micros(value: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
+    return EPOCH + timedelta(0, 0, value)  # positional: a third faster, and every read pays it
 
 
 def iso(value: datetime) -> str:
@@ -533,18 +533,49 @@ class Event:
     ) -> Event:
         """Build from values a store already validated: reads must not pay for validation."""
         self = _new(cls)
-        _set(self, "id", id)
-        _set(self, "type", type)
-        _set(self, "session_id", session_id)
-        _set(self, "run_id", run_id)
-        _set(self, "timestamp", timestamp)
-        _set(self, "sequence_number", sequence_number)
-        _set(self, "data", data)
-        _set(self, "metadata", metadata)
-        _set(self, "schema_version", schema_version)
-        _set(self, "provider", provider)
-        _set(self, "correlation_id", correlation_id)
+        # The slots' own setters: a third cheaper than object.__setattr__, once per event read.
+        _ev_id(self, id)
+        _ev_type(self, type)
+        _ev_session_id(self, session_id)
+        _ev_run_id(self, run_id)
+        _ev_timestamp(self, timestamp)
+        _ev_sequence_number(self, sequence_number)
+        _ev_data(self, data)
+        _ev_metadata(self, metadata)
+        _ev_schema_version(self, schema_version)
+        _ev_provider(self, provider)
+        _ev_correlation_id(self, correlation_id)
         return self
+
+
+(
+    _ev_id,
+    _ev_type,
+    _ev_session_id,
+    _ev_run_id,
+    _ev_timestamp,
+    _ev_sequence_number,
+    _ev_data,
+    _ev_metadata,
+    _ev_schema_version,
+    _ev_provider,
+    _ev_correlation_id,
+) = (
+    Event.__dict__[name].__set__
+    for name in (
+        "id",
+        "type",
+        "session_id",
+        "run_id",
+        "timestamp",
+        "sequence_number",
+        "data",
+        "metadata",
+        "schema_version",
+        "provider",
+        "correlation_id",
+    )
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
