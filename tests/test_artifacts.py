@@ -34,5 +34,8 @@ class TestS3ArtifactStore(ArtifactStoreContract):
 
     @pytest.fixture
     def artifact_url(self, s3_endpoint: S3Endpoint, unique_name: str) -> str:
-        # 5 MiB parts (S3's minimum) so the contract's 21 MiB object takes several.
-        return s3_endpoint.store_url(f"{unique_name}/", part_size=str(5 << 20))
+        # 5 MiB parts (S3 minimum) and threshold, so the 21 MiB object takes the multipart
+        # upload and the parallel ranged get.
+        return s3_endpoint.store_url(
+            f"{unique_name}/", part_size=str(5 << 20), multipart_threshold=str(5 << 20)
+        )

@@ -24,6 +24,24 @@ from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionSt
 
 __all__ = ["CompositeSessionStore"]
 
+_SESSION_METHODS = (
+    "save_session",
+    "get_session",
+    "list_sessions",
+    "delete_session",
+    "save_run",
+    "get_run",
+    "list_runs",
+    "get_active_run",
+    "append_event",
+    "append_event_with_sequence",
+    "append_events",
+    "flush",
+    "get_events",
+    "get_latest_sequence",
+    "stream_events",
+)
+
 
 class CompositeSessionStore:
     """Session operations go to ``session_store``, artifact operations to
@@ -35,6 +53,14 @@ class CompositeSessionStore:
         self.session_store = session_store
         self.artifact_store = artifact_store
         self.owns = owns
+        # Session calls need no translation, so bind them straight through: a call through
+        # the composite then costs exactly what it costs on the session store. The methods
+        # below define the same behaviour (and what type checkers see) for any backend
+        # that lacks one of these names.
+        for name in _SESSION_METHODS:
+            method = getattr(session_store, name, None)
+            if method is not None:
+                setattr(self, name, method)
 
     def __repr__(self) -> str:
         return redact(

@@ -28,7 +28,6 @@ import secrets
 import stat as stat_mod
 import string
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -70,11 +69,7 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-# Hashing runs beside the write of the same chunk (hashlib releases the GIL), so a put
-# costs about max(write, hash) rather than their sum.
-_HASHERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ass-sha256")
-_PIPELINE_MIN = 256 << 10
-_SLICE = 8 << 20
+_BATCH = 256 << 10  # async chunks are handed to the writer thread in batches of this size
 
 
 # ---------------------------------------------------------------- key <-> names
@@ -401,22 +396,23 @@ class FileArtifactStore:
         check_no_opts("put", opts)
         check_data_type(data)
         root_fd = await self._ready("put")
+        if not is_async_chunks(data):
+            # One thread hop for the whole put: open, write, fsync, rename.
+            await self._io_fd("put", _put_sync, self, root_fd, key, iter_sync_chunks(data))
+            return
         writer = await self._io_fd("put", _Writer, self, root_fd, key, undo=_Writer.abort)
         try:
-            if is_async_chunks(data):
-                batch: list[memoryview] = []
-                size = 0
-                async for view in iter_async_chunks(data):  # type: ignore[arg-type]
-                    batch.append(view)
-                    size += view.nbytes
-                    if size >= _PIPELINE_MIN:
-                        await self._io_fd("put", writer.write_all, batch)
-                        batch, size = [], 0
-                if batch:
+            batch: list[memoryview] = []
+            size = 0
+            async for view in iter_async_chunks(data):  # type: ignore[arg-type]
+                batch.append(view)
+                size += view.nbytes
+                if size >= _BATCH:
                     await self._io_fd("put", writer.write_all, batch)
-                await self._io_fd("put", writer.commit)
-            else:
-                await self._io_fd("put", writer.write_iter_and_commit, iter_sync_chunks(data))
+                    batch, size = [], 0
+            if batch:
+                await self._io_fd("put", writer.write_all, batch)
+            await self._io_fd("put", writer.commit)
         except BaseException:
             writer.abort()  # no thread is using its descriptors any more
             raise
@@ -618,13 +614,28 @@ def _expand(fd: int, name: str, base: bytes, bodies: list[str]) -> list[bytes]:
     return keys
 
 
+def _put_sync(
+    store: FileArtifactStore, root_fd: int, key: str, views: Iterator[memoryview]
+) -> None:
+    writer = _Writer(store, root_fd, key)
+    try:
+        for view in views:
+            writer.write(view)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 class _Writer:
-    """One put: a temp file beside the target, hashed while written, renamed on commit."""
+    """One put: a temp file beside the target, fsynced and renamed over it on commit.
+
+    The SHA-256 is not computed here: hashing costs about as much as writing, so ``stat``
+    computes it on first use and caches it in a sidecar tagged with the file version."""
 
     def __init__(self, store: FileArtifactStore, root_fd: int, key: str) -> None:
         self.store = store
         self.dirs, self.name = key_to_segments(key)
-        self.digest = hashlib.sha256()
         self.pfd = -1
         self.fd = -1
         self.tmp = _TMP + secrets.token_hex(8)
@@ -646,7 +657,7 @@ class _Writer:
             self.pfd = pfd
             break
 
-    def _write(self, view: memoryview) -> None:
+    def write(self, view: memoryview) -> None:
         while view:
             done = os.write(self.fd, view)
             view = view[done:]
@@ -655,32 +666,11 @@ class _Writer:
         for view in views:
             self.write(view)
 
-    def write(self, view: memoryview) -> None:
-        if view.nbytes < _PIPELINE_MIN:
-            self.digest.update(view)
-            self._write(view)
-            return
-        for start in range(0, view.nbytes, _SLICE):
-            part = view[start : start + _SLICE]
-            hashing = _HASHERS.submit(self.digest.update, part)
-            try:
-                self._write(part)
-            finally:
-                hashing.result()
-
-    def write_iter_and_commit(self, views: Iterator[memoryview]) -> None:
-        for view in views:
-            self.write(view)
-        self.commit()
-
     def commit(self) -> None:
         if self.store.fsync:
             os.fsync(self.fd)
-        st = os.fstat(self.fd)
         os.close(self.fd)
         self.fd = -1
-        with contextlib.suppress(OSError):
-            _write_sidecar(self.pfd, self.name, st, self.digest.hexdigest())
         os.rename(self.tmp, self.name, src_dir_fd=self.pfd, dst_dir_fd=self.pfd)
         self.tmp = ""
         if self.store.fsync:

@@ -3,12 +3,14 @@
 The object name is ``prefix + key``, byte for byte: aiobotocore sends any key unchanged,
 where obstore's path type refuses ``a//b`` and ``a/../b`` and rewrites ``/a`` and ``a/``.
 
-A put is atomic because S3 replaces an object in one step: small objects go up in one
-PutObject, large ones as a multipart upload that becomes visible only when completed (and
+A put is atomic because S3 replaces an object in one step: bytes up to ``multipart_threshold``
+(128 MiB) go up in one PutObject; chunked data beyond one part and larger bytes go up as a
+multipart upload that becomes visible only when completed (and
 is aborted on any failure). The SHA-256 is stored as object metadata (``x-amz-meta-sha256``),
 which must be known when the upload starts: chunked data larger than one part is therefore
 spooled to an anonymous temp file while it is hashed, so memory stays at a few parts however
-large the object. Large gets fetch ranges in parallel, each pinned with If-Match to the first
+large the object. A get is one request up to ``multipart_threshold``; beyond it the rest is
+fetched as parallel ranges, each pinned with If-Match to the first
 response's ETag, so a concurrent overwrite restarts the read instead of mixing versions.
 """
 
@@ -71,7 +73,13 @@ _MiB = 1 << 20
 _MIN_PART = 5 * _MiB  # S3's floor for every part but the last
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _SHA_META = "sha256"
-_INT_OPTIONS = ("part_size", "concurrency", "max_attempts", "max_pool_connections")
+_INT_OPTIONS = (
+    "part_size",
+    "multipart_threshold",
+    "concurrency",
+    "max_attempts",
+    "max_pool_connections",
+)
 _FLOAT_OPTIONS = ("connect_timeout", "read_timeout")
 _STR_OPTIONS = (
     "endpoint_url",
@@ -101,6 +109,7 @@ class S3ArtifactStore:
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
         part_size: int = 8 * _MiB,
+        multipart_threshold: int = 128 * _MiB,
         concurrency: int = 4,
         max_attempts: int = 3,
         max_pool_connections: int = 16,
@@ -122,6 +131,8 @@ class S3ArtifactStore:
         ):
             if type(value) is not int or value < 1:
                 raise ValidationError(f"{name} must be a positive int, got {value!r}")
+        if type(multipart_threshold) is not int or multipart_threshold < part_size:
+            raise ValidationError("multipart_threshold must be an int >= part_size")
         if addressing_style not in (None, "auto", "path", "virtual"):
             raise ValidationError("addressing_style must be auto, path or virtual")
         self.bucket = bucket
@@ -129,6 +140,7 @@ class S3ArtifactStore:
         self.endpoint_url = endpoint_url
         self.region = region
         self.part_size = part_size
+        self.multipart_threshold = multipart_threshold
         self.concurrency = concurrency
         self.spool_dir = spool_dir
         self._credentials = {
@@ -315,7 +327,8 @@ class S3ArtifactStore:
         if isinstance(data, bytes | bytearray | memoryview):
             blob = data if type(data) is bytes else bytes(data)
             sha = await _sha256(blob)
-            if len(blob) <= self.part_size:
+            if len(blob) <= self.multipart_threshold:
+                # Already whole in memory: one request is cheapest up to this size.
                 await self._put_single(key, name, blob, sha, extra)
             else:
                 view = memoryview(blob)
@@ -464,7 +477,9 @@ class S3ArtifactStore:
                     "get",
                     key,
                     lambda c: c.get_object(
-                        Bucket=self.bucket, Key=name, Range=f"bytes=0-{self.part_size - 1}"
+                        Bucket=self.bucket,
+                        Key=name,
+                        Range=f"bytes=0-{self.multipart_threshold - 1}",
                     ),
                 )
             except StorageError as err:
