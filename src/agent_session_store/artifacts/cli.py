@@ -93,7 +93,7 @@ def _put(args: argparse.Namespace) -> int:
             stream: IO[bytes] = sys.stdin.buffer
             total: int | None = None
         else:
-            stream = open(args.source, "rb")  # noqa: SIM115 (closed below)
+            stream = await asyncio.to_thread(open, args.source, "rb")
             total = os.fstat(stream.fileno()).st_size
         try:
             async with open_artifact_store(args.store_url) as store:
@@ -112,7 +112,12 @@ def _get(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with open_artifact_store(args.store_url) as store:
             total = (await store.stat(args.key)).size
-            out: IO[bytes] = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+            # Opened only once the key is known to exist, so a miss leaves no empty file.
+            out: IO[bytes] = (
+                await asyncio.to_thread(open, args.output, "wb")
+                if args.output
+                else sys.stdout.buffer
+            )
             try:
                 with _progress(total, f"get {args.key}") as progress:
                     task = progress.add_task(f"get {args.key}", total=total)
