@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
@@ -389,6 +389,22 @@ def _members(session: Session) -> list[str]:
     ]
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _gated(
+    fn: Callable[Concatenate[RedisSessionStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[RedisSessionStore, _P], Coroutine[Any, Any, _T]]:
+    """Bound the operations in flight: redis-py refuses, rather than queues, past its pool."""
+
+    async def gated(self: RedisSessionStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._gate:
+            return await fn(self, *args, **kwargs)
+
+    return gated
+
+
 class _Subscriber:
     """One connection holding this store's subscriptions on one server.
 
@@ -539,9 +555,12 @@ class RedisSessionStore(SessionStoreBase):
         cluster: bool = False,
         socket_timeout: float = 5.0,
         connect_timeout: float = 2.0,
+        max_connections: int = 64,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if type(max_connections) is not int or max_connections < 1:
+            raise ValidationError("max_connections must be a positive int")
         if type(prefix) is not str or not prefix or "{" in prefix or "}" in prefix:
             raise ValidationError(
                 f"redis prefix must be a non-empty str without braces, got {prefix!r}"
@@ -557,6 +576,8 @@ class RedisSessionStore(SessionStoreBase):
         self.cluster = cluster
         self._socket_timeout = float(socket_timeout)
         self._connect_timeout = float(connect_timeout)
+        self.max_connections = max_connections
+        self._gate = asyncio.Semaphore(max_connections)
         self._r: Any = None
         self._subs: dict[str, _Subscriber] = {}
         self._channel_sessions: dict[str, str] = {}
@@ -579,6 +600,8 @@ class RedisSessionStore(SessionStoreBase):
         for name in ("socket_timeout", "connect_timeout"):
             if name in opts:
                 options.setdefault(name, float(opts.pop(name)))
+        if "max_connections" in opts:
+            options.setdefault("max_connections", int(opts.pop("max_connections")))
         if "max_event_bytes" in opts:
             options.setdefault("max_event_bytes", int(opts.pop("max_event_bytes")))
         opts.pop("auto_migrate", None)  # nothing to migrate; accepted so URLs stay portable
@@ -618,9 +641,18 @@ class RedisSessionStore(SessionStoreBase):
             "retry": Retry(NoBackoff(), 1),
         }
         if self.cluster:
-            self._r = RedisCluster.from_url(self._url, **common)
+            # the gate bounds operations; one operation may use a connection on every node
+            self._r = RedisCluster.from_url(
+                self._url, max_connections=4 * self.max_connections, **common
+            )
         else:
-            self._r = redis.asyncio.Redis.from_url(self._url, **common)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self.max_connections,
+                timeout=self._socket_timeout,
+                **common,
+            )
+            self._r = redis.asyncio.Redis(connection_pool=pool)
         await self._r.initialize() if self.cluster else await self._r.ping()
         for name, text in (
             ("write", _WRITE),
@@ -889,13 +921,16 @@ class RedisSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ sessions
 
+    @_gated
     async def _save_session(self, session: Session, doc: str) -> None:
         await self._store_rows([], session=(session, doc))
 
+    @_gated
     async def _get_session(self, session_id: str) -> Session | None:
         doc = await self._r.hget(self._skeys(session_id)[4], "doc")
         return None if doc is None else decode_session(doc)
 
+    @_gated
     async def _list_sessions(
         self,
         status: SessionStatus | None,
@@ -917,6 +952,7 @@ class RedisSessionStore(SessionStoreBase):
         )
         return [decode_session(d) for d in docs if d is not None]
 
+    @_gated
     async def _delete_session(self, session_id: str) -> None:
         k = self._skeys(session_id)
         if not self.cluster:
@@ -942,9 +978,11 @@ class RedisSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ runs
 
+    @_gated
     async def _save_run(self, run: Run, doc: str) -> None:
         await self._store_rows([], run=(run, doc))
 
+    @_gated
     async def _get_run(self, run_id: str) -> Run | None:
         for _ in range(3):  # a run that moves between sessions is briefly in neither
             if self.cluster:
@@ -964,6 +1002,7 @@ class RedisSessionStore(SessionStoreBase):
         runs.sort(key=lambda r: (r.started_at, r.id))
         return runs
 
+    @_gated
     async def _list_runs(
         self, session_id: str, status: RunStatus | None, limit: int | None
     ) -> list[Run]:
@@ -972,20 +1011,24 @@ class RedisSessionStore(SessionStoreBase):
             runs = [r for r in runs if r.status == status]
         return runs[:limit]
 
+    @_gated
     async def _get_active_run(self, session_id: str) -> Run | None:
         running = [r for r in await self._runs(session_id) if r.status == RunStatus.RUNNING]
         return running[-1] if running else None
 
     # ------------------------------------------------------------ events
 
+    @_gated
     async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
         return await self._store_rows(rows)
 
+    @_gated
     async def _flush(
         self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
     ) -> list[Event]:
         return await self._store_rows(rows, session=(session, session_doc), run=(run, run_doc))
 
+    @_gated
     async def _get_events(self, q: EventQuery) -> list[Event]:
         k = self._skeys(q.session_id)
         out = await self._eval(
@@ -1002,6 +1045,7 @@ class RedisSessionStore(SessionStoreBase):
         )
         return [_unblob(out[i + 1], int(out[i])) for i in range(0, len(out), 2)]
 
+    @_gated
     async def _latest_sequence(self, session_id: str) -> int:
         return int(await self._r.get(self._skeys(session_id)[0]) or 0)
 

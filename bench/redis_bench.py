@@ -1,0 +1,327 @@
+"""Redis benchmark: our store against plain redis-py doing the same work in the same run.
+
+"The same work" for writes is the smallest correct thing a hand-written client would send:
+one EVALSHA of a short Lua script that checks the id index, INCRs the counter, stores the row,
+indexes it and publishes (a numbered log needs the INCR and the store in one atomic step),
+with the payload JSON-encoded in Python. Long-poll latency is measured across processes, from
+just before the writer process sends its append to the moment the reader has its events.
+Everything runs against the local single node (127.0.0.1:6379) under a fresh key prefix that
+is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from typing import Any
+
+import redis.asyncio
+
+from agent_session_store.models import Event, EventType, Session, SessionStatus
+from agent_session_store.redis import RedisSessionStore
+
+from .common import Row, best_of, check_max, check_ratio, median, percentile, rate
+
+URL = "redis://127.0.0.1:6379/0"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+# What a hand-written client needs for one gapless, idempotent, indexed, announced append.
+_RAW_APPEND = """
+local out = {}
+for i = 1, #ARGV, 3 do
+  local id, blob, typ = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if redis.call('HSETNX', KEYS[1], id, 's') == 1 then
+    local seq = redis.call('INCR', KEYS[2])
+    redis.call('HSET', KEYS[3], seq, blob)
+    redis.call('HSET', KEYS[4], id, seq)
+    redis.call('ZADD', KEYS[5], 0, 't' .. typ .. '\\0' .. string.format('%012d', seq))
+    out[#out + 1] = seq
+  end
+end
+redis.call('PUBLISH', KEYS[6], '1')
+return out
+"""
+
+
+def _event(sid: str, i: int) -> Event:
+    return Event(type=EventType.MESSAGE_STREAMED, session_id=sid, data={"text": "hello", "i": i})
+
+
+def _raw_args(events: list[Event]) -> list[Any]:
+    args: list[Any] = []
+    for e in events:
+        blob = "\0".join(
+            (
+                e.id,
+                e.session_id,
+                e.type.value,
+                str(e.timestamp.timestamp()),
+                json.dumps(e.data, separators=(",", ":")),
+                json.dumps(e.metadata, separators=(",", ":")),
+            )
+        )
+        args += [e.id, blob, e.type.value]
+    return args
+
+
+def _raw_keys(prefix: str, sid: str) -> list[str]:
+    t = f"{prefix}:raw:{{{sid}}}"
+    return [f"{t}:eid", f"{t}:seq", f"{t}:ev", f"{t}:ids", f"{t}:x", f"{t}:n"]
+
+
+async def _drop(client: Any, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=5000)]
+    for i in range(0, len(keys), 1000):
+        await client.delete(*keys[i : i + 1000])
+
+
+# ------------------------------------------------------------------ long-poll across processes
+
+
+def _writer_process(url: str, sid: str, rounds: int, pipe: Connection, raw_channel: str) -> None:
+    asyncio.run(_writer(url, sid, rounds, pipe, raw_channel))
+
+
+async def _writer(url: str, sid: str, rounds: int, pipe: Connection, raw_channel: str) -> None:
+    store = RedisSessionStore.from_url(url)
+    async with store, redis.asyncio.Redis.from_url(URL) as raw:
+        await store.get_latest_sequence(sid)
+        await raw.ping()
+        pipe.send("ready")
+        while True:
+            what = pipe.recv()
+            if what == "stop":
+                return
+            t = time.perf_counter()
+            if what == "ours":
+                await store.append_event(_event(sid, 0))
+            else:
+                await raw.publish(raw_channel, "1")
+            pipe.send(t)
+
+
+async def _wake_latency(prefix: str, rounds: int) -> tuple[list[float], list[float]]:
+    """perf_counter is system-wide on Linux (CLOCK_MONOTONIC), so it compares across processes."""
+    url = f"{URL}?prefix={prefix}"
+    sid = "wake"
+    raw_channel = f"{prefix}:raw:wake"
+    ctx = mp.get_context("spawn")
+    ours_end, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_writer_process, args=(url, sid, rounds, theirs, raw_channel))
+    proc.start()
+    ours: list[float] = []
+    raws: list[float] = []
+    loop = asyncio.get_running_loop()
+    try:
+        assert await loop.run_in_executor(None, ours_end.recv) == "ready"
+        async with RedisSessionStore.from_url(url) as store:
+            for i in range(rounds):
+                reader = asyncio.create_task(store.get_events(sid, after=i, wait_timeout_ms=10_000))
+                await asyncio.sleep(0.003)  # let the reader subscribe; measured from the append
+                ours_end.send("ours")
+                got = await reader
+                done = time.perf_counter()
+                sent = await loop.run_in_executor(None, ours_end.recv)
+                assert len(got) == 1
+                ours.append((done - sent) * 1000)
+        async with redis.asyncio.Redis.from_url(URL) as raw:
+            pubsub = raw.pubsub()
+            await pubsub.subscribe(raw_channel)
+            await pubsub.get_message(timeout=1)  # the subscribe confirmation
+            for _ in range(rounds):
+                ours_end.send("raw")
+                msg = None
+                while msg is None:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=10)
+                done = time.perf_counter()
+                sent = await loop.run_in_executor(None, ours_end.recv)
+                raws.append((done - sent) * 1000)
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        ours_end.send("stop")
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    return ours, raws
+
+
+# ------------------------------------------------------------------ the cases
+
+
+async def run(quick: bool) -> list[Row]:
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
+    n_seq = 500 if quick else 5000
+    batch = 1000
+    n_batches = 5 if quick else 20
+    n_sessions = 10_000 if quick else 100_000
+    rounds = 50 if quick else 300
+    rows: list[Row] = []
+    client: Any = redis.asyncio.Redis.from_url(URL, decode_responses=True)
+    raw_append = client.register_script(_RAW_APPEND)
+    store = RedisSessionStore.from_url(f"{URL}?prefix={prefix}")
+    try:
+        async with store:
+            # sequential appends, one round trip each
+            async def ours_seq() -> None:
+                sid = uuid.uuid4().hex
+                for i in range(n_seq):
+                    await store.append_event_with_sequence(_event(sid, i))
+
+            async def raw_seq() -> None:
+                sid = uuid.uuid4().hex
+                keys = _raw_keys(prefix, sid)
+                for i in range(n_seq):
+                    await raw_append(keys=keys, args=_raw_args([_event(sid, i)]))
+
+            t_ours = await best_of(3, ours_seq)
+            t_raw = await best_of(3, raw_seq)
+            rows.append(
+                check_ratio(
+                    Row(
+                        "redis",
+                        "sequential append",
+                        rate(n_seq, t_ours),
+                        "events/s",
+                        rate(n_seq, t_raw),
+                    ),
+                    0.5,
+                )
+            )
+
+            # batches of 1000
+            async def ours_batch() -> None:
+                sid = uuid.uuid4().hex
+                for _ in range(n_batches):
+                    await store.append_events([_event(sid, i) for i in range(batch)])
+
+            async def raw_batch() -> None:
+                sid = uuid.uuid4().hex
+                keys = _raw_keys(prefix, sid)
+                for _ in range(n_batches):
+                    await raw_append(
+                        keys=keys, args=_raw_args([_event(sid, i) for i in range(batch)])
+                    )
+
+            t_ours = await best_of(3, ours_batch)
+            t_raw = await best_of(3, raw_batch)
+            rows.append(
+                check_ratio(
+                    Row(
+                        "redis",
+                        f"append_events batch of {batch}",
+                        rate(n_batches * batch, t_ours),
+                        "events/s",
+                        rate(n_batches * batch, t_raw),
+                    ),
+                    0.7,
+                )
+            )
+
+            # get_events: a page of 100 out of a long log
+            sid = uuid.uuid4().hex
+            for _ in range(10):
+                await store.append_events([_event(sid, i) for i in range(batch)])
+            k = store._skeys(sid)
+            page_times: list[float] = []
+            raw_times: list[float] = []
+            for j in range(200):
+                after = (j * 37) % 9800
+                t = time.perf_counter()
+                got = await store.get_events(sid, after=after, limit=100)
+                page_times.append((time.perf_counter() - t) * 1000)
+                assert len(got) == 100
+                t = time.perf_counter()
+                blobs = await client.hmget(k[1], list(range(after + 1, after + 101)))
+                _ = [json.loads(b.split("\0")[8]) for b in blobs]
+                raw_times.append((time.perf_counter() - t) * 1000)
+            rows.append(
+                Row(
+                    "redis",
+                    "get_events page of 100 in 10,000 (median)",
+                    median(page_times),
+                    "ms",
+                    median(raw_times),
+                    higher_is_better=False,
+                )
+            )
+
+            # list_sessions among many sessions
+            for start in range(0, n_sessions, 1000):
+                await asyncio.gather(
+                    *(
+                        store.save_session(
+                            Session(
+                                id=f"s{i:07d}",
+                                agent_id=f"agent{i % 10}",
+                                status=SessionStatus.ACTIVE if i % 3 else SessionStatus.PENDING,
+                                created_at=T0 + timedelta(seconds=i),
+                            )
+                        )
+                        for i in range(start, min(start + 1000, n_sessions))
+                    )
+                )
+            cases: list[tuple[str, dict[str, Any]]] = [
+                ("list_sessions(limit=50)", {"limit": 50}),
+                ("list_sessions(limit=50, offset=half)", {"limit": 50, "offset": n_sessions // 2}),
+                (
+                    "list_sessions(status, agent_id, limit=50)",
+                    {"limit": 50, "status": "pending", "agent_id": "agent3"},
+                ),
+            ]
+            for label, kwargs in cases:
+                times: list[float] = []
+                for _ in range(200):
+                    t = time.perf_counter()
+                    got_s = await store.list_sessions(**kwargs)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert len(got_s) == 50
+                raw_l: list[float] = []
+                off = int(kwargs.get("offset", 0))
+                for _ in range(200):
+                    t = time.perf_counter()
+                    members = await client.zrange(store._ix[0], off, off + 49)
+                    docs = await client.hmget(store._ix[5], [m.rsplit("\0", 1)[1] for m in members])
+                    _ = [json.loads(d) for d in docs]
+                    raw_l.append((time.perf_counter() - t) * 1000)
+                rows.append(
+                    check_max(
+                        Row(
+                            "redis",
+                            f"{label} among {n_sessions:,} (median)",
+                            median(times),
+                            "ms",
+                            median(raw_l),
+                            higher_is_better=False,
+                            extra={"p99": percentile(times, 99), "raw_p99": percentile(raw_l, 99)},
+                        ),
+                        5.0,
+                        "< 5 ms",
+                    )
+                )
+
+        # long-poll wake-up across processes
+        ours_lat, raw_lat = await _wake_latency(prefix, rounds)
+        rows.append(
+            check_max(
+                Row(
+                    "redis",
+                    "long-poll wake latency across processes (p99)",
+                    percentile(ours_lat, 99),
+                    "ms",
+                    percentile(raw_lat, 99),
+                    higher_is_better=False,
+                    extra={"median": median(ours_lat)},
+                ),
+                5.0,
+                "p99 <= 5 ms",
+            )
+        )
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
+    return rows
