@@ -34,7 +34,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 try:
     import asyncpg
@@ -370,7 +370,7 @@ class PostgresSessionStore(SessionStoreBase):
                     raise ValidationError(
                         f"URL option {name}={raw!r} must be a number", details={"field": name}
                     ) from None
-        rest = "&".join(f"{k}={v}" for k, v in opts.items())  # driver options (sslmode, ...)
+        rest = urlencode(opts)  # what is left is for the driver (sslmode, ...)
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
         for key, value in ours.items():
             options.setdefault(key, value)
