@@ -597,3 +597,15 @@ async def test_credentials_never_appear_in_errors(schema: str) -> None:
     for err in failures:
         for text in (str(err), repr(err), repr(err.details), repr(pickle.loads(pickle.dumps(err)))):
             assert secret not in text
+
+
+async def test_url_options(schema: str) -> None:
+    with pytest.raises(ValidationError):
+        open_session_store(f"{BASE_DSN}?schema={schema}&max_size=many")
+    with pytest.raises(ValidationError):
+        open_session_store(f"{BASE_DSN}?schema={schema}&auto_migrate=perhaps")
+    # options the store does not know go to the driver
+    url = f"{BASE_DSN}?schema={schema}&auto_migrate=true&max_size=2&sslmode=disable"
+    async with open_session_store(url) as store:
+        assert store._max_size == 2 and store.schema == schema
+        assert (await store.append_event_with_sequence(_events("s", 1)[0])).sequence_number == 1
