@@ -401,3 +401,50 @@ async def test_bad_input_leaves_nothing(rstore: RedisSessionStore) -> None:
     assert info.value.code == "validation_error"
     assert sorted(await _all_keys(rstore)) == before
     assert await rstore.get_latest_sequence("s") == 1
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+async def test_cluster_slot_move_keeps_long_poll_working(
+    redis_cluster: str, unique_name: str
+) -> None:
+    """A reader subscribed before its session's slot moves to another master is still woken."""
+    url = f"{redis_cluster}?prefix={unique_name}"
+    seed = int(redis_cluster.rsplit(":", 1)[1])
+    try:
+        async with open_session_store(url) as store, open_session_store(url) as writer:
+            first = await writer.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="moving")
+            )
+            reader = asyncio.create_task(
+                store.get_events("moving", after=1, wait_timeout_ms=60_000)
+            )
+            channel = store._channel("moving")
+            slot = key_slot(channel.encode())
+            nodes = [line.split() for line in _cli(seed, "cluster", "nodes").splitlines()]
+            masters = {
+                n[0]: int(n[1].split(":")[1].split("@")[0]) for n in nodes if "master" in n[2]
+            }
+            src = store._r.get_node_from_key(channel).port
+            owner = _cli(src, "cluster", "myid")
+            dst_id, dst = next((i, p) for i, p in masters.items() if i != owner)
+            while int(_cli(src, "pubsub", "shardnumsub", channel).split()[-1]) == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # until the reader's subscription is live
+            _cli(dst, "cluster", "setslot", str(slot), "importing", owner)
+            _cli(src, "cluster", "setslot", str(slot), "migrating", dst_id)
+            keys = _cli(src, "cluster", "getkeysinslot", str(slot), "1000").split()
+            if keys:
+                _cli(src, "migrate", "127.0.0.1", str(dst), "", "0", "5000", "keys", *keys)
+            for port in masters.values():
+                _cli(port, "cluster", "setslot", str(slot), "node", dst_id)
+            later = await writer.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="moving")
+            )
+            assert later.sequence_number == first.sequence_number + 1 == 2
+            assert await asyncio.wait_for(reader, 30) == [later]
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)

@@ -130,7 +130,8 @@ for _, r in ipairs(rows) do
     if redis.call('HEXISTS', S[r[1]].ids, id) == 0 then return {'RETRY'} end
   end
 end
-local out = {}
+-- writes are gathered and sent in a few wide commands at the end (ids in one call are unique)
+local out, claimed = {}, {}
 for _, r in ipairs(rows) do
   local blob = ARGV[r[2]]
   local f = fields(blob, 4)
@@ -142,7 +143,8 @@ for _, r in ipairs(rows) do
       s = by_sid[owner]
       if s == nil then seq = 0; stored = owner end
     else
-      redis.call('HSET', KEYS[H.C], id, f[2])
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = f[2]
     end
   end
   if seq == nil then
@@ -152,17 +154,39 @@ for _, r in ipairs(rows) do
     elseif s.sid ~= f[2] then
       seq = 0; stored = s.sid
     else
-      seq = redis.call('INCR', s.seq)
+      if not s.last then
+        s.last = tonumber(redis.call('GET', s.seq) or '0')
+        s.evb, s.idb, s.xb = {}, {}, {}
+      end
+      seq = s.last + 1
+      s.last = seq
       local p = pad(seq)
-      redis.call('HSET', s.ev, seq, blob)
-      redis.call('HSET', s.ids, id, seq)
-      redis.call('ZADD', s.x, 0, 't' .. f[3] .. '\0' .. p)
-      if f[4] ~= '' then redis.call('ZADD', s.x, 0, 'r' .. string.sub(f[4], 2) .. '\0' .. p) end
+      local evb, idb, xb = s.evb, s.idb, s.xb
+      evb[#evb + 1] = seq; evb[#evb + 1] = blob
+      idb[#idb + 1] = id; idb[#idb + 1] = seq
+      xb[#xb + 1] = 0; xb[#xb + 1] = 't' .. f[3] .. '\0' .. p
+      if f[4] ~= '' then
+        xb[#xb + 1] = 0; xb[#xb + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
+      end
       s.new = true
     end
   end
   out[#out + 1] = seq
   out[#out + 1] = stored
+end
+local function wide(cmd, key, buf)
+  for i = 1, #buf, 4000 do
+    redis.call(cmd, key, unpack(buf, i, math.min(i + 3999, #buf)))
+  end
+end
+if #claimed > 0 then wide('HSET', KEYS[H.C], claimed) end
+for _, s in ipairs(S) do
+  if s.new then
+    redis.call('SET', s.seq, s.last)
+    wide('HSET', s.ev, s.evb)
+    wide('HSET', s.ids, s.idb)
+    wide('ZADD', s.x, s.xb)
+  end
 end
 local v = ''
 if H.ss then
@@ -530,6 +554,10 @@ class _Subscriber:
                 self._resync.discard(channel)
                 if not self._resync:
                     self._store._waiters.notify_all()
+        elif kind == "sunsubscribe" and channel in self._channels:
+            # not asked for: the server gave the channel's slot to another master
+            self._channels.discard(channel)
+            self._store._follow_moved_channel(channel)
 
     async def close(self) -> None:
         self._closed = True
@@ -582,6 +610,7 @@ class RedisSessionStore(SessionStoreBase):
         self._subs: dict[str, _Subscriber] = {}
         self._channel_sessions: dict[str, str] = {}
         self._scripts: dict[str, Any] = {}
+        self._background: set[asyncio.Task[None]] = set()
         p = prefix
         self._ix = [f"{p}:{{%i}}:{n}" for n in ("all", "st", "ag", "sa", "meta", "docs")]
         self._eidx = f"{p}:{{%g}}:eid"
@@ -667,6 +696,8 @@ class RedisSessionStore(SessionStoreBase):
             self._scripts[name] = self._r.register_script(text)
 
     async def _close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         subs = list(self._subs.values())
         self._subs.clear()
         for sub in subs:
@@ -1080,6 +1111,22 @@ class RedisSessionStore(SessionStoreBase):
         except BaseException:
             self._channel_sessions.pop(channel, None)
             raise
+
+    def _follow_moved_channel(self, channel: str) -> None:
+        task = asyncio.create_task(self._resubscribe_moved(channel))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resubscribe_moved(self, channel: str) -> None:
+        """Subscribe again on the slot's new master, then let every reader re-query."""
+        try:
+            if channel in self._channel_sessions and not self._closed:
+                await self._r.nodes_manager.initialize()
+                await self._subscriber(channel).subscribe(channel)
+        except Exception as exc:
+            log.warning("redis: re-subscribing %s after a slot move failed: %s", channel, exc)
+        finally:
+            self._waiters.notify_all()
 
     async def _watch_stop(self, session_id: str) -> None:
         channel = self._channel(session_id)
