@@ -367,29 +367,54 @@ async def test_password_never_shows_in_errors(tmp_path: Path) -> None:
 
 
 async def test_pubsub_reconnect_wakes_waiters_and_loses_nothing(own_server: _Server) -> None:
+    """An append made while the reader's subscription is down still reaches the reader: the
+    store wakes every waiter once it has re-subscribed."""
+    admin = redis.asyncio.Redis(port=own_server.port, decode_responses=True)
+    await admin.acl_setuser(
+        "writer", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
     url = f"redis://127.0.0.1:{own_server.port}/0?prefix=p"
-    async with open_session_store(url) as reader_store, open_session_store(url) as writer:
+    writer_url = f"redis://writer:pw@127.0.0.1:{own_server.port}/0?prefix=p"
+    async with (
+        admin,
+        open_session_store(url) as reader_store,
+        open_session_store(writer_url) as writer,
+    ):
         reader = asyncio.create_task(reader_store.get_events("s", wait_timeout_ms=60_000))
-        admin = redis.asyncio.Redis(port=own_server.port)
-        async with admin:
-            channel = reader_store._channel("s")
-            while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)  # until the reader's subscription is live
-            killed = await admin.client_kill_filter(_type="pubsub")
-            assert killed >= 1
-        # appended while the subscriber may still be reconnecting: the wake-up after
-        # re-subscribing makes the reader query again and find it
+        channel = reader_store._channel("s")
+        while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # until the reader's subscription is live
+        # the reader's user may no longer subscribe: its subscriber drops and cannot come back
+        await admin.execute_command("ACL", "SETUSER", "default", "resetchannels")  # type: ignore[no-untyped-call]
+        await admin.client_kill_filter(_type="pubsub")
+        while (await admin.pubsub_numsub(channel))[0][1] != 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         e = await writer.append_event_with_sequence(
             Event(type=EventType.MESSAGE_SENT, session_id="s")
-        )
+        )  # published to nobody
+        await admin.execute_command("ACL", "SETUSER", "default", "allchannels")  # type: ignore[no-untyped-call]
         assert await asyncio.wait_for(reader, 20) == [e]
         # and the new subscription works for later appends
         later = asyncio.create_task(reader_store.get_events("s", after=1, wait_timeout_ms=60_000))
-        await asyncio.sleep(0.05)
+        while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         e2 = await writer.append_event_with_sequence(
             Event(type=EventType.MESSAGE_SENT, session_id="s")
         )
         assert await asyncio.wait_for(later, 20) == [e2]
+
+
+async def test_waiting_reader_gets_an_error_when_the_server_stops(own_server: _Server) -> None:
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=w&socket_timeout=2&connect_timeout=1"
+    async with open_session_store(url) as store, redis.asyncio.Redis(port=own_server.port) as admin:
+        reader = asyncio.create_task(store.get_events("s", wait_timeout_ms=120_000))
+        channel = store._channel("s")
+        while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        own_server.stop()
+        with pytest.raises(StoreError) as info:
+            await asyncio.wait_for(reader, 30)  # far sooner than its own 120 s
+        assert info.value.code == "storage_connection_failed"
 
 
 async def test_bad_input_leaves_nothing(rstore: RedisSessionStore) -> None:
