@@ -114,8 +114,10 @@ for i, e in ipairs(H.S) do
   local k = e[2]
   local s = {sid = e[1], chan = e[3], seq = KEYS[k], ev = KEYS[k + 1], ids = KEYS[k + 2],
              x = KEYS[k + 3], s = KEYS[k + 4], runs = KEYS[k + 5], del = KEYS[k + 6]}
-  s.flag = redis.call('GET', s.del)
-  if s.flag == 'busy' then return {'BUSY'} end
+  if H.F then
+    s.flag = redis.call('GET', s.del)
+    if s.flag == 'busy' then return {'BUSY'} end
+  end
   S[i] = s; by_sid[s.sid] = s
 end
 for _, x in ipairs(H.XH or {}) do
@@ -675,11 +677,9 @@ class RedisSessionStore(SessionStoreBase):
                 self._url, max_connections=4 * self.max_connections, **common
             )
         else:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self.max_connections,
-                timeout=self._socket_timeout,
-                **common,
+            # the gate already bounds operations, each using one connection at a time
+            pool = redis.asyncio.ConnectionPool.from_url(
+                self._url, max_connections=2 * self.max_connections, **common
             )
             self._r = redis.asyncio.Redis(connection_pool=pool)
         await self._r.initialize() if self.cluster else await self._r.ping()
@@ -784,18 +784,22 @@ class RedisSessionStore(SessionStoreBase):
         rd = [[sess(sid), run_id] for sid, run_id in run_drops]
         if rd:
             plan["rd"] = rd
-        if not self.cluster:
-            base = len(keys)
-            keys.extend([self._eidx, self._ridx, *self._ix])
+        if self.cluster:
+            plan["F"] = 1  # honour delete fences
+        else:  # the global indexes join the same step, when this call needs them
             if plan_rows:
-                plan["C"] = base + 1
-            plan["ix"] = [base + 3 + i for i in range(6)]
-            hp = [[base + 2, run_id, sid] for run_id, sid in run_pointers]
-            if hp:
-                plan["HP"] = hp
-            xh = [[base + 2, run_id, old] for _, run_id, old in expect]
-            if xh:
-                plan["XH"] = xh
+                keys.append(self._eidx)
+                plan["C"] = len(keys)
+            if session is not None:
+                plan["ix"] = list(range(len(keys) + 1, len(keys) + 7))
+                keys.extend(self._ix)
+            pointers = list(run_pointers)
+            expected = list(expect)
+            if pointers or expected:
+                keys.append(self._ridx)
+                r = len(keys)
+                plan["HP"] = [[r, run_id, sid] for run_id, sid in pointers]
+                plan["XH"] = [[r, run_id, old] for _, run_id, old in expected]
         plan["S"] = sessions
         res = await self._eval("write", keys, [json.dumps(plan), *argv])
         return res[0], (res[1] if len(res) > 1 else []), (res[2] if len(res) > 2 else "")
