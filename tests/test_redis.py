@@ -473,3 +473,26 @@ async def test_cluster_slot_move_keeps_long_poll_working(
             assert await asyncio.wait_for(reader, 30) == [later]
     finally:
         await _drop_prefix(redis_cluster, unique_name)
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+async def test_many_operations_and_sessions_with_few_connections(
+    request: pytest.FixtureRequest, unique_name: str, mode: str
+) -> None:
+    """More concurrent operations, and batches naming more sessions, than connections: they
+    queue instead of failing."""
+    base = SINGLE if mode == "single" else request.getfixturevalue("redis_cluster")
+    try:
+        async with open_session_store(f"{base}?prefix={unique_name}&max_connections=2") as store:
+            batch = [Event(type=EventType.MESSAGE_SENT, session_id=f"s{i}") for i in range(300)]
+            out = await store.append_events(batch)
+            assert [e.sequence_number for e in out] == [1] * 300
+            more = await asyncio.gather(
+                *(
+                    store.append_event_with_sequence(ev.replace(id=f"x{i}"))
+                    for i, ev in enumerate(batch)
+                )
+            )
+            assert [e.sequence_number for e in more] == [2] * 300
+    finally:
+        await _drop_prefix(base, unique_name)

@@ -341,6 +341,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+_R = TypeVar("_R")
 _NS = "\0"
 _CREATED_OFFSET = 10**18  # makes created_at µs non-negative and fixed-width (20 digits)
 _BUSY_TTL_MS = 30_000
@@ -413,6 +414,17 @@ def _members(session: Session) -> list[str]:
         f"{session.agent_id}{_NS}{tail}",
         f"{status}{_NS}{session.agent_id}{_NS}{tail}",
     ]
+
+
+async def _bounded(calls: list[Coroutine[Any, Any, _R]], limit: int) -> list[_R]:
+    """Like gather, with at most ``limit`` running: a batch may name many sessions."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Coroutine[Any, Any, _R]) -> _R:
+        async with gate:
+            return await call
+
+    return await asyncio.gather(*(one(c) for c in calls))
 
 
 _P = ParamSpec("_P")
@@ -682,7 +694,11 @@ class RedisSessionStore(SessionStoreBase):
                 self._url, max_connections=2 * self.max_connections, **common
             )
             self._r = redis.asyncio.Redis(connection_pool=pool)
-        await self._r.initialize() if self.cluster else await self._r.ping()
+        try:
+            await self._r.initialize() if self.cluster else await self._r.ping()
+        except BaseException:
+            await self._r.aclose()  # the next operation opens afresh
+            raise
         for name, text in (
             ("write", _WRITE),
             ("read", _READ),
@@ -923,7 +939,7 @@ class RedisSessionStore(SessionStoreBase):
                         extra_sessions=[sid],
                     )
                 )
-            results = await asyncio.gather(*calls)
+            results = await _bounded(calls, 4)
             if any(status != "OK" for status, _, _ in results):
                 await self._backoff(attempt, "write")
                 attempt += 1
