@@ -20,7 +20,6 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Self
 
 from .codec import (
@@ -37,6 +36,7 @@ from .errors import (
     StoreError,
     ValidationError,
 )
+from .lifecycle import OpenClose
 from .models import (
     Event,
     EventType,
@@ -135,7 +135,7 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(abc.ABC):
+class SessionStoreBase(OpenClose, abc.ABC):
     """Implements the SessionStore port on top of a backend's primitives."""
 
     #: Name used in error messages ("sqlite", "postgres", ...).
@@ -186,17 +186,6 @@ class SessionStoreBase(abc.ABC):
 
     async def migrate(self) -> None:
         """Bring the schema up to date; backends without a schema have nothing to do."""
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _ready(self) -> None:
         if not self._opened or self._closed:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from datetime import datetime
-from types import TracebackType
 from typing import Any, NoReturn, Self
 
 from .errors import StorageError, StoreError, redact
+from .lifecycle import OpenClose
 from .models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
 
@@ -43,7 +43,7 @@ _SESSION_METHODS = (
 )
 
 
-class CompositeSessionStore:
+class CompositeSessionStore(OpenClose):
     """Session operations go to ``session_store``, artifact operations to
     ``artifact_store``; with ``owns=True`` (the default) closing this closes both."""
 
@@ -78,17 +78,6 @@ class CompositeSessionStore:
                 if opener is not None:
                     await opener()
         return self
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         """Close the owned backends; the artifact side is closed even if the session side

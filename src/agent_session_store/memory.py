@@ -21,7 +21,7 @@ from .base import EventQuery, SessionStoreBase
 from .codec import EncodedEvent, decode_event, decode_run, decode_session
 from .errors import ValidationError
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import query_options
+from .urls import number_options, query_options
 
 __all__ = ["InMemorySessionStore"]
 
@@ -91,8 +91,7 @@ class InMemorySessionStore(SessionStoreBase):
     def from_url(cls, url: str, **options: Any) -> InMemorySessionStore:
         """``memory://`` (optionally ``?max_event_bytes=N``): a new, empty store every time."""
         opts = query_options(url)
-        if "max_event_bytes" in opts:
-            options.setdefault("max_event_bytes", int(opts.pop("max_event_bytes")))
+        number_options(opts, options, {"max_event_bytes": int})
         opts.pop("auto_migrate", None)  # nothing to migrate; accepted so URLs stay portable
         if opts:
             raise ValidationError(f"unknown memory:// option(s): {', '.join(sorted(opts))}")

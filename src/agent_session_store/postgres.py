@@ -59,7 +59,7 @@ from .errors import (
     redact,
 )
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import bool_option, query_options
+from .urls import bool_option, number_options, query_options
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresSessionStore"]
 
@@ -355,21 +355,17 @@ class PostgresSessionStore(SessionStoreBase):
         if "schema" in opts:
             ours["schema"] = opts.pop("schema")
         ours["auto_migrate"] = bool_option(opts, "auto_migrate", False)
-        for name, kind in (
-            ("min_size", int),
-            ("max_size", int),
-            ("max_event_bytes", int),
-            ("connect_timeout", float),
-            ("command_timeout", float),
-        ):
-            if name in opts:
-                raw = opts.pop(name)
-                try:
-                    ours[name] = kind(raw)
-                except ValueError:
-                    raise ValidationError(
-                        f"URL option {name}={raw!r} must be a number", details={"field": name}
-                    ) from None
+        number_options(
+            opts,
+            ours,
+            {
+                "min_size": int,
+                "max_size": int,
+                "max_event_bytes": int,
+                "connect_timeout": float,
+                "command_timeout": float,
+            },
+        )
         rest = urlencode(opts)  # what is left is for the driver (sslmode, ...)
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
         for key, value in ours.items():

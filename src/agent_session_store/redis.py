@@ -46,7 +46,7 @@ from .errors import (
     redact,
 )
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import bool_option, query_options
+from .urls import bool_option, number_options, query_options
 
 __all__ = ["RedisSessionStore"]
 
@@ -640,13 +640,16 @@ class RedisSessionStore(SessionStoreBase):
         cluster = bool_option(opts, "cluster", scheme == "redis+cluster")
         if "prefix" in opts:
             options.setdefault("prefix", opts.pop("prefix"))
-        for name in ("socket_timeout", "connect_timeout"):
-            if name in opts:
-                options.setdefault(name, float(opts.pop(name)))
-        if "max_connections" in opts:
-            options.setdefault("max_connections", int(opts.pop("max_connections")))
-        if "max_event_bytes" in opts:
-            options.setdefault("max_event_bytes", int(opts.pop("max_event_bytes")))
+        number_options(
+            opts,
+            options,
+            {
+                "socket_timeout": float,
+                "connect_timeout": float,
+                "max_connections": int,
+                "max_event_bytes": int,
+            },
+        )
         opts.pop("auto_migrate", None)  # nothing to migrate; accepted so URLs stay portable
         if opts:
             raise ValidationError(f"unknown redis:// option(s): {', '.join(sorted(opts))}")

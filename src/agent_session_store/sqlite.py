@@ -40,7 +40,7 @@ from .base import EventQuery, SessionStoreBase
 from .codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent, decode_event, decode_run, decode_session
 from .errors import MigrationRequiredError, StorageError, StoreError, ValidationError
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import bool_option, query_options
+from .urls import bool_option, number_options, query_options
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteSessionStore"]
 
@@ -372,17 +372,9 @@ class SQLiteSessionStore(SessionStoreBase):
             options.setdefault("auto_migrate", bool_option(opts, "auto_migrate"))
         if "synchronous" in opts:
             options.setdefault("synchronous", opts.pop("synchronous"))
-        for name, convert in (
-            ("max_event_bytes", int),
-            ("busy_timeout", float),
-            ("readers", int),
-        ):
-            if name in opts:
-                value = opts.pop(name)
-                try:
-                    options.setdefault(name, convert(value))
-                except ValueError:
-                    raise ValidationError(f"URL option {name}={value!r} is not a number") from None
+        number_options(
+            opts, options, {"max_event_bytes": int, "busy_timeout": float, "readers": int}
+        )
         if opts:
             raise ValidationError(f"unknown sqlite:// option(s): {', '.join(sorted(opts))}")
         return cls(path, **options)

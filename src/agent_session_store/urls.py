@@ -124,6 +124,22 @@ def query_options(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
+def number_options(
+    opts: dict[str, str], into: dict[str, Any], kinds: dict[str, type[int] | type[float]]
+) -> None:
+    """Move numeric ``?name=value`` options into constructor keywords; a keyword the caller
+    passed explicitly wins over the URL."""
+    for name, kind in kinds.items():
+        if name in opts:
+            value = opts.pop(name)
+            try:
+                into.setdefault(name, kind(value))
+            except ValueError:
+                raise ValidationError(
+                    f"URL option {name}={value!r} must be a number", details={"field": name}
+                ) from None
+
+
 def bool_option(options: dict[str, str], name: str, default: bool = False) -> bool:
     value = options.pop(name, None)
     if value is None:

@@ -29,11 +29,11 @@ import stat as stat_mod
 import string
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import NotFoundError, StorageError, StoreError, ValidationError
+from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
 from ..urls import bool_option, query_options
 from ._common import (
@@ -150,7 +150,7 @@ def _component(bodies: list[str]) -> bytes | None:
 # ---------------------------------------------------------------- the store
 
 
-class FileArtifactStore:
+class FileArtifactStore(OpenClose):
     """Artifacts as files under ``root`` (see the module docstring for the layout)."""
 
     backend_name = "file"
@@ -208,17 +208,6 @@ class FileArtifactStore:
         # The root itself may be reached through a symlink the caller chose; only what is
         # below it is walked without following links.
         return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         self._closed = True

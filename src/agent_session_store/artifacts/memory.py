@@ -10,10 +10,10 @@ import hashlib
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 from ..errors import NotFoundError, ValidationError
+from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
 from ..urls import query_options
 from ._common import (
@@ -43,7 +43,7 @@ class _Object:
         self.modified_at = datetime.now(UTC)
 
 
-class InMemoryArtifactStore:
+class InMemoryArtifactStore(OpenClose):
     backend_name = "memory"
 
     def __init__(self) -> None:
@@ -65,17 +65,6 @@ class InMemoryArtifactStore:
         if self._closed:
             raise closed_error(self.backend_name, "open")
         return self
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         self._closed = True

@@ -23,7 +23,6 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -47,8 +46,9 @@ from ..errors import (
     ValidationError,
     redact,
 )
+from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
-from ..urls import query_options
+from ..urls import number_options, query_options
 from ._common import (
     check_chunk_size,
     check_data_type,
@@ -92,7 +92,7 @@ _STR_OPTIONS = (
 )
 
 
-class S3ArtifactStore:
+class S3ArtifactStore(OpenClose):
     """``prefix + key`` objects in ``bucket``; credentials from arguments or the usual AWS
     environment variables and config files."""
 
@@ -191,12 +191,8 @@ class S3ArtifactStore:
         for name in _STR_OPTIONS:
             if name in opts:
                 options.setdefault(name, opts.pop(name))
-        for name in _INT_OPTIONS:
-            if name in opts:
-                options.setdefault(name, _number(int, name, opts.pop(name)))
-        for name in _FLOAT_OPTIONS:
-            if name in opts:
-                options.setdefault(name, _number(float, name, opts.pop(name)))
+        number_options(opts, options, dict.fromkeys(_INT_OPTIONS, int))
+        number_options(opts, options, dict.fromkeys(_FLOAT_OPTIONS, float))
         if opts:
             raise ValidationError(f"unknown s3:// option(s): {', '.join(sorted(opts))}")
         return cls(bucket, unquote(parts.path[1:]), **options)
@@ -210,17 +206,6 @@ class S3ArtifactStore:
     async def open(self) -> Self:
         await self._ready("open")
         return self
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._closed:
@@ -656,13 +641,6 @@ def _xml_safe(start_after: str) -> str:
 
 class _Changed(Exception):
     """The object was replaced between two ranged reads."""
-
-
-def _number(kind: type[int] | type[float], name: str, value: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValidationError(f"URL option {name}={value!r} must be a number") from None
 
 
 def _total_size(content_range: str | None, got: int) -> int:
