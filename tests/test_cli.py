@@ -118,3 +118,34 @@ async def test_tail_follows_appends_from_another_process(tmp_path: Path) -> None
             tail.send_signal(signal.SIGINT)
             code = await asyncio.wait_for(tail.wait(), 30)
     assert code in (0, 130)
+
+
+def test_migrate_then_use_a_postgres_schema(unique_name: str) -> None:
+    """The same commands against the real PostgreSQL server, in a schema of this test's own."""
+    import asyncpg
+
+    base = "postgresql://postgres@127.0.0.1:5432/test"
+    url = f"{base}?schema={unique_name}"
+    try:
+        proc = run_cli("--url", url, "sessions", "list", check=False)
+        assert proc.returncode == 2
+        assert "[migration_required]" in proc.stderr
+        run_cli("migrate", url)
+        run_cli("migrate", url)  # a second run finds nothing to do
+        run_cli("demo", "--store", url)
+        listed = json.loads(run_cli("--url", url, "sessions", "list", "--json").stdout)
+        assert [s["agent_id"] for s in listed] == ["code-helper"]
+        events = json.loads(
+            run_cli("--url", url, "events", "list", listed[0]["id"], "--json").stdout
+        )
+        assert [e["sequence_number"] for e in events] == list(range(1, 20))
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(base)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{unique_name}" CASCADE')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())

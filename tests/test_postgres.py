@@ -34,7 +34,7 @@ from agent_session_store.testing import DurableSessionStoreContract, workers
 from agent_session_store.urls import open_session_store
 
 BASE_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_VERSION = os.environ.get("PG_VERSION", "15")
+PG_VERSION = os.environ.get("PG_VERSION") or sorted(os.listdir("/etc/postgresql"))[0]
 
 
 def _drop_schema(schema: str) -> None:
