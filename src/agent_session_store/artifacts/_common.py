@@ -134,17 +134,20 @@ def is_async_chunks(data: ArtifactData) -> bool:
     return isinstance(data, AsyncIterable)
 
 
+def _not_data(data: object) -> ValidationError:
+    return ValidationError(
+        f"data must be bytes-like or an iterable of bytes-like chunks, got {type(data).__name__}",
+        details={"field": "data"},
+    )
+
+
 def iter_sync_chunks(data: ArtifactData) -> Iterator[memoryview]:
     """The chunks of bytes-like or sync-iterable data, each checked to be bytes-like."""
     if isinstance(data, bytes | bytearray | memoryview):
         yield _as_view(data, None)
         return
     if isinstance(data, str) or not isinstance(data, Iterable):
-        raise ValidationError(
-            "data must be bytes-like or an iterable of bytes-like chunks, "
-            f"got {type(data).__name__}",
-            details={"field": "data"},
-        )
+        raise _not_data(data)
     for i, chunk in enumerate(data):
         view = _as_view(chunk, i)
         if view.nbytes:
@@ -165,11 +168,7 @@ def check_data_type(data: object) -> None:
     if isinstance(data, bytes | bytearray | memoryview | AsyncIterable):
         return
     if isinstance(data, str) or not isinstance(data, Iterable):
-        raise ValidationError(
-            "data must be bytes-like or an iterable of bytes-like chunks, "
-            f"got {type(data).__name__}",
-            details={"field": "data"},
-        )
+        raise _not_data(data)
 
 
 def sha256_hex(data: bytes | bytearray | memoryview) -> str:
