@@ -131,14 +131,15 @@ async def _sqlite(path: str) -> SQLiteSessionStore:
 def _commit_clock(store: SQLiteSessionStore, clock: Callable[[], float]) -> list[float]:
     """Record when each of the store's write transactions committed (bench-only hook)."""
     times: list[float] = []
-    original = store._transaction
+    writer = store._writer
+    original = writer._transaction
 
     def timed(*args: Any) -> Any:
         result = original(*args)
         times.append(clock())
         return result
 
-    store._transaction = timed  # type: ignore[method-assign, assignment]
+    writer._transaction = timed  # type: ignore[method-assign, assignment]
     return times
 
 

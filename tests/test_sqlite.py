@@ -62,6 +62,12 @@ async def eventually(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition never became true")
 
 
+def watched(store: SQLiteSessionStore) -> dict[str, int]:
+    """The sessions the store's cross-process watcher follows."""
+    assert store._watcher is not None
+    return store._watcher.watched
+
+
 def raw(path: Path | str) -> sqlite3.Connection:
     """A plain sqlite3 connection to the store's file, as another program would open it."""
     return sqlite3.connect(path, isolation_level=None, timeout=30)
@@ -295,10 +301,10 @@ async def hold_writer_then_submit(
         other.execute("BEGIN IMMEDIATE")
         plug = asyncio.create_task(store.save_session(Session(id="plug", agent_id="a")))
         await asyncio.sleep(0)  # the plug is queued...
-        await eventually(lambda: store._queue.qsize() == 0)  # ...and the writer has taken it
+        await eventually(lambda: store._writer.queue.qsize() == 0)  # ...and the writer has taken it
         tasks = [asyncio.ensure_future(c) for c in calls]
         await asyncio.sleep(0)  # each task runs up to its queued request
-        assert store._queue.qsize() == len(calls)
+        assert store._writer.queue.qsize() == len(calls)
         other.execute("COMMIT")
     await plug
     return list(await asyncio.gather(*tasks, return_exceptions=True))
@@ -424,7 +430,7 @@ async def test_close_stops_every_thread(tmp_path: Path) -> None:
     waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=60_000))
     await store.append_events([ev("x") for _ in range(100)])  # decoded beside the commit
     await store.get_latest_sequence("s")
-    await eventually(lambda: bool(store._watched))  # the reader's session is watched
+    await eventually(lambda: bool(watched(store)))  # the reader's session is watched
     assert len(ours()) >= 3  # writer, readers, watcher
     await store.close()
     assert await waiting == []
@@ -437,10 +443,10 @@ async def test_watch_ends_with_the_last_waiter(store: SQLiteSessionStore) -> Non
         asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=30_000))
         for _ in range(3)
     ]
-    await eventually(lambda: "s" in store._watched)
+    await eventually(lambda: "s" in watched(store))
     stored = await store.append_event_with_sequence(ev())
     assert await asyncio.gather(*readers) == [[stored]] * 3
-    assert store._watched == {}
+    assert watched(store) == {}
 
 
 # ---------------------------------------------------------------- query plans
