@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,9 @@ def test_demo_writes_a_session_and_shows_its_timeline(tmp_path: Path) -> None:
 
 
 def test_missing_schema_says_how_to_migrate(tmp_path: Path) -> None:
+    # A blank file gets its schema on open; a database holding other tables is not changed.
+    with contextlib.closing(sqlite3.connect(tmp_path / "fresh.db")) as conn:
+        conn.execute("CREATE TABLE unrelated (x)")
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     proc = run_cli("--url", url, "sessions", "list", check=False)
     assert proc.returncode == 2

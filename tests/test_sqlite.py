@@ -111,12 +111,22 @@ def test_bad_urls_are_validation_errors(url: str) -> None:
 # ---------------------------------------------------------------- schema versions
 
 
-async def test_missing_database_needs_migration_and_is_not_created(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["missing", "zero bytes", "empty database"])
+async def test_a_blank_file_gets_its_schema_without_auto_migrate(tmp_path: Path, kind: str) -> None:
+    """Issue 14.5: the embedded default starts with no flag, as every peer's SQLite store does."""
     path = tmp_path / "new.db"
-    err = await expect("migration_required", SQLiteSessionStore(path).open())
-    assert "agent-session-store migrate" in err.message and "auto_migrate" in err.message
-    assert str(path) in err.message
-    assert not path.exists()
+    if kind == "zero bytes":
+        path.touch()
+    elif kind == "empty database":
+        with contextlib.closing(raw(path)) as conn:
+            conn.execute("PRAGMA user_version = 0")  # a valid SQLite file with no tables
+            conn.execute("VACUUM")
+    async with open_session_store(f"sqlite:///{path}") as store:
+        stored = await store.append_event_with_sequence(ev())
+        assert await store.get_events("s") == [stored]
+    with contextlib.closing(raw(path)) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 async def test_database_without_schema_needs_migration(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ older or missing schema is refused unless migrated.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
 from ..errors import MigrationRequiredError, StorageError
@@ -162,17 +161,24 @@ def migrate_file(db: Database) -> None:
         conn.close()
 
 
+def is_blank(conn: sqlite3.Connection) -> bool:
+    """A file with nothing in it yet: new, zero bytes, or a database without a single table."""
+    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
 def open_checked(db: Database, auto_migrate: bool) -> sqlite3.Connection:
-    """The write connection, once the file's schema is known to be current (or made so)."""
-    if not auto_migrate and not os.path.exists(db.path):
-        raise migration_required(db.path, None)
-    conn = db.connect(create=auto_migrate)
+    """The write connection, once the file's schema is known to be current (or made so).
+
+    A blank file gets the schema as every embedded store does; an older schema, or a database
+    holding other tables, is changed only when asked to (``auto_migrate`` or ``migrate``).
+    """
+    conn = db.connect(create=True)
     try:
         found = read_version(conn)
         if found is not None and found > SCHEMA_VERSION:
             raise too_new(db.path, found)
         if found is None or found < SCHEMA_VERSION:
-            if not auto_migrate:
+            if not auto_migrate and not (found is None and is_blank(conn)):
                 raise migration_required(db.path, found)
             migrate(db, conn)
         use_wal(db, conn)
