@@ -163,7 +163,7 @@ def migrate_file(db: Database) -> None:
 
 def is_blank(conn: sqlite3.Connection) -> bool:
     """A file with nothing in it yet: new, zero bytes, or a database without a single table."""
-    return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
 
 
 def open_checked(db: Database, auto_migrate: bool) -> sqlite3.Connection:
