@@ -354,6 +354,47 @@ async def test_concurrent_appenders_share_a_commit_and_a_failure_stays_its_own(
         assert await store.get_latest_sequence("s") == 11
 
 
+async def limit_file_pages(store: SQLiteSessionStore, spare_pages: int) -> None:
+    """A real "database or disk is full": cap the writer connection's file size (SQLite's
+    max_page_count) a few pages above what the file holds now."""
+
+    def cap(_: None) -> None:
+        conn = store._writer.conn
+        assert conn is not None
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + spare_pages}")
+
+    await store._writer.submit(cap, in_tx=False)
+
+
+async def test_a_full_disk_fails_only_the_request_that_filled_it(tmp_path: Path) -> None:
+    """Issue 12.3: SQLITE_FULL rolls back the whole transaction, not just a savepoint; the
+    request that hit it gets its own error and the rest of the group is written anyway."""
+    path = tmp_path / "s.db"
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        await store.append_event(ev("s", id="first"))
+        await limit_file_pages(store, 30)
+        big = ev("s", id="big", data={"text": "x" * 1_000_000})  # ~250 pages
+        calls: list[Coroutine[Any, Any, Any]] = [
+            store.append_event_with_sequence(ev("s", id=f"a{i}")) for i in range(3)
+        ]
+        calls.append(store.append_event_with_sequence(big))
+        calls += [store.append_event_with_sequence(ev("s", id=f"b{i}")) for i in range(3)]
+        calls.append(store.save_session(Session(id="s", agent_id="a")))
+        results = await hold_writer_then_submit(store, path, calls)
+        failed = results[3]
+        assert isinstance(failed, StoreError) and failed.code == "storage_error", failed
+        assert "is full" in failed.message and "savepoint" not in failed.message
+        assert failed.details.get("sqlite_error") == "SQLITE_FULL"
+        others = [r for i, r in enumerate(results[:7]) if i != 3]
+        assert [e.id for e in others] == ["a0", "a1", "a2", "b0", "b1", "b2"]
+        assert [e.sequence_number for e in others] == [2, 3, 4, 5, 6, 7]
+        assert results[7] is None
+        assert await store.get_events("s", after=1) == others
+        assert (await store.get_session("s")).agent_id == "a"
+        assert await store.get_latest_sequence("s") == 7
+
+
 async def test_delete_inside_a_group_resets_numbering_for_later_requests(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SQLiteSessionStore(path, auto_migrate=True) as store:

@@ -3,8 +3,11 @@
 Every write is a *request*: a function of a :class:`Tx`, queued by the event loop. The writer
 thread drains every queued request and runs them in ONE ``BEGIN IMMEDIATE`` transaction, each
 inside its own SAVEPOINT: one fsync serves many callers, yet a failing request rolls back only
-itself. ``BEGIN IMMEDIATE`` takes SQLite's single write lock up front, so numbering read inside
-the transaction cannot race another process; a busy database is retried, whole transaction at a
+itself. Some errors (disk full, I/O error, out of memory) make SQLite abort the whole
+transaction instead: then only the request that met it fails, and the others run again.
+
+``BEGIN IMMEDIATE`` takes SQLite's single write lock up front, so numbering read inside the
+transaction cannot race another process; a busy database is retried, whole transaction at a
 time, before anyone sees "database is locked".
 
 Results go back to each caller's event loop with ``call_soon_threadsafe``, after the commit.
@@ -115,6 +118,15 @@ def decode_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 _STOP = object()
+
+
+class _Aborted(Exception):
+    """SQLite rolled back the whole transaction while running ``group[index]``."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
 
 
 class Writer:
@@ -231,16 +243,27 @@ class Writer:
             err = StorageError(f"the sqlite store {self.db.path} is not open")
             self._deliver([(r, False, err) for r in group], ())
             return
-        try:
-            outcomes, tx = self.db.retry_busy(partial(self._transaction, conn, group))
-        except BaseException as exc:
-            self._deliver([(r, False, exc) for r in group], ())
-            return
+        aborted: list[Outcome] = []
+        while True:
+            try:
+                outcomes, tx = self.db.retry_busy(partial(self._transaction, conn, group))
+                break
+            except _Aborted as exc:
+                # That request made SQLite abort the whole transaction: it alone fails, with
+                # its own error, and the others run again without it.
+                aborted.append((group[exc.index], False, exc.error))
+                group = group[: exc.index] + group[exc.index + 1 :]
+                if not group:
+                    self._deliver(aborted, ())
+                    return
+            except BaseException as exc:
+                self._deliver([*aborted, *((r, False, exc) for r in group)], ())
+                return
         self.transactions += 1
         self.requests += len(group)
         if tx.touched:
             self._committed({sid: tx.seqs[sid] for sid in tx.touched})
-        self._deliver(outcomes, tx.touched)
+        self._deliver([*aborted, *outcomes], tx.touched)
 
     def _transaction(
         self, conn: sqlite3.Connection, group: list[Request]
@@ -251,7 +274,7 @@ class Writer:
         tx = Tx(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for req in group:
+            for index, req in enumerate(group):
                 if not alone:
                     conn.execute("SAVEPOINT request")
                 try:
@@ -259,6 +282,8 @@ class Writer:
                 except Exception as exc:
                     if alone or is_busy(exc):
                         raise
+                    if not conn.in_transaction:  # disk full, I/O error, out of memory
+                        raise _Aborted(index, exc) from exc
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
                     tx.discard()
