@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,7 @@ async def eventually(condition: Callable[[], bool]) -> None:
 
 def watched(store: SQLiteSessionStore) -> dict[str, int]:
     """The sessions the store's cross-process watcher follows."""
-    assert store._watcher is not None
-    return store._watcher.watched
+    return {} if store._watcher is None else store._watcher.watched(store)
 
 
 def raw(path: Path | str) -> sqlite3.Connection:
@@ -498,6 +498,121 @@ async def test_watch_ends_with_the_last_waiter(store: SQLiteSessionStore) -> Non
     stored = await store.append_event_with_sequence(ev())
     assert await asyncio.gather(*readers) == [[stored]] * 3
     assert watched(store) == {}
+
+
+# ---------------------------------------------------------------- the cross-process watcher
+
+APPEND_FROM_ANOTHER_PROCESS = (
+    "import asyncio, sys\n"
+    "from agent_session_store.models import Event, EventType\n"
+    "from agent_session_store.sqlite import SQLiteSessionStore\n"
+    "async def main():\n"
+    "    async with SQLiteSessionStore(sys.argv[1]) as store:\n"
+    "        await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sys.argv[2]))\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def append_from_another_process(path: Path | str, session_id: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", APPEND_FROM_ANOTHER_PROCESS, str(path), session_id
+    )
+    assert await proc.wait() == 0
+
+
+def test_the_watcher_outlives_the_event_loop_that_opened_the_store(tmp_path: Path) -> None:
+    """Issue 12.4: after the first asyncio.run() returns, a reader on a new loop is still woken
+    by another process's append, within seconds, not at its timeout."""
+    path = tmp_path / "s.db"
+    store = SQLiteSessionStore(path, auto_migrate=True)
+
+    async def first() -> None:
+        await store.open()
+        assert await store.get_events("s", wait_timeout_ms=50) == []  # the watcher ran here
+
+    async def second() -> float:
+        waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=30_000))
+        await eventually(lambda: "s" in watched(store))
+        await append_from_another_process(path, "s")
+        appended = time.monotonic()
+        assert len(await waiting) == 1
+        woken = time.monotonic() - appended
+        await store.close()
+        return woken
+
+    asyncio.run(first())
+    assert asyncio.run(second()) < 5
+
+
+async def test_a_session_watched_while_the_watcher_polls_is_not_missed(
+    store: SQLiteSessionStore,
+) -> None:
+    """Issue 12.4: the watcher reads data_version BEFORE it copies the watched sessions. Here a
+    session is watched, and changed by another connection, just after the copy; the next
+    version change must still reach it."""
+    watcher = store._watcher
+    assert watcher is not None
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    copy = watcher._watched_now
+    armed = True
+
+    def copy_then_race() -> list[str]:
+        nonlocal armed
+        sids = copy()
+        if armed:  # once: between the copy and the counters check of this poll
+            armed = False
+            watcher.watch("someone", "late", 0, lambda _: woken.set(), loop)
+            with contextlib.closing(raw(store.path)) as other:
+                other.execute("INSERT INTO seqs VALUES ('late', 1)")
+        return sids
+
+    watcher._watched_now = copy_then_race  # type: ignore[method-assign]
+    waiting = asyncio.create_task(store.get_events("first", wait_timeout_ms=30_000))
+    try:
+        async with asyncio.timeout(5):
+            await woken.wait()
+    finally:
+        watcher.unwatch("someone", "late")
+        await store.append_event(ev("first"))
+        await waiting
+
+
+def watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agent-session-store-sqlite-watcher"]
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    """CPU time one thread has used (Linux), so other work in the process does not count."""
+    stat = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text()
+    return int(stat.split()[0]) / 1e9
+
+
+async def test_one_idle_watcher_per_file_per_process(tmp_path: Path) -> None:
+    """Issue 12.15: ten stores on one file, 1,000 idle waiters: one watcher thread, using
+    well under 1 % of a CPU while nothing changes."""
+    path = tmp_path / "s.db"
+    stores = [await SQLiteSessionStore(path, auto_migrate=True).open() for _ in range(10)]
+    try:
+        waiting = [
+            asyncio.create_task(stores[i % 10].get_events(f"s{i}", wait_timeout_ms=60_000))
+            for i in range(1000)
+        ]
+        await eventually(lambda: all(len(watched(s)) == 100 for s in stores))
+        [thread] = watcher_threads()
+        await asyncio.sleep(0.6)  # past the quiet period
+        before, start = thread_cpu_seconds(thread), time.monotonic()
+        await asyncio.sleep(1)
+        busy = (thread_cpu_seconds(thread) - before) / (time.monotonic() - start)
+        assert busy < 0.01, f"the idle watcher used {busy:.1%} of a CPU"
+        # and it still wakes a reader of any of those stores at once
+        await append_from_another_process(path, "s7")
+        assert len(await waiting[7]) == 1
+    finally:
+        for s in stores:
+            await s.close()
+    assert watcher_threads() == []
+    assert all(t.done() for t in waiting)
 
 
 # ---------------------------------------------------------------- query plans

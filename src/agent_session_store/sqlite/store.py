@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,9 +16,9 @@ from ..errors import StorageError, StoreError, ValidationError
 from ..models import Event, Run, RunStatus, Session, SessionStatus
 from ..urls import bool_option, number_options, query_options
 from . import reads, schema, writes
+from . import watcher as watchers
 from .connection import Database
 from .readers import ReaderPool
-from .watcher import Watcher
 from .writer import Writer
 
 
@@ -66,7 +67,7 @@ class SQLiteSessionStore(SessionStoreBase):
             self._seen,
         )
         self._readers = ReaderPool(self._db, readers)
-        self._watcher: Watcher | None = None  # made at open: it wakes readers on that loop
+        self._watcher: watchers.FileWatcher | None = None  # shared by this file's stores
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteSessionStore:
@@ -126,7 +127,7 @@ class SQLiteSessionStore(SessionStoreBase):
             raise self._wrap(exc, "migrate") from exc
 
     async def _open(self) -> None:
-        self._watcher = Watcher(self._db, asyncio.get_running_loop(), self._notify)
+        self._watcher = watchers.acquire(self._db)
         self._readers.start()
         try:
             await self._writer.start()
@@ -139,15 +140,15 @@ class SQLiteSessionStore(SessionStoreBase):
 
     async def _shut_down(self) -> None:
         self._readers.stop()
-        if self._watcher is not None:
-            self._watcher.stop()
+        watcher, self._watcher = self._watcher, None
+        last = None if watcher is None else watchers.release(watcher, self)
         self._writer.stop()
-        await asyncio.to_thread(self._join_threads)
+        await asyncio.to_thread(self._join_threads, last)
 
-    def _join_threads(self) -> None:
+    def _join_threads(self, watcher_thread: threading.Thread | None) -> None:
         self._writer.join()
-        if self._watcher is not None:
-            self._watcher.join()
+        if watcher_thread is not None:
+            watcher_thread.join()
         self._readers.join()
 
     # ------------------------------------------------------------ writes
@@ -226,14 +227,14 @@ class SQLiteSessionStore(SessionStoreBase):
         baseline = await self._readers.read(partial(schema.last_seq, session_id=session_id))
         if self._watcher is None:
             raise StorageError(f"the sqlite store {self.path} is not open")
-        self._watcher.watch(session_id, baseline)
+        self._watcher.watch(self, session_id, baseline, self._notify, asyncio.get_running_loop())
 
     async def _watch_stop(self, session_id: str) -> None:
         if self._watcher is not None:
-            self._watcher.unwatch(session_id)
+            self._watcher.unwatch(self, session_id)
 
     def _seen(self, seqs: dict[str, int]) -> None:
         """Runs on the writer thread after each commit that stored events."""
         watcher = self._watcher
         if watcher is not None:
-            watcher.seen(seqs)
+            watcher.seen(self, seqs)
