@@ -613,10 +613,12 @@ class SessionStoreBase(OpenClose, abc.ABC):
     # ------------------------------------------------------------ export, import, fork (10)
 
     async def iter_export(
-        self, session_id: str, *, page_size: int = 1000
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        """The session as export records (header, session, runs, events), a page at a time."""
+        """The session as export records (header, session, runs, events), a page at a time;
+        ``after`` leaves out the events a resumed copy already has."""
         check_id(session_id, "session_id")
+        start = _opt_int(after, "after", 0) or 0
         size = _opt_int(page_size, "page_size", 1) or 1000
         session = await self.get_session(session_id)
         latest = await self.get_latest_sequence(session_id)
@@ -625,7 +627,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         yield {"record": "session", "session": session.to_dict()}
         for run in runs:
             yield {"record": "run", "run": run.to_dict()}
-        after = 0
+        after = start
         while after < latest:
             page = await self._query_events(
                 EventQuery(session_id, after=after, before=latest + 1, limit=size)

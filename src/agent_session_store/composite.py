@@ -208,9 +208,9 @@ class CompositeSessionStore(OpenClose):
         return await self.session_store.get_visible_events(session_id, limit=limit)
 
     def iter_export(
-        self, session_id: str, *, page_size: int = 1000
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        return self.session_store.iter_export(session_id, page_size=page_size)
+        return self.session_store.iter_export(session_id, after=after, page_size=page_size)
 
     async def export_session(self, session_id: str) -> SessionExport:
         return await self.session_store.export_session(session_id)
