@@ -136,9 +136,10 @@ class SessionStore(Protocol):
         ...
 
     def iter_export(
-        self, session_id: str, *, page_size: int = 1000
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        """The session as export records (header, session, runs, events), a page at a time (10)."""
+        """The session as export records (header, session, runs, events), a page at a time;
+        ``after`` leaves out events numbered up to it (10)."""
         ...
 
     async def export_session(self, session_id: str) -> SessionExport:
