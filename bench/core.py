@@ -25,7 +25,9 @@ from typing import Any
 from agent_session_store.base import SessionStoreBase
 from agent_session_store.memory import InMemorySessionStore
 from agent_session_store.models import Event, EventType, Session, SessionStatus
-from agent_session_store.sqlite import MIGRATIONS, SQLiteSessionStore
+from agent_session_store.sqlite import SQLiteSessionStore
+from agent_session_store.sqlite.connection import Database
+from agent_session_store.sqlite.schema import migrate
 
 from .common import Row, check_max, check_ratio, median, percentile, rate
 
@@ -53,12 +55,10 @@ def _event(sid: str, i: int) -> Event:
 
 
 def _raw_open(path: str) -> sqlite3.Connection:
+    """A plain connection to a file with the store's schema (made the store's way)."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    for _, statements in MIGRATIONS:
-        for statement in statements:
-            conn.execute(statement)
+    migrate(Database(path, "full", 30.0), conn)  # WAL too
     return conn
 
 

@@ -12,14 +12,16 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent_session_store.base import EventQuery
+from agent_session_store.codec import encode_event, encode_run, encode_session
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session
+from agent_session_store.models import Event, EventType, Run, Session, to_micros
 from agent_session_store.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -27,6 +29,7 @@ from agent_session_store.sqlite import (
     events_sql,
     sessions_sql,
 )
+from agent_session_store.sqlite.schema import EVENT_COLUMNS
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.urls import open_session_store
 
@@ -137,23 +140,112 @@ async def test_database_without_schema_needs_migration(tmp_path: Path) -> None:
     assert "has no schema" in err.message
 
 
-async def test_older_schema_needs_migration_then_explicit_migrate_opens(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with contextlib.closing(raw(path)) as conn:  # a file made by an older release
-        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute(f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION - 1}')")
+#: The schema version 1 made, verbatim: what a file written by the first release holds.
+V1_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS events (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        run_id TEXT,
+        timestamp_us INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        provider TEXT,
+        correlation_id TEXT,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS events_by_run ON events (session_id, run_id, seq)"
+    " WHERE run_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_by_type ON events (session_id, type, seq)",
+    "CREATE TABLE IF NOT EXISTS seqs (session_id TEXT PRIMARY KEY,"
+    " last_seq INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at_us INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_status ON sessions (status, created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_agent ON sessions (agent_id, created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_agent_status"
+    " ON sessions (agent_id, status, created_at_us, id)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at_us INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, started_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_session_status"
+    " ON runs (session_id, status, started_at_us, id)",
+    "INSERT INTO meta VALUES ('schema_version', '1')",
+)
+
+
+def make_v1_database(path: Path) -> tuple[Session, Run, list[Event]]:
+    """A version-1 file with a session, a run and events, written as release 1 wrote them."""
+    session = Session(id="old", agent_id="a", updated_at=datetime(2025, 5, 5, 1, 2, 3, 4, UTC))
+    run = Run(id="r1", session_id="old")
+    events = [
+        ev("old", id=f"e{n}", run_id="r1", data={"n": n}).replace(sequence_number=n)
+        for n in (1, 2, 3)
+    ]
+    with contextlib.closing(raw(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in V1_DDL:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            ("old", "a", "active", to_micros(session.created_at), encode_session(session)),
+        )
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            ("r1", "old", "running", to_micros(run.started_at), encode_run(run)),
+        )
+        for e in events:
+            conn.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*encode_event(e), e.sequence_number),
+            )
+        conn.execute("INSERT INTO seqs VALUES ('old', 3)")
+    return session, run, events
+
+
+async def test_a_v1_database_needs_migration_then_migrates_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    session, run, events = make_v1_database(path)
     store = SQLiteSessionStore(path)
     err = await expect("migration_required", store.open())
-    assert f"schema version {SCHEMA_VERSION - 1}" in err.message
-    assert err.details["needed"] == SCHEMA_VERSION
+    assert "schema version 1" in err.message and err.details["needed"] == SCHEMA_VERSION
     await store.migrate()
     await store.migrate()  # the explicit step is idempotent
     async with store:  # the same object opens once the schema is current
-        stored = await store.append_event_with_sequence(ev())
-        assert await store.get_events("s") == [stored]
+        assert await store.get_session("old") == session  # updated_at kept to the µs
+        assert await store.list_sessions() == [session]
+        assert await store.get_run("r1") == run
+        assert await store.get_events("old") == events
+        assert await store.get_events("old", order="desc", limit=2) == events[:0:-1]
+        assert await store.get_latest_sequence("old") == 3
+        stored = await store.append_event_with_sequence(ev("old"), expected_sequence=3)
+        assert stored.sequence_number == 4
+        assert (await store.get_session("old")).updated_at > session.updated_at  # C5
     with contextlib.closing(raw(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+
+
+async def test_auto_migrate_upgrades_a_v1_database_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    session, _, events = make_v1_database(path)
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        assert await store.get_session("old") == session
+        assert await store.get_events("old") == events
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -285,9 +377,11 @@ async def test_flush_failing_inside_sqlite_leaves_nothing(tmp_path: Path) -> Non
         assert await store.get_events("s") == []
         # an existing session and run are not changed either
         await store.flush(session, run, [ev(id="ok")])
+        flushed = await store.get_session("s")  # updated_at touched by the flush (C5)
+        assert flushed.replace(updated_at=session.updated_at) == session
         changed = session.with_status("failed")
         await expect("storage_error", store.flush(changed, run.with_status("failed"), events))
-        assert await store.get_session("s") == session
+        assert await store.get_session("s") == flushed
         assert await store.get_run("r") == run
         assert [e.id for e in await store.get_events("s")] == ["ok"]
         # e1 was not kept: it is still new, and numbering goes on from 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..base import EventQuery
 from ..codec import decode_event, decode_run, decode_session
-from ..models import Event, Run, Session
+from ..models import Event, Run, Session, from_micros, to_micros
 from .schema import EVENT_COLUMNS
 
 _ACTIVE_RUN = (
@@ -25,7 +25,8 @@ def events_sql(q: EventQuery) -> tuple[str, list[Any]]:
 
     With a run or type filter the planner would rather walk the session's primary-key range
     (no second lookup per row), which costs what the session holds, not what is returned;
-    INDEXED BY keeps it on the filter's index (contract 3.9).
+    INDEXED BY keeps it on the filter's index (contract 3.9). Every index ends in ``seq``, so
+    ``desc`` walks the same range backwards.
     """
     where = ["session_id = ?", "seq > ?"]
     params: list[Any] = [q.session_id, q.after or 0]
@@ -42,13 +43,14 @@ def events_sql(q: EventQuery) -> tuple[str, list[Any]]:
         where.append("timestamp_us >= ?")
         params.append(q.since_us)
     params.append(-1 if q.limit is None else q.limit)
+    order = "seq DESC" if q.desc else "seq"
     index = ""
     if q.run_id is not None:
         index = " INDEXED BY events_by_run"  # a run is usually the narrower filter
     elif q.type is not None:
         index = " INDEXED BY events_by_type"
     where_sql = " AND ".join(where)
-    sql = f"SELECT {EVENT_COLUMNS} FROM events{index} WHERE {where_sql} ORDER BY seq LIMIT ?"
+    sql = f"SELECT {EVENT_COLUMNS} FROM events{index} WHERE {where_sql} ORDER BY {order} LIMIT ?"
     return sql, params
 
 
@@ -66,7 +68,8 @@ def sessions_sql(
         params.append(agent_id)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     params += [-1 if limit is None else limit, offset]
-    return f"SELECT doc FROM sessions{clause} ORDER BY created_at_us, id LIMIT ? OFFSET ?", params
+    order = " ORDER BY created_at_us, id LIMIT ? OFFSET ?"
+    return f"SELECT doc, updated_at_us FROM sessions{clause}{order}", params
 
 
 def runs_sql(session_id: str, status: str | None, limit: int | None) -> tuple[str, list[Any]]:
@@ -85,9 +88,18 @@ def get_events(conn: sqlite3.Connection, query: EventQuery) -> list[Event]:
     return [decode_event(r, r[10]) for r in conn.execute(sql, params)]
 
 
+def _session(doc: str, updated_us: int | None) -> Session:
+    """The saved doc, with the ``updated_at`` that activity has moved since (C5)."""
+    session = decode_session(doc)
+    if updated_us is not None and updated_us != to_micros(session.updated_at):
+        object.__setattr__(session, "updated_at", from_micros(updated_us))  # ours, just built
+    return session
+
+
 def get_session(conn: sqlite3.Connection, session_id: str) -> Session | None:
-    row = conn.execute("SELECT doc FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    return None if row is None else decode_session(row[0])
+    sql = "SELECT doc, updated_at_us FROM sessions WHERE id = ?"
+    row = conn.execute(sql, (session_id,)).fetchone()
+    return None if row is None else _session(row[0], row[1])
 
 
 def list_sessions(
@@ -98,7 +110,7 @@ def list_sessions(
     offset: int,
 ) -> list[Session]:
     sql, params = sessions_sql(status, agent_id, limit, offset)
-    return [decode_session(r[0]) for r in conn.execute(sql, params)]
+    return [_session(r[0], r[1]) for r in conn.execute(sql, params)]
 
 
 def get_run(conn: sqlite3.Connection, run_id: str) -> Run | None:

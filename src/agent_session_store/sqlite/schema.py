@@ -2,8 +2,10 @@
 
 Events are clustered by ``(session_id, seq)`` in a WITHOUT ROWID table, so a page of a
 session's log is one contiguous range read; ``id`` has its own unique index for idempotency.
-``seqs`` holds each session's last sequence number. ``meta`` records the schema version; an
-older or missing schema is refused unless migrated.
+``seqs`` holds each session's counter: the highest sequence number ever assigned (an import
+may leave gaps below it). ``sessions.updated_at_us`` is the session's ``updated_at`` as activity
+moves it, which may be newer than the saved doc's. ``meta`` records the schema version; an
+older schema is refused unless migrated.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import MigrationRequiredError, StorageError
+from ..models import parse_iso, to_micros
 from .connection import Database
 
 #: (version, statements). Each step runs once, in order, inside one write transaction.
@@ -65,6 +68,16 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, started_at_us, id)",
             "CREATE INDEX IF NOT EXISTS runs_by_session_status"
             " ON runs (session_id, status, started_at_us, id)",
+        ),
+    ),
+    (
+        2,
+        (
+            # The session's updated_at, which appends and run saves move (contract C5)
+            # without rewriting the doc; ordered by an index for "most recently active".
+            "ALTER TABLE sessions ADD COLUMN updated_at_us INTEGER",
+            "UPDATE sessions SET updated_at_us = iso_micros(json_extract(doc, '$.updated_at'))",
+            "CREATE INDEX IF NOT EXISTS sessions_by_updated ON sessions (updated_at_us, id)",
         ),
     ),
 ]
@@ -123,9 +136,14 @@ def use_wal(db: Database, conn: sqlite3.Connection) -> None:
         )
 
 
+def _iso_micros(text: str | None) -> int | None:
+    return None if text is None else to_micros(parse_iso(text, "session.updated_at"))
+
+
 def migrate(db: Database, conn: sqlite3.Connection) -> None:
     """Apply the missing steps in one write transaction: safe when processes race."""
     use_wal(db, conn)
+    conn.create_function("iso_micros", 1, _iso_micros, deterministic=True)
 
     def attempt() -> None:
         conn.execute("BEGIN IMMEDIATE")

@@ -10,8 +10,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..base import EventQuery, SessionStoreBase
-from ..codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent
+from ..base import EventQuery, NumberedRow, SessionStoreBase
+from ..codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent, decode_session
 from ..errors import StorageError, StoreError, ValidationError
 from ..models import Event, Run, RunStatus, Session, SessionStatus
 from ..urls import bool_option, number_options, query_options
@@ -65,6 +65,7 @@ class SQLiteSessionStore(SessionStoreBase):
             partial(schema.open_checked, self._db, auto_migrate),
             self._notify,
             self._seen,
+            writes.finish,
         )
         self._readers = ReaderPool(self._db, readers)
         self._watcher: watchers.FileWatcher | None = None  # shared by this file's stores
@@ -157,17 +158,24 @@ class SQLiteSessionStore(SessionStoreBase):
         await self._writer.submit(partial(writes.put_session, session=session, doc=doc))
 
     async def _save_run(self, run: Run, doc: str) -> None:
-        await self._writer.submit(partial(writes.put_run, run=run, doc=doc))
+        await self._writer.submit(partial(writes.save_run, run=run, doc=doc))
 
     async def _delete_session(self, session_id: str) -> None:
         await self._writer.submit(partial(writes.delete_session, session_id=session_id))
 
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
-        stored: list[Event] = await self._writer.submit(partial(writes.insert, rows=rows))
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        work = partial(writes.append, rows=rows, expected=expected)
+        stored: list[Event] = await self._writer.submit(work)
         return stored
 
     async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
     ) -> list[Event]:
         work = partial(
             writes.flush,
@@ -176,9 +184,30 @@ class SQLiteSessionStore(SessionStoreBase):
             run=run,
             run_doc=run_doc,
             rows=rows,
+            expected=expected,
         )
         stored: list[Event] = await self._writer.submit(work)
         return stored
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        work = partial(
+            writes.import_rows,
+            session_id=session_id,
+            session_doc=session_doc,
+            session=None if session_doc is None else decode_session(session_doc),
+            runs=runs,
+            rows=rows,
+            latest_sequence=latest_sequence,
+        )
+        counts: tuple[int, int] = await self._writer.submit(work)
+        return counts
 
     # ------------------------------------------------------------ reads
 

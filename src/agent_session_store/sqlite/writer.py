@@ -42,21 +42,24 @@ class Tx:
     """State shared by the requests of one group-commit transaction.
 
     Last sequence numbers are cached for this transaction only (other processes write between
-    transactions). A request's changes stay in ``pending`` until it succeeds, so a request that
-    rolls back to its savepoint leaves the cache as it found it.
+    transactions). A request's changes stay pending until it succeeds, so a request that rolls
+    back to its savepoint leaves this state as it found it.
     """
 
-    __slots__ = ("conn", "pending", "seqs", "touched", "touched_pending")
+    __slots__ = ("_active", "_seqs", "_woken", "active", "conn", "seqs", "woken")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.seqs: dict[str, int] = {}
-        self.pending: dict[str, int] = {}
-        self.touched: set[str] = set()  # sessions that got events: their readers are woken
-        self.touched_pending: set[str] = set()
+        self.woken: set[str] = set()  # sessions that got events: their readers are woken
+        #: session -> whether its updated_at moves to now at commit (C5); the last word wins
+        self.active: dict[str, bool] = {}
+        self._seqs: dict[str, int] = {}
+        self._woken: set[str] = set()
+        self._active: dict[str, bool] = {}
 
     def last_seq(self, session_id: str) -> int:
-        found = self.pending.get(session_id)
+        found = self._seqs.get(session_id)
         if found is None:
             found = self.seqs.get(session_id)
         if found is None:
@@ -64,22 +67,28 @@ class Tx:
             found = self.seqs[session_id] = 0 if row is None else row[0]
         return found
 
-    def advance(self, session_id: str, last: int) -> None:
-        self.pending[session_id] = last
-        self.touched_pending.add(session_id)
+    def set_last(self, session_id: str, last: int) -> None:
+        self._seqs[session_id] = last
 
-    def reset(self, session_id: str) -> None:
-        self.pending[session_id] = 0
+    def stored(self, session_id: str) -> None:
+        """New events were stored in the session: wake its readers after the commit."""
+        self._woken.add(session_id)
+
+    def touch(self, session_id: str, now: bool = True) -> None:
+        """Move the session's updated_at to the commit time (or, ``now=False``, keep the
+        value just saved)."""
+        self._active[session_id] = now
 
     def keep(self) -> None:
-        self.seqs.update(self.pending)
-        self.touched |= self.touched_pending
-        self.pending.clear()
-        self.touched_pending.clear()
+        self.seqs.update(self._seqs)
+        self.woken |= self._woken
+        self.active.update(self._active)
+        self.discard()
 
     def discard(self) -> None:
-        self.pending.clear()
-        self.touched_pending.clear()
+        self._seqs.clear()
+        self._woken.clear()
+        self._active.clear()
 
 
 class Request:
@@ -135,6 +144,7 @@ class Writer:
     ``open_conn`` runs first, on the writer thread, and returns the write connection.
     ``notify(sessions)`` runs on a caller's loop after a commit that stored events there;
     ``committed(seqs)`` runs on the writer thread with those sessions' new last sequences.
+    ``finish(tx)`` runs last in every transaction, before COMMIT.
     """
 
     def __init__(
@@ -143,11 +153,13 @@ class Writer:
         open_conn: Callable[[], sqlite3.Connection],
         notify: Callable[[list[str]], None],
         committed: Callable[[dict[str, int]], None],
+        finish: Callable[[Tx], None] | None = None,
     ) -> None:
         self.db = db
         self._open_conn = open_conn
         self._notify = notify
         self._committed = committed
+        self._finish = finish
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
         self.accepting = False
@@ -261,9 +273,9 @@ class Writer:
                 return
         self.transactions += 1
         self.requests += len(group)
-        if tx.touched:
-            self._committed({sid: tx.seqs[sid] for sid in tx.touched})
-        self._deliver([*aborted, *outcomes], tx.touched)
+        if tx.woken:
+            self._committed({sid: tx.seqs[sid] for sid in tx.woken})
+        self._deliver([*aborted, *outcomes], tx.woken)
 
     def _transaction(
         self, conn: sqlite3.Connection, group: list[Request]
@@ -293,6 +305,8 @@ class Writer:
                     conn.execute("RELEASE request")
                 tx.keep()
                 outcomes.append((req, True, value))
+            if self._finish is not None:
+                self._finish(tx)
             # Decoding the stored rows into Events is pure CPU; for a large group it runs on
             # the decoder thread while COMMIT waits for the disk (which releases the GIL).
             rows = sum(len(v) for _, ok, v in outcomes if ok and type(v) is Rows)
