@@ -489,6 +489,55 @@ async def test_a_full_disk_fails_only_the_request_that_filled_it(tmp_path: Path)
         assert await store.get_latest_sequence("s") == 7
 
 
+async def test_conditional_appends_in_one_group_see_each_other(tmp_path: Path) -> None:
+    """Within one group commit each request checks the counter the previous ones left, and a
+    refused one leaves it as it was."""
+    path = tmp_path / "s.db"
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        await store.append_event(ev("s", id="one"))
+        calls = [
+            store.append_event_with_sequence(ev("s", id="a"), expected_sequence=1),
+            store.append_event_with_sequence(ev("s", id="b"), expected_sequence=1),  # stale
+            store.append_events([ev("s", id="c"), ev("s", id="d")], expected_sequence=2),
+            store.append_event_with_sequence(ev("s", id="a"), expected_sequence=0),  # a retry
+            store.flush(
+                Session(id="s", agent_id="x"), Run(id="r", session_id="s"), [], expected_sequence=3
+            ),  # stale
+            store.append_event_with_sequence(ev("s", id="e"), expected_sequence=4),
+        ]
+        a, b, cd, retry, flushed, e = await hold_writer_then_submit(store, path, calls)
+        assert a.sequence_number == 2 and retry == a
+        assert isinstance(b, StoreError) and b.code == "sequence_conflict"
+        assert b.details == {"session_id": "s", "expected": 1, "actual": 2}
+        assert [x.sequence_number for x in cd] == [3, 4]
+        assert isinstance(flushed, StoreError) and flushed.details["actual"] == 4
+        assert e.sequence_number == 5
+        assert [x.id for x in await store.get_events("s")] == ["one", "a", "c", "d", "e"]
+        await expect("session_not_found", store.get_session("s"))
+
+
+async def test_updated_at_follows_the_order_of_requests_in_a_group(tmp_path: Path) -> None:
+    """C5 within one group commit: a save after an append keeps the saved value; an append
+    after a save moves it to the commit time."""
+    path = tmp_path / "s.db"
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        calls = [
+            store.append_event(ev("kept")),
+            store.save_session(Session(id="kept", agent_id="a", updated_at=old)),
+            store.save_session(Session(id="moved", agent_id="a", updated_at=old)),
+            store.append_event(ev("moved")),
+            store.append_event(ev("norecord")),
+        ]
+        await hold_writer_then_submit(store, path, calls)
+        assert (await store.get_session("kept")).updated_at == old
+        moved = await store.get_session("moved")
+        assert moved.updated_at > old
+        listed = {s.id: s.updated_at for s in await store.list_sessions()}
+        assert (listed["kept"], listed["moved"]) == (old, moved.updated_at)
+        await expect("session_not_found", store.get_session("norecord"))
+
+
 async def test_delete_inside_a_group_resets_numbering_for_later_requests(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SQLiteSessionStore(path, auto_migrate=True) as store:
@@ -724,6 +773,10 @@ def plan(path: str, sql: str, params: list[Any]) -> str:
         (EventQuery("s", before=10), "PRIMARY KEY"),
         (EventQuery("s", run_id="r"), "events_by_run"),
         (EventQuery("s", type="tool_call_started", after=3), "events_by_type"),
+        (EventQuery("s", limit=1000, desc=True), "PRIMARY KEY"),
+        (EventQuery("s", after=10, before=500, limit=5, desc=True), "PRIMARY KEY"),
+        (EventQuery("s", run_id="r", limit=5, desc=True), "events_by_run"),
+        (EventQuery("s", type="tool_call_started", before=9, desc=True), "events_by_type"),
     ],
 )
 async def test_event_pages_are_index_ranges_without_sorting(
