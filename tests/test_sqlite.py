@@ -632,6 +632,21 @@ async def test_close_stops_every_thread(tmp_path: Path) -> None:
     await expect("storage_error", store.append_event(ev()))
 
 
+@pytest.mark.parametrize("turns", [1, 2, 3, 4])
+async def test_readers_starting_while_the_store_closes_get_nothing(
+    tmp_path: Path, turns: int
+) -> None:
+    """Issue 12.7: a long-poll reader caught by close() at any step of its start returns []."""
+    store = await SQLiteSessionStore(tmp_path / "s.db", auto_migrate=True).open()
+    readers = [
+        asyncio.create_task(store.get_events(f"s{i}", wait_timeout_ms=30_000)) for i in range(20)
+    ]
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await store.close()
+    assert await asyncio.gather(*readers) == [[]] * 20
+
+
 async def test_watch_ends_with_the_last_waiter(store: SQLiteSessionStore) -> None:
     readers = [
         asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=30_000))

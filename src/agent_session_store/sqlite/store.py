@@ -253,9 +253,15 @@ class SQLiteSessionStore(SessionStoreBase):
     async def _watch_start(self, session_id: str) -> None:
         # The baseline is read before this returns, and the reader queries only after, so a
         # commit made elsewhere after the query always moves the counter past the baseline.
-        baseline = await self._readers.read(partial(schema.last_seq, session_id=session_id))
-        if self._watcher is None:
-            raise StorageError(f"the sqlite store {self.path} is not open")
+        # A reader that was starting when the store closed gets [] from its query, not an error.
+        try:
+            baseline = await self._readers.read(partial(schema.last_seq, session_id=session_id))
+        except StorageError:
+            if self._closed:
+                return
+            raise
+        if self._watcher is None:  # closed meanwhile
+            return
         self._watcher.watch(self, session_id, baseline, self._notify, asyncio.get_running_loop())
 
     async def _watch_stop(self, session_id: str) -> None:
