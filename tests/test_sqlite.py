@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import sqlite3
 import subprocess
@@ -700,6 +701,51 @@ def test_the_watcher_outlives_the_event_loop_that_opened_the_store(tmp_path: Pat
 
     asyncio.run(first())
     assert asyncio.run(second()) < 5
+
+
+def _forked_child_waits(path: str) -> None:
+    """In a child forked while the parent's watcher runs: is a reader here woken at once?"""
+
+    async def main() -> float:
+        async with SQLiteSessionStore(path) as store:
+            waiting = asyncio.create_task(store.get_events("child", wait_timeout_ms=30_000))
+            await eventually(lambda: "child" in watched(store))
+            await append_from_another_process(path, "child")
+            appended = time.monotonic()
+            assert len(await waiting) == 1
+            return time.monotonic() - appended
+
+    os._exit(0 if asyncio.run(main()) < 5 else 1)
+
+
+def test_a_process_forked_with_an_open_store_watches_for_itself(tmp_path: Path) -> None:
+    """One watcher per file per process: a forked child must not inherit the parent's (its
+    thread does not exist in the child)."""
+    path = str(tmp_path / "s.db")
+    ready, done = threading.Event(), threading.Event()
+
+    async def parent() -> None:  # on its own thread: the forking thread runs no event loop
+        async with SQLiteSessionStore(path, auto_migrate=True) as store:
+            waiting = asyncio.create_task(store.get_events("parent", wait_timeout_ms=60_000))
+            await eventually(lambda: "parent" in watched(store))
+            ready.set()
+            await asyncio.to_thread(done.wait)
+            await store.append_event(ev("parent"))
+            await waiting
+
+    side = threading.Thread(target=asyncio.run, args=(parent(),))
+    side.start()
+    try:
+        assert ready.wait(30)
+        child = multiprocessing.get_context("fork").Process(
+            target=_forked_child_waits, args=(path,)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        done.set()
+        side.join(30)
 
 
 async def test_a_session_watched_while_the_watcher_polls_is_not_missed(

@@ -18,6 +18,7 @@ the loop that opened it has ended (``asyncio.run`` called again); a closed loop 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -217,6 +218,16 @@ class FileWatcher:
 
 _registry_lock = threading.Lock()
 _registry: dict[str, FileWatcher] = {}
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: its stores start their own watchers."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def acquire(db: Database) -> FileWatcher:
