@@ -29,6 +29,7 @@ from ..errors import StoreError
 from ..models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from ..urls import open_session_store
 from . import workers
+from .contract_edges import EdgeContract
 from .contract_v2 import DurableV2Contract, V2Contract
 
 __all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
@@ -54,7 +55,7 @@ async def raises(code: str, awaitable: Any) -> StoreError:
     return err
 
 
-class SessionStoreContract(V2Contract):
+class SessionStoreContract(V2Contract, EdgeContract):
     """Every rule of contract 3 that one store object can show."""
 
     @pytest.fixture
