@@ -30,7 +30,8 @@ from agent_session_store.sqlite import (
     events_sql,
     sessions_sql,
 )
-from agent_session_store.sqlite.schema import EVENT_COLUMNS
+from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
+from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.urls import open_session_store
 
@@ -70,6 +71,9 @@ async def eventually(condition: Callable[[], bool]) -> None:
 def watched(store: SQLiteSessionStore) -> dict[str, int]:
     """The sessions the store's cross-process watcher follows."""
     return {} if store._watcher is None else store._watcher.watched(store)
+
+
+SCHEMA_VERSION_ROW = "SELECT value FROM meta WHERE key = 'schema_version'"
 
 
 def raw(path: Path | str) -> sqlite3.Connection:
@@ -129,7 +133,7 @@ async def test_a_blank_file_gets_its_schema_without_auto_migrate(tmp_path: Path,
         stored = await store.append_event_with_sequence(ev())
         assert await store.get_events("s") == [stored]
     with contextlib.closing(raw(path)) as conn:
-        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -238,7 +242,7 @@ async def test_a_v1_database_needs_migration_then_migrates_with_its_data(tmp_pat
         assert (await store.get_session("old")).updated_at > session.updated_at  # C5
     with contextlib.closing(raw(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 async def test_auto_migrate_upgrades_a_v1_database_on_open(tmp_path: Path) -> None:
@@ -276,7 +280,7 @@ async def test_processes_migrating_at_once_all_succeed(tmp_path: Path) -> None:
     async with SQLiteSessionStore(path) as store:  # no auto_migrate needed now
         assert await store.get_latest_sequence("s") == 0
     with contextlib.closing(raw(path)) as conn:
-        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 # ---------------------------------------------------------------- damaged or unwritable files
@@ -767,8 +771,8 @@ async def test_a_session_watched_while_the_watcher_polls_is_not_missed(
         if armed:  # once: between the copy and the counters check of this poll
             armed = False
             watcher.watch("someone", "late", 0, lambda _: woken.set(), loop)
-            with contextlib.closing(raw(store.path)) as other:
-                other.execute("INSERT INTO seqs VALUES ('late', 1)")
+            code = [sys.executable, "-c", APPEND_FROM_ANOTHER_PROCESS, store.path, "late"]
+            subprocess.run(code, check=True)
         return sids
 
     watcher._watched_now = copy_then_race  # type: ignore[method-assign]
@@ -865,6 +869,23 @@ async def test_list_sessions_walks_an_index_in_list_order(
         await store.save_session(Session(id=f"s{i}", agent_id=f"a{i % 3}"))
     text = plan(store.path, *sessions_sql(status, agent_id, 50, 0))
     assert index in text and "TEMP B-TREE" not in text, text
+
+
+async def test_the_watchers_change_check_reads_only_what_changed(
+    store: SQLiteSessionStore,
+) -> None:
+    """Issue 12.15: the watcher's look at the file is an index range over the counters moved
+    since its last look, whatever the number of watched sessions."""
+    await store.append_events([ev(f"s{i}") for i in range(50)])
+    for sql, params in ((_CHANGED_SINCE, [10]), (LAST_CHANGE, [])):  # the writer's, per commit
+        text = plan(store.path, sql, params)
+        assert "seqs_by_change" in text and "SCAN" not in text and "TEMP B-TREE" not in text
+    with contextlib.closing(raw(store.path)) as conn:
+        assert {r[2] for r in conn.execute(_CHANGED_SINCE, (0,))} == {1}  # one commit
+        assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == []
+    await store.append_event(ev("s7"))
+    with contextlib.closing(raw(store.path)) as conn:
+        assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == [("s7", 2, 2)]
 
 
 def test_migrations_are_numbered_in_order() -> None:

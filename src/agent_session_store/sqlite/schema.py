@@ -4,8 +4,9 @@ Events are clustered by ``(session_id, seq)`` in a WITHOUT ROWID table, so a pag
 session's log is one contiguous range read; ``id`` has its own unique index for idempotency.
 ``seqs`` holds each session's counter: the highest sequence number ever assigned (an import
 may leave gaps below it). ``sessions.updated_at_us`` is the session's ``updated_at`` as activity
-moves it, which may be newer than the saved doc's. ``meta`` records the schema version; an
-older schema is refused unless migrated.
+moves it, which may be newer than the saved doc's. ``seqs.change`` numbers the transaction that
+last moved each counter, so finding what changed costs what changed. ``meta`` records the
+schema version; an older schema is refused unless migrated.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "ALTER TABLE sessions ADD COLUMN updated_at_us INTEGER",
             "UPDATE sessions SET updated_at_us = iso_micros(json_extract(doc, '$.updated_at'))",
             "CREATE INDEX IF NOT EXISTS sessions_by_updated ON sessions (updated_at_us, id)",
+            # Which counters moved, in commit order: the cross-process watcher reads only the
+            # sessions changed since its last look. Rows are never deleted (a deleted
+            # session's counter goes back to 0 under a new number), so numbers only grow.
+            "ALTER TABLE seqs ADD COLUMN change INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX IF NOT EXISTS seqs_by_change ON seqs (change)",
         ),
     ),
 ]
@@ -89,6 +95,7 @@ EVENT_COLUMNS = (
     " correlation_id, seq"
 )
 LAST_SEQ = "SELECT last_seq FROM seqs WHERE session_id = ?"
+LAST_CHANGE = "SELECT coalesce(max(change), 0) FROM seqs"
 
 
 def last_seq(conn: sqlite3.Connection, session_id: str) -> int:

@@ -3,7 +3,8 @@
 A store's writer wakes that store's readers after each of its own commits. For commits made by
 other processes or other store objects, ONE watcher thread per database file per process polls
 ``PRAGMA data_version`` (it changes when any other connection commits) while anyone waits, and
-only when it changed looks up the watched sessions' counters.
+only when it changed reads the counters moved since its last look (``seqs.change``), so a check
+costs what changed, not what is watched.
 
 The trade between latency and CPU: while the file changes, polls are 2 ms apart; after half a
 second without a change they spread out to 50 ms: idle waiters, however many, cost 20 polls a
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .connection import Database
+from .schema import LAST_CHANGE
 
 _FAST = 0.002  # seconds between polls while the file changes
 _SLOW = 0.05  # seconds between polls once it has been quiet for _QUIET seconds
@@ -33,6 +35,15 @@ _QUIET = 0.5
 _IN_CHUNK = 500  # sessions per "WHERE session_id IN (...)" lookup
 
 Notify = Callable[[list[str]], None]
+
+_CHANGED_SINCE = (
+    "SELECT session_id, last_seq, change FROM seqs INDEXED BY seqs_by_change"
+    " WHERE change > ? ORDER BY change"
+)
+
+
+def last_change_number(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(LAST_CHANGE).fetchone()[0])
 
 
 @dataclass(slots=True)
@@ -130,6 +141,7 @@ class FileWatcher:
     def _main(self) -> None:
         conn: sqlite3.Connection | None = None
         last_version = None
+        cursor: int | None = None  # the last change number looked at
         last_change = time.monotonic()
         try:
             while True:
@@ -141,7 +153,7 @@ class FileWatcher:
                         return
                     idle = not self._sessions
                 if idle:
-                    last_version = None
+                    last_version = cursor = None
                     self._wake.wait()
                     continue
                 try:
@@ -152,13 +164,19 @@ class FileWatcher:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if version != last_version:
                         last_change = time.monotonic()
-                        self._check(conn, self._watched_now())
+                        if cursor is None:
+                            # Starting: every watched counter once against what its waiters
+                            # saw; from then on only the sessions changed since.
+                            cursor = last_change_number(conn)
+                            self._check(conn, self._watched_now())
+                        else:
+                            cursor = self._check_changes(conn, cursor)
                     last_version = version
                 except sqlite3.Error:
                     # Wake everyone rather than risk a lost wake-up: each reader re-queries and
                     # waits again if nothing is there. Then start afresh on a new connection.
                     self._wake_all()
-                    last_version = None
+                    last_version = cursor = None
                     if conn is not None:
                         conn.close()
                         conn = None
@@ -188,6 +206,22 @@ class FileWatcher:
                         sub.seen = seq
                         due.setdefault((sub.loop, sub.notify), []).append(sid)
         self._deliver(due)
+
+    def _check_changes(self, conn: sqlite3.Connection, cursor: int) -> int:
+        """Compare the counters moved since change ``cursor``: costs what changed, however
+        many sessions are watched. Returns the new cursor."""
+        rows = conn.execute(_CHANGED_SINCE, (cursor,)).fetchall()
+        if not rows:
+            return cursor
+        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        with self._lock:
+            for sid, seq, _ in rows:
+                for sub in self._sessions.get(sid, {}).values():
+                    if sub.seen != seq:
+                        sub.seen = seq
+                        due.setdefault((sub.loop, sub.notify), []).append(sid)
+        self._deliver(due)
+        return int(rows[-1][2])
 
     def _wake_all(self) -> None:
         due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}

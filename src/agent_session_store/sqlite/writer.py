@@ -28,7 +28,7 @@ from typing import Any
 from ..codec import decode_event
 from ..errors import StorageError
 from .connection import Database, is_busy
-from .schema import LAST_SEQ
+from .schema import LAST_CHANGE, LAST_SEQ
 
 _MAX_GROUP = 256  # requests per group commit: bounds the latency of the first one
 _DECODE_ASIDE = 64  # returned rows in a group above which decoding overlaps the commit
@@ -46,7 +46,7 @@ class Tx:
     back to its savepoint leaves this state as it found it.
     """
 
-    __slots__ = ("_active", "_seqs", "_woken", "active", "conn", "seqs", "woken")
+    __slots__ = ("_active", "_change", "_seqs", "_woken", "active", "conn", "seqs", "woken")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -57,6 +57,14 @@ class Tx:
         self._seqs: dict[str, int] = {}
         self._woken: set[str] = set()
         self._active: dict[str, bool] = {}
+        self._change: int | None = None
+
+    @property
+    def change(self) -> int:
+        """This transaction's change number, which every counter it moves records."""
+        if self._change is None:
+            self._change = int(self.conn.execute(LAST_CHANGE).fetchone()[0]) + 1
+        return self._change
 
     def last_seq(self, session_id: str) -> int:
         found = self._seqs.get(session_id)

@@ -17,9 +17,11 @@ _INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?,
 _INSERT_EVENT_OR_SKIP = _INSERT_EVENT + " ON CONFLICT (id) DO NOTHING"
 _EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"
 _SAVE_SEQ = (
-    "INSERT INTO seqs (session_id, last_seq) VALUES (?, ?)"
-    " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq"
+    "INSERT INTO seqs (session_id, last_seq, change) VALUES (?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"
+    " change = excluded.change"
 )
+_RESET_SEQ = "UPDATE seqs SET last_seq = 0, change = ? WHERE session_id = ?"
 _SAVE_SESSION = (
     "INSERT INTO sessions (id, agent_id, status, created_at_us, doc, updated_at_us)"
     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -56,7 +58,7 @@ def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Row
         seq = tx.last_seq(sid) + 1
         numbered = (*row, seq)
         if conn.execute(_INSERT_EVENT_OR_SKIP, numbered).rowcount:
-            conn.execute(_SAVE_SEQ, (sid, seq))
+            conn.execute(_SAVE_SEQ, (sid, seq, tx.change))
             _stored(tx, sid, seq)
             return Rows((numbered,))
         return Rows((conn.execute(_EVENT_BY_ID, (row[0],)).fetchone(),))
@@ -74,7 +76,8 @@ def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Row
         conn.executemany(_INSERT_EVENT, new)
         stored.update((r[0], r) for r in new)
         out = Rows(stored[r[0]] for r in rows)
-    conn.executemany(_SAVE_SEQ, last.items())
+    change = tx.change
+    conn.executemany(_SAVE_SEQ, [(sid, seq, change) for sid, seq in last.items()])
     for sid, seq in last.items():
         _stored(tx, sid, seq)
     return out
@@ -178,7 +181,7 @@ def delete_session(tx: Tx, session_id: str) -> None:
     conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM runs WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-    conn.execute("DELETE FROM seqs WHERE session_id = ?", (session_id,))
+    conn.execute(_RESET_SEQ, (tx.change, session_id))  # kept: change numbers only grow
     tx.set_last(session_id, 0)
     tx.touch(session_id, now=False)
 
@@ -238,7 +241,7 @@ def import_rows(
         tx.stored(session_id)
     top = max([tx.last_seq(session_id), latest_sequence, *(r[10] for r in fresh)])
     if top != tx.last_seq(session_id):
-        conn.execute(_SAVE_SEQ, (session_id, top))
+        conn.execute(_SAVE_SEQ, (session_id, top, tx.change))
         tx.set_last(session_id, top)
     return len(fresh), len(rows) - len(fresh)
 
