@@ -267,8 +267,8 @@ class SessionQuery(Protocol):
     async def search_events(
         self,
         *,
-        session_ids: list[str] | None = None,
-        run_ids: list[str] | None = None,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
         types: str | list[str] | None = None,
         providers: str | list[str] | None = None,
         since: datetime | None = None,
@@ -284,8 +284,8 @@ class SessionQuery(Protocol):
     async def count_events(
         self,
         *,
-        session_ids: list[str] | None = None,
-        run_ids: list[str] | None = None,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
         types: str | list[str] | None = None,
         providers: str | list[str] | None = None,
         since: datetime | None = None,

@@ -192,7 +192,7 @@ class QueryContract:
         calls: list[Any] = [
             store.search_sessions(limit=0),
             store.search_sessions(limit=1001),
-            store.search_sessions(limit=True),  # type: ignore[arg-type]
+            store.search_sessions(limit=True),
             store.search_sessions(order_by="id"),
             store.search_sessions(created_after=naive),
             store.search_sessions(tags="t1"),  # type: ignore[arg-type]
