@@ -56,6 +56,7 @@ from .models import (
     to_session_status,
     utcnow,
 )
+from .querying import QueryAndMaintenance
 from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
 
@@ -197,7 +198,7 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(OpenClose, abc.ABC):
+class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
     """Implements the SessionStore port on top of a backend's primitives."""
 
     #: Name used in error messages ("sqlite", "postgres", ...).
