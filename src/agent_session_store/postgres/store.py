@@ -36,32 +36,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-try:
-    import asyncpg
-    from asyncpg.exceptions import PostgresError
-except ImportError as _missing:  # pragma: no cover - exercised only without the extra
-    from .errors import DependencyNotAvailableError
+import asyncpg
+from asyncpg.exceptions import PostgresError
 
-    raise DependencyNotAvailableError(
-        "the postgresql:// backend needs the 'postgres' extra: "
-        "pip install 'agent-session-store[postgres]'",
-        details={"extra": "postgres"},
-    ) from _missing
+from ..base import EventQuery, SessionStoreBase
+from ..codec import EncodedEvent, decode_event, decode_run, decode_session
+from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
+from ..models import Event, Run, RunStatus, Session, SessionStatus, to_micros
+from ..urls import bool_option, number_options, query_options
+from . import faults
+from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
 
-from .base import EventQuery, SessionStoreBase
-from .codec import EncodedEvent, decode_event, decode_run, decode_session
-from .errors import (
-    MigrationRequiredError,
-    StorageConnectionFailedError,
-    StorageError,
-    StoreError,
-    ValidationError,
-    redact,
-)
-from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import bool_option, number_options, query_options
-
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresSessionStore"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresSessionStore"]
 
 log = logging.getLogger("agent_session_store.postgres")
 
@@ -73,224 +59,11 @@ _EVENT_COLUMNS = (
     "correlation_id, seq"
 )  # EncodedEvent's order, then the sequence number: what decode_event expects
 _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
-_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
-_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})  # + class 08
-
-
-# ---------------------------------------------------------------------------- schema
-
-# Forward-only: a released migration is never edited; a change is a new entry at the end.
-# ``{s}`` is the quoted schema name, ``{channel}`` the NOTIFY channel as an SQL literal.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "sessions, runs, events, counters and the append functions",
-        """
-CREATE TABLE {s}.sessions (
-    id text COLLATE "C" PRIMARY KEY,
-    agent_id text COLLATE "C" NOT NULL,
-    status text NOT NULL,
-    created_us bigint NOT NULL,
-    doc text NOT NULL
-);
-CREATE INDEX sessions_order ON {s}.sessions (created_us, id);
-CREATE INDEX sessions_status ON {s}.sessions (status, created_us, id);
-CREATE INDEX sessions_agent ON {s}.sessions (agent_id, created_us, id);
-CREATE INDEX sessions_agent_status ON {s}.sessions (agent_id, status, created_us, id);
-
-CREATE TABLE {s}.runs (
-    id text COLLATE "C" PRIMARY KEY,
-    session_id text COLLATE "C" NOT NULL,
-    status text NOT NULL,
-    started_us bigint NOT NULL,
-    doc text NOT NULL
-);
-CREATE INDEX runs_session ON {s}.runs (session_id, started_us, id);
-CREATE INDEX runs_session_status ON {s}.runs (session_id, status, started_us, id);
-
-CREATE TABLE {s}.events (
-    session_id text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL,
-    id text COLLATE "C" NOT NULL,
-    type text NOT NULL,
-    run_id text COLLATE "C",
-    ts_us bigint NOT NULL,
-    data text NOT NULL,
-    metadata text NOT NULL,
-    schema_version integer NOT NULL,
-    provider text,
-    correlation_id text,
-    PRIMARY KEY (session_id, seq)
-);
-CREATE UNIQUE INDEX events_id ON {s}.events (id);
-CREATE INDEX events_run ON {s}.events (session_id, run_id, seq);
-CREATE INDEX events_type ON {s}.events (session_id, type, seq);
-
--- The highest sequence ever assigned per session; its row lock serializes a session's appends.
-CREATE TABLE {s}.counters (
-    session_id text COLLATE "C" PRIMARY KEY,
-    last_seq bigint NOT NULL
-);
-
-CREATE FUNCTION {s}.append_events(
-    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
-    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
-) RETURNS TABLE (
-    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
-    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
-) LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
--- Every step is an index probe per row, never a join whose plan hangs on a row estimate:
--- PL/pgSQL switches to a generic plan after five calls, and that plan thinks each array
--- holds ten elements, whatever the batch size.
-DECLARE
-    v_expected bigint;
-    v_sessions text[];
-    v_seqs bigint[];
-BEGIN
-    IF coalesce(cardinality(p_id), 0) = 0 THEN
-        RETURN;
-    END IF;
-    -- Lock every touched counter first, in one order for everybody (no deadlocks). Each
-    -- statement below then runs with a snapshot taken after the lock was granted, so it
-    -- sees every event committed by whoever held the lock before.
-    INSERT INTO {s}.counters AS c (session_id, last_seq)
-    SELECT DISTINCT u.sid, 0 FROM unnest(p_session) AS u(sid) ORDER BY 1
-    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
-    LOOP
-        WITH input AS (
-            SELECT * FROM unnest(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
-                                 p_provider, p_corr) WITH ORDINALITY
-                AS t(id, session_id, type, run_id, ts_us, data, metadata, schema_version,
-                     provider, correlation_id, ord)
-        ), fresh AS (
-            SELECT i.*, c.last_seq
-                       + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
-            FROM input AS i JOIN {s}.counters AS c ON c.session_id = i.session_id
-            WHERE NOT EXISTS (SELECT 1 FROM {s}.events AS e WHERE e.id = i.id)
-        ), ins AS (
-            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
-                                    schema_version, provider, correlation_id)
-            SELECT session_id, seq, id, type, run_id, ts_us, data, metadata, schema_version,
-                   provider, correlation_id
-            FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
-            ON CONFLICT (id) DO NOTHING
-            RETURNING session_id, seq
-        )
-        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
-        INTO v_expected, v_sessions, v_seqs
-        FROM ins;
-        EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_expected;
-        -- Another transaction committed one of these ids into another session while we
-        -- inserted: undo this attempt and number again from a snapshot that sees it.
-        DELETE FROM {s}.events AS e
-        USING unnest(v_sessions, v_seqs) AS d(sid, q)
-        WHERE e.session_id = d.sid AND e.seq = d.q;
-    END LOOP;
-    IF v_seqs IS NOT NULL THEN
-        UPDATE {s}.counters AS c SET last_seq = m.top
-        FROM (SELECT u.sid, max(u.q) AS top FROM unnest(v_sessions, v_seqs) AS u(sid, q)
-              GROUP BY u.sid) AS m
-        WHERE c.session_id = m.sid;
-        PERFORM pg_notify({channel},
-                          CASE WHEN char_length(d.sid) <= 200 THEN d.sid
-                               ELSE '#' || md5(d.sid) END)
-        FROM (SELECT DISTINCT u.sid FROM unnest(v_sessions) AS u(sid)) AS d;
-    END IF;
-    -- Every input id as stored now. Rows this transaction wrote ("mine") come back without
-    -- their payload, which the caller already has; rows stored earlier come back whole.
-    RETURN QUERY
-    SELECT e.seq, x.mine, e.id, e.session_id, e.type, e.run_id, e.ts_us,
-           CASE WHEN x.mine THEN NULL ELSE e.data END,
-           CASE WHEN x.mine THEN NULL ELSE e.metadata END,
-           e.schema_version, e.provider, e.correlation_id
-    FROM {s}.events AS e
-    CROSS JOIN LATERAL (SELECT e.xmin = pg_current_xact_id()::xid AS mine) AS x
-    WHERE e.id = ANY(p_id);
-END
-$fn$;
-
-CREATE FUNCTION {s}.flush(
-    s_id text, s_agent text, s_status text, s_created bigint, s_doc text,
-    r_id text, r_session text, r_status text, r_started bigint, r_doc text,
-    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
-    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
-) RETURNS TABLE (
-    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
-    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
-) LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
-BEGIN
-    -- Lock order session -> run -> counters, the same as delete_session.
-    INSERT INTO {s}.sessions (id, agent_id, status, created_us, doc)
-    VALUES (s_id, s_agent, s_status, s_created, s_doc)
-    ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id, status = EXCLUDED.status,
-        created_us = EXCLUDED.created_us, doc = EXCLUDED.doc;
-    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
-    VALUES (r_id, r_session, r_status, r_started, r_doc)
-    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
-        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
-    RETURN QUERY SELECT * FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts,
-                                                  p_data, p_meta, p_sv, p_provider, p_corr);
-END
-$fn$;
-
-CREATE FUNCTION {s}.delete_session(p_session text) RETURNS void LANGUAGE plpgsql AS $fn$
-BEGIN
-    DELETE FROM {s}.sessions WHERE id = p_session;
-    DELETE FROM {s}.runs WHERE session_id = p_session;
-    -- Wait for in-flight appends of the session, then remove what they committed too.
-    PERFORM 1 FROM {s}.counters WHERE session_id = p_session FOR UPDATE;
-    DELETE FROM {s}.events WHERE session_id = p_session;
-    DELETE FROM {s}.counters WHERE session_id = p_session;
-END
-$fn$;
-""",
-    ),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _channel_for(schema: str) -> str:
-    """One NOTIFY channel per schema; identifiers are capped at 63 bytes, so hash long ones."""
-    channel = f"ass_events.{schema}"
-    if len(channel.encode()) > 63:
-        channel = "ass_events." + hashlib.md5(schema.encode()).hexdigest()
-    return channel
-
-
-def _lock_key(schema: str) -> int:
-    """A signed 64-bit advisory-lock key for migrating this schema."""
-    digest = hashlib.sha256(f"agent_session_store.migrate:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """The store never changes session state on pooled connections, so skip the per-release
     reset query: it would be a second round trip on every single operation."""
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresConnectionError | OSError | TimeoutError):
-        return True
-    if isinstance(exc, PostgresError):
-        state = exc.sqlstate or ""
-        return state.startswith("08") or state in _CONNECTION_SQLSTATES
-    if isinstance(exc, asyncpg.InterfaceError):
-        text = str(exc).lower()
-        return "connection" in text and ("closed" in text or "lost" in text)
-    return False
 
 
 # ---------------------------------------------------------------------------- the store
@@ -332,8 +105,8 @@ class PostgresSessionStore(SessionStoreBase):
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
-        self._channel = _channel_for(schema)
-        s = _quote_ident(schema)
+        self._channel = channel_for(schema)
+        s = quote_ident(schema)
         self._s = s
         self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
         self._sql_flush = (
@@ -379,18 +152,10 @@ class PostgresSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ errors
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
-        if isinstance(exc, StoreError):
-            return exc
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        details = {"operation": operation}
-        if isinstance(exc, PostgresError) and exc.sqlstate in ("42P01", "3F000", "42883"):
+        if isinstance(exc, PostgresError) and exc.sqlstate in faults.MISSING_SQLSTATES:
+            text = f"{type(exc).__name__}: {exc}"
             return self._migration_error(f"a table or function is missing ({text})")
-        if _is_connection_error(exc):
-            return StorageConnectionFailedError(
-                f"postgres {operation} failed: cannot reach the database ({text})",
-                details=details,
-            )
-        return StorageError(f"postgres {operation} failed: {text}", details=details)
+        return faults.wrap(exc, operation)
 
     def _migration_error(self, why: str) -> MigrationRequiredError:
         where = redact(self._dsn) if self._dsn else "<your database URL>"
@@ -479,37 +244,13 @@ class PostgresSessionStore(SessionStoreBase):
         if self._dsn is not None:
             conn = await self._connect()
             try:
-                await self._apply_migrations(conn)
+                await apply_migrations(conn, self.schema)
             finally:
                 await conn.close(timeout=self._connect_timeout)
         else:
             assert self._pool is not None
             async with self._pool.acquire(timeout=self._connect_timeout) as pooled:
-                await self._apply_migrations(pooled)
-
-    async def _apply_migrations(self, conn: Any) -> None:
-        s = self._s
-        async with conn.transaction():
-            # Everything, even CREATE SCHEMA IF NOT EXISTS, runs under the lock: two
-            # concurrent IF NOT EXISTS can still collide in the catalog.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
-                "version integer PRIMARY KEY, name text NOT NULL, "
-                "applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            current = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
-            for version, name, sql in MIGRATIONS:
-                if current is not None and version <= current:
-                    continue
-                await conn.execute(sql.format(s=s, channel=_quote_literal(self._channel)))
-                await conn.execute(
-                    f"INSERT INTO {s}.schema_migrations (version, name) VALUES ($1, $2)",
-                    version,
-                    name,
-                )
-                log.info("migrated schema %s to version %s", self.schema, version)
+                await apply_migrations(pooled, self.schema)
 
     async def drop_schema(self) -> None:
         """Remove the schema and everything in it (tests, teardown of a tenant)."""
@@ -558,7 +299,7 @@ class PostgresSessionStore(SessionStoreBase):
             try:
                 return await work()
             except PostgresError as exc:
-                if exc.sqlstate not in _RETRYABLE_SQLSTATES or attempt == 4:
+                if exc.sqlstate not in faults.RETRYABLE_SQLSTATES or attempt == 4:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
