@@ -609,3 +609,88 @@ async def test_url_options(schema: str) -> None:
     async with open_session_store(url) as store:
         assert store._max_size == 2 and store.schema == schema
         assert (await store.append_event_with_sequence(_events("s", 1)[0])).sequence_number == 1
+
+
+# ---------------------------------------------------------------------------- write races
+
+
+async def _session_state(store: PostgresSessionStore, sid: str) -> tuple[bool, bool, list[Any]]:
+    try:
+        await store.get_session(sid)
+        has_session = True
+    except SessionNotFoundError:
+        has_session = False
+    runs = await store.list_runs(sid)
+    events = [(e.id, e.sequence_number) for e in await store.get_events(sid)]
+    return has_session, bool(runs), events
+
+
+async def test_delete_session_racing_flush_ends_in_a_serial_state(pg_url: str) -> None:
+    """Issue 12 item 2: a session with events but no record; a flush and a delete_session of
+    it race on separate connections. Each pair must end as one of the two serial orders."""
+    async with (
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as flusher,
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as deleter,
+    ):
+        bad: dict[str, Any] = {}
+        for rnd in range(4):
+            sids = [f"r{rnd}_{k}" for k in range(40)]
+            for sid in sids:
+                await flusher.append_events(_events(sid, 3))
+            flushed = {sid: _events(sid, 2) for sid in sids}
+            calls: list[Awaitable[Any]] = []
+            for sid in sids:
+                calls.append(
+                    flusher.flush(Session(id=sid, agent_id="a"), Run(session_id=sid), flushed[sid])
+                )
+                calls.append(deleter.delete_session(sid))
+            await asyncio.gather(*calls)
+            for sid in sids:
+                state = await _session_state(flusher, sid)
+                after_delete = (True, True, [(e.id, i + 1) for i, e in enumerate(flushed[sid])])
+                if state not in ((False, False, []), after_delete):
+                    bad[sid] = state
+        assert bad == {}, f"{len(bad)} of 160 races ended in a non-serial state: {bad}"
+
+
+async def test_re_append_racing_delete_session_is_one_or_the_other(pg_url: str) -> None:
+    """Issue 12 item 2: re-appending a stored event (naming its own session, or another one)
+    while its session is deleted returns an answer matching the final state; never an error."""
+    async with (
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as writer,
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as deleter,
+    ):
+        bad: dict[str, Any] = {}
+        for rnd in range(30):
+            sids = [f"r{rnd}_{k}" for k in range(20)]
+            again: dict[str, Event] = {}
+            for k, sid in enumerate(sids):
+                stored = await writer.append_events(_events(sid, 3))
+                target = sid if k % 3 == 0 else f"{sid}_other"
+                again[sid] = Event(
+                    id=stored[1].id,
+                    type=stored[1].type,
+                    session_id=target,
+                    timestamp=stored[1].timestamp,
+                    data=stored[1].data,
+                )
+            calls: list[Awaitable[Any]] = []
+            for sid in sids:
+                calls.append(writer.append_event_with_sequence(again[sid]))
+                calls.append(deleter.delete_session(sid))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for i, sid in enumerate(sids):
+                got = results[2 * i]
+                if isinstance(got, BaseException):
+                    bad[sid] = repr(got)
+                    continue
+                target = again[sid].session_id
+                left = [(e.id, e.sequence_number) for e in await writer.get_events(target)]
+                if (got.session_id, got.sequence_number) == (sid, 2):
+                    ok = left == []  # it saw the stored event; the delete came after
+                else:  # the delete came first: stored afresh in the session it names
+                    ok = (got.session_id, got.sequence_number) == (target, 1)
+                    ok = ok and left == [(got.id, 1)]
+                if not ok:
+                    bad[sid] = (got.session_id, got.sequence_number, left)
+        assert bad == {}, f"{len(bad)} of 600 races went wrong: {bad}"

@@ -28,6 +28,7 @@ log = logging.getLogger("agent_session_store.postgres")
 # version -> what it brings (recorded in <schema>.schema_migrations); the file is NNN_*.sql
 _NAMES = {
     1: "sessions, runs, events, counters and the append functions",
+    2: "updated_at kept by the store, conditional append, import, one lock order",
 }
 
 

@@ -42,7 +42,7 @@ from asyncpg.exceptions import PostgresError
 from ..base import EventQuery, SessionStoreBase
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
-from ..models import Event, Run, RunStatus, Session, SessionStatus, to_micros
+from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
 from ..urls import bool_option, number_options, query_options
 from . import faults
 from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
@@ -59,6 +59,15 @@ _EVENT_COLUMNS = (
     "correlation_id, seq"
 )  # EncodedEvent's order, then the sequence number: what decode_event expects
 _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
+
+
+def _session(doc: str, updated_us: int | None) -> Session:
+    """The stored session with the updated_at the store keeps (contract C5) in a column
+    (NULL for sessions written by schema version 1: the doc's own value)."""
+    session = decode_session(doc)
+    if updated_us is None or updated_us == to_micros(session.updated_at):
+        return session
+    return session.replace(updated_at=from_micros(updated_us))
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -284,6 +293,10 @@ class PostgresSessionStore(SessionStoreBase):
             rows: list[Any] = await conn.fetch(sql, *args)
             return rows
 
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self._acquire() as conn:
+            return await conn.fetchrow(sql, *args)
+
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._acquire() as conn:
             return await conn.fetchval(sql, *args)
@@ -308,20 +321,24 @@ class PostgresSessionStore(SessionStoreBase):
 
     async def _save_session(self, session: Session, doc: str) -> None:
         await self._execute(
-            f"INSERT INTO {self._s}.sessions (id, agent_id, status, created_us, doc) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+            f"INSERT INTO {self._s}.sessions (id, agent_id, status, created_us, doc, updated_us) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
             "agent_id = EXCLUDED.agent_id, status = EXCLUDED.status, "
-            "created_us = EXCLUDED.created_us, doc = EXCLUDED.doc",
+            "created_us = EXCLUDED.created_us, doc = EXCLUDED.doc, "
+            "updated_us = EXCLUDED.updated_us",
             session.id,
             session.agent_id,
             session.status.value,
             to_micros(session.created_at),
             doc,
+            to_micros(session.updated_at),
         )
 
     async def _get_session(self, session_id: str) -> Session | None:
-        doc = await self._fetchval(f"SELECT doc FROM {self._s}.sessions WHERE id = $1", session_id)
-        return None if doc is None else decode_session(doc)
+        row = await self._fetchrow(
+            f"SELECT doc, updated_us FROM {self._s}.sessions WHERE id = $1", session_id
+        )
+        return None if row is None else _session(row[0], row[1])
 
     def list_sessions_sql(self, status: bool, agent_id: bool) -> str:
         """The query ``list_sessions`` runs ($1 limit, $2 offset, then the filters)."""
@@ -332,7 +349,8 @@ class PostgresSessionStore(SessionStoreBase):
             where.append(f"agent_id = ${len(where) + 3}")
         cond = f" WHERE {' AND '.join(where)}" if where else ""
         return (
-            f"SELECT doc FROM {self._s}.sessions{cond} ORDER BY created_us, id LIMIT $1 OFFSET $2"
+            f"SELECT doc, updated_us FROM {self._s}.sessions{cond} "
+            "ORDER BY created_us, id LIMIT $1 OFFSET $2"
         )
 
     async def _list_sessions(
@@ -350,7 +368,7 @@ class PostgresSessionStore(SessionStoreBase):
         rows = await self._fetch(
             self.list_sessions_sql(status is not None, agent_id is not None), *args
         )
-        return [decode_session(r[0]) for r in rows]
+        return [_session(r[0], r[1]) for r in rows]
 
     async def _delete_session(self, session_id: str) -> None:
         async def work() -> None:
@@ -361,17 +379,17 @@ class PostgresSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ runs
 
     async def _save_run(self, run: Run, doc: str) -> None:
-        await self._execute(
-            f"INSERT INTO {self._s}.runs (id, session_id, status, started_us, doc) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
-            "session_id = EXCLUDED.session_id, status = EXCLUDED.status, "
-            "started_us = EXCLUDED.started_us, doc = EXCLUDED.doc",
-            run.id,
-            run.session_id,
-            run.status.value,
-            to_micros(run.started_at),
-            doc,
-        )
+        async def work() -> None:
+            await self._execute(
+                f"SELECT {self._s}.save_run($1, $2, $3, $4, $5)",
+                run.id,
+                run.session_id,
+                run.status.value,
+                to_micros(run.started_at),
+                doc,
+            )
+
+        await self._retrying(work)
 
     async def _get_run(self, run_id: str) -> Run | None:
         doc = await self._fetchval(f"SELECT doc FROM {self._s}.runs WHERE id = $1", run_id)
