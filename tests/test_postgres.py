@@ -694,3 +694,84 @@ async def test_re_append_racing_delete_session_is_one_or_the_other(pg_url: str) 
                 if not ok:
                     bad[sid] = (got.session_id, got.sequence_number, left)
         assert bad == {}, f"{len(bad)} of 600 races went wrong: {bad}"
+
+
+# ---------------------------------------------------------------------------- plan staleness
+
+
+async def _statement_reads(conn: Any, schema: str) -> tuple[int, int]:
+    """Rows read by sequential scans and blocks fetched, in the schema, so far in this
+    transaction (the server's per-transaction counters)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables "
+        "        WHERE schemaname = $1), "
+        "       (SELECT coalesce(sum(pg_stat_get_xact_blocks_fetched(c.oid)), 0) "
+        "        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "        WHERE n.nspname = $1)",
+        schema,
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
+    """Issue 13: the functions' plans are kept per pooled connection. Made while the table
+    was nearly empty, they must not scan it whole once it has grown: an append reads no
+    more blocks into a 100,000-event table than into a 10-event one (plus index depth)."""
+    pool = await asyncpg.create_pool(BASE_DSN, min_size=1, max_size=1)
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store:
+            await _raw(f'ALTER TABLE "{schema}".events SET (autovacuum_enabled = false)')
+            for _ in range(10):  # past the five calls after which a generic plan may stick
+                await store.append_events(_events("s", 1))
+                await store.flush(Session(id="f", agent_id="a"), Run(session_id="f"), [])
+
+            async def one_append() -> dict[str, tuple[int, int]]:
+                """An append and a flush exactly as the store sends them, on its one pooled
+                connection, in a transaction of their own (rolled back) to count reads."""
+                rows, _ = store._encode_batch(_events("s", 1))
+                flushed, _ = store._encode_batch(_events("f", 1))
+                costs = {}
+                async with pool.acquire() as conn:
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        for name, sql, args in (
+                            ("append", store._sql_append, store.append_args(rows)),
+                            (
+                                "flush",
+                                store._sql_flush,
+                                store.flush_args(
+                                    Session(id="f", agent_id="a"),
+                                    "{}",
+                                    Run(session_id="f"),
+                                    "{}",
+                                    flushed,
+                                ),
+                            ),
+                        ):
+                            seq0, blocks0 = await _statement_reads(conn, schema)
+                            await conn.fetch(sql, *args)
+                            seq1, blocks1 = await _statement_reads(conn, schema)
+                            costs[name] = (seq1 - seq0, blocks1 - blocks0)
+                    finally:
+                        await tx.rollback()
+                return costs
+
+            small = await one_append()
+            await _raw(
+                f"""INSERT INTO "{schema}".events (session_id, seq, id, type, ts_us, data,
+                                                 metadata, schema_version)
+                SELECT 'other_' || (g % 100), g, 'evt_bulk_' || g, 'message_sent', 0,
+                       repeat('x', 300), '{{}}', 1
+                FROM generate_series(1, 100000) AS g"""
+            )
+            big = await one_append()
+            for name in small:
+                # a few more levels in each of the events indexes, never the ~4,000 pages a
+                # scan of the table reads
+                assert big[name][0] == 0, f"{name} scans the events table: {big[name]}"
+                assert big[name][1] <= 3 * small[name][1], (name, small[name], big[name])
+    finally:
+        await pool.close()

@@ -117,10 +117,10 @@ class PostgresSessionStore(SessionStoreBase):
         self._channel = channel_for(schema)
         s = quote_ident(schema)
         self._s = s
-        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
+        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
         self._sql_flush = (
             f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-            f"{_ARRAY_ARGS_FROM_11})"
+            f"{_ARRAY_ARGS_FROM_11}, $21::bigint)"
         )
         # the dedicated LISTEN connection (see _watch_start)
         self._listen_conn: asyncpg.Connection | None = None
@@ -444,19 +444,22 @@ class PostgresSessionStore(SessionStoreBase):
             raise StorageError("postgres append: the server did not return every event")
         return out  # type: ignore[return-value]
 
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
-        columns = list(zip(*rows))
+    def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
+        """The arguments of ``_sql_append``: one array per column, then ``expected``."""
+        return [*zip(*rows), expected]
 
-        async def work() -> list[Any]:
-            return await self._fetch(self._sql_append, *columns)
-
-        return self._stored(rows, await self._retrying(work))
-
-    async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
-    ) -> list[Event]:
+    def flush_args(
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
+    ) -> list[Any]:
+        """The arguments of ``_sql_flush``: the two records, the event columns, ``expected``."""
         columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in range(10)]
-        args = (
+        return [
             session.id,
             session.agent_id,
             session.status.value,
@@ -468,7 +471,27 @@ class PostgresSessionStore(SessionStoreBase):
             to_micros(run.started_at),
             run_doc,
             *columns,
-        )
+            expected,
+        ]
+
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        args = self.append_args(rows, expected)
+
+        async def work() -> list[Any]:
+            return await self._fetch(self._sql_append, *args)
+
+        return self._stored(rows, await self._retrying(work))
+
+    async def _flush(
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
+    ) -> list[Event]:
+        args = self.flush_args(session, session_doc, run, run_doc, rows, expected)
 
         async def work() -> list[Any]:
             return await self._fetch(self._sql_flush, *args)
