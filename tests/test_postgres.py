@@ -775,3 +775,88 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
                 assert big[name][1] <= 3 * small[name][1], (name, small[name], big[name])
     finally:
         await pool.close()
+
+
+# ---------------------------------------------------------------------------- schema v1 -> v2
+
+V1_SCHEMA = os.path.join(os.path.dirname(__file__), "postgres_v1_schema.sql")
+
+
+async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
+    """A schema built by the released version 1 (its exact DDL and functions), written by
+    those functions, migrates in place: everything reads back, numbering continues, and
+    the v2 behaviour (conditional append, updated_at touch) works on the old rows."""
+    from agent_session_store.codec import encode_event, encode_run, encode_session
+    from agent_session_store.postgres.schema import render
+
+    with open(V1_SCHEMA, encoding="utf-8") as f:
+        v1 = render(f.read(), schema)
+    q = f'"{schema}"'
+    session = Session(id="s", agent_id="a", updated_at=datetime(2020, 1, 2, 3, 4, 5, 6, UTC))
+    run = Run(session_id="s")
+    old = _events("s", 5) + _events("other", 2)
+    conn = await asyncpg.connect(BASE_DSN)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"CREATE SCHEMA {q}")
+            await conn.execute(
+                f"CREATE TABLE {q}.schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.execute(v1)
+            await conn.execute(
+                f"INSERT INTO {q}.schema_migrations (version, name) VALUES (1, $1)",
+                MIGRATIONS[0][1],
+            )
+        rows = [encode_event(e, 1 << 20) for e in old]
+        flushed = await conn.fetch(
+            f"SELECT * FROM {q}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            session.id,
+            session.agent_id,
+            session.status.value,
+            int(session.created_at.timestamp() * 1_000_000),
+            encode_session(session),
+            run.id,
+            run.session_id,
+            run.status.value,
+            int(run.started_at.timestamp() * 1_000_000),
+            encode_run(run),
+            *zip(*rows),
+        )
+        assert sorted(r["seq"] for r in flushed) == [1, 1, 2, 2, 3, 4, 5]
+    finally:
+        await conn.close()
+
+    store = PostgresSessionStore.from_url(f"{BASE_DSN}?schema={schema}")
+    with pytest.raises(MigrationRequiredError):
+        await store.open()
+    await store.migrate()
+    async with store:
+        assert await store.get_session("s") == session  # updated_at as the doc has it
+        assert await store.list_sessions() == [session]
+        assert await store.get_run(run.id) == run
+        got = await store.get_events("s")
+        assert [(e.id, e.sequence_number, e.data) for e in got] == [
+            (e.id, i + 1, e.data) for i, e in enumerate(old[:5])
+        ]
+        assert [e.sequence_number for e in await store.get_events("other")] == [1, 2]
+        assert [e.id for e in await store.get_events("s", order="desc", limit=2)] == [
+            old[4].id,
+            old[3].id,
+        ]
+        with pytest.raises(StoreError) as info:
+            await store.append_events(_events("s", 1), expected_sequence=4)
+        assert info.value.code == "sequence_conflict"
+        [new] = await store.append_events(_events("s", 1), expected_sequence=5)
+        assert new.sequence_number == 6
+        assert (await store.get_session("s")).updated_at > session.updated_at  # touched
+    # workers still running version 1 code keep working during a rolling upgrade
+    late = encode_event(_events("s", 1)[0], 1 << 20)
+    again = await _raw(
+        f"SELECT seq FROM {q}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        *([value] for value in late),
+    )
+    assert [r["seq"] for r in again] == [7]
+    rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
+    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2]

@@ -39,7 +39,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.exceptions import PostgresError
 
-from ..base import EventQuery, SessionStoreBase
+from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
@@ -121,6 +121,12 @@ class PostgresSessionStore(SessionStoreBase):
         self._sql_flush = (
             f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             f"{_ARRAY_ARGS_FROM_11}, $21::bigint)"
+        )
+        self._sql_import = (
+            f"SELECT * FROM {s}.import_events($1, $2, $3, $4, $5, $6, $7::text[], $8::text[], "
+            "$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], "
+            "$15::bigint[], $16::text[], $17::text[], $18::integer[], $19::text[], $20::text[], "
+            "$21::bigint[], $22)"
         )
         # the dedicated LISTEN connection (see _watch_start)
         self._listen_conn: asyncpg.Connection | None = None
@@ -480,7 +486,8 @@ class PostgresSessionStore(SessionStoreBase):
         async def work() -> list[Any]:
             return await self._fetch(self._sql_append, *args)
 
-        return self._stored(rows, await self._retrying(work))
+        with faults.sequence_conflicts(rows[0].session_id):
+            return self._stored(rows, await self._retrying(work))
 
     async def _flush(
         self,
@@ -496,7 +503,47 @@ class PostgresSessionStore(SessionStoreBase):
         async def work() -> list[Any]:
             return await self._fetch(self._sql_flush, *args)
 
-        return self._stored(rows, await self._retrying(work))
+        with faults.sequence_conflicts(session.id):
+            return self._stored(rows, await self._retrying(work))
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        """One call of ``import_events``: checks, inserts, records and counter atomically."""
+        session = None if session_doc is None else decode_session(session_doc)
+        columns: list[Any] = (
+            [list(c) for c in zip(*(row for row, _ in rows))] if rows else [[]] * 10
+        )
+        args = [
+            session_id,
+            None if session is None else session.agent_id,
+            None if session is None else session.status.value,
+            None if session is None else to_micros(session.created_at),
+            None if session is None else to_micros(session.updated_at),
+            session_doc,
+            [run.id for run, _ in runs],
+            [run.session_id for run, _ in runs],
+            [run.status.value for run, _ in runs],
+            [to_micros(run.started_at) for run, _ in runs],
+            [doc for _, doc in runs],
+            *(columns[i] for i in (0, 2, 3, 4, 5, 6, 7, 8, 9)),  # every column but session
+            [seq for _, seq in rows],
+            latest_sequence,
+        ]
+
+        async def work() -> Any:
+            return await self._fetchrow(self._sql_import, *args)
+
+        with faults.sequence_conflicts(session_id):
+            imported, skipped = await self._retrying(work)
+        if imported and self._waiters:
+            self._notify((session_id,))
+        return int(imported), int(skipped)
 
     def events_sql(self, query: EventQuery) -> tuple[str, list[Any]]:
         """The query ``get_events`` runs: one text per filter combination, so each gets its
@@ -514,7 +561,7 @@ class PostgresSessionStore(SessionStoreBase):
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
         sql = f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)} "
-        sql += "ORDER BY seq"
+        sql += "ORDER BY seq DESC" if query.desc else "ORDER BY seq"
         if query.limit is not None:
             args.append(query.limit)
             sql += f" LIMIT ${len(args)}"

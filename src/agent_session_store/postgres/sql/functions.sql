@@ -213,31 +213,34 @@ LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
 DECLARE
     v_expected bigint;
     v_actual bigint;
+    v_reason text;
     v_skipped bigint;
     v_fresh bigint;
     v_imported bigint;
 BEGIN
     INSERT INTO {s}.counters AS c (session_id, last_seq) VALUES (p_session, 0)
     ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
-    -- A row conflicts when its id is stored elsewhere (another session or number: actual is
-    -- that number, or -1 in another session) or its number holds another id (actual: the
-    -- number). The first conflict in sequence order is reported; nothing is written.
-    SELECT x.expected, x.actual INTO v_expected, v_actual
+    -- A row conflicts when its id is stored elsewhere (another session or number) or its
+    -- number holds another id; actual is the number found. The first conflict in sequence
+    -- order is reported and nothing is written.
+    SELECT x.expected, x.actual, x.reason INTO v_expected, v_actual, v_reason
     FROM (
-        SELECT i.seq AS expected,
-               CASE WHEN e.session_id = p_session THEN e.seq ELSE -1 END AS actual
+        SELECT i.seq AS expected, e.seq AS actual,
+               format('event %L is already stored in session %L at sequence %s, not at %s in %L',
+                      i.id, e.session_id, e.seq, i.seq, p_session) AS reason
         FROM unnest(p_id, p_seq) AS i(id, seq)
         JOIN {s}.events AS e ON e.id = i.id
         WHERE e.session_id <> p_session OR e.seq <> i.seq
         UNION ALL
-        SELECT i.seq, e.seq
+        SELECT i.seq, e.seq, format('session %L holds another event at sequence %s',
+                                    p_session, i.seq)
         FROM unnest(p_id, p_seq) AS i(id, seq)
         JOIN {s}.events AS e ON e.session_id = p_session AND e.seq = i.seq
         WHERE e.id <> i.id
     ) AS x
     ORDER BY x.expected LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'sequence conflict' USING ERRCODE = 'AS409',
+        RAISE EXCEPTION '%', v_reason USING ERRCODE = 'AS409',
             DETAIL = v_expected || ' ' || v_actual;
     END IF;
     WITH input AS (
