@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -779,7 +780,7 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
 
 # ---------------------------------------------------------------------------- schema v1 -> v2
 
-V1_SCHEMA = os.path.join(os.path.dirname(__file__), "postgres_v1_schema.sql")
+V1_SCHEMA = (Path(__file__).parent / "postgres_v1_schema.sql").read_text(encoding="utf-8")
 
 
 async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
@@ -789,8 +790,7 @@ async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
     from agent_session_store.codec import encode_event, encode_run, encode_session
     from agent_session_store.postgres.schema import render
 
-    with open(V1_SCHEMA, encoding="utf-8") as f:
-        v1 = render(f.read(), schema)
+    v1 = render(V1_SCHEMA, schema)
     q = f'"{schema}"'
     session = Session(id="s", agent_id="a", updated_at=datetime(2020, 1, 2, 3, 4, 5, 6, UTC))
     run = Run(session_id="s")
