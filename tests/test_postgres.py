@@ -6,11 +6,14 @@ Every test works in its own schema of the local ``test`` database and drops it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pickle
+import shutil
+import socket
 import subprocess
-import time
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier
@@ -500,30 +503,75 @@ async def test_given_pool_is_used_and_left_open(pg_url: str, schema: str) -> Non
 # ---------------------------------------------------------------------------- faults
 
 
-def _pg_ctl(*args: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", *args],
-        check=True,
-        capture_output=True,
-    )
+class OwnCluster:
+    """A throw-away PostgreSQL cluster in a temp dir on a free port, with password auth:
+    the tests that stop, crash or misconfigure a server use it, never the shared one."""
+
+    password = "own-cluster-s3cret"
+
+    def __init__(self) -> None:
+        self.bin = f"/usr/lib/postgresql/{PG_VERSION}/bin"
+        self.dir = tempfile.mkdtemp(prefix="ass-pg-")
+        self.data = os.path.join(self.dir, "data")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(self.password)
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to 'postgres'
+            shutil.chown(self.dir, "postgres")
+            shutil.chown(pwfile, "postgres")
+        try:
+            self._run(
+                "initdb", "-D", self.data, "-U", "postgres", "-A", "scram-sha-256",
+                f"--pwfile={pwfile}", "--no-sync",
+            )  # fmt: skip
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [os.path.join(self.bin, tool), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=self.dir, timeout=120)
+
+    def url(self, schema: str, password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql://postgres:{pw}@127.0.0.1:{self.port}/postgres?schema={schema}"
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.dir} -c fsync=off"
+        log = os.path.join(self.dir, "log")  # the server must not inherit our pipes
+        self._run("pg_ctl", "-D", self.data, "-o", opts, "-l", log, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _wait_until_ready() -> None:
-    for _ in range(240):
-        ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"])
-        if ready.returncode == 0:
-            return
-        time.sleep(0.25)
-    raise AssertionError("PostgreSQL did not come back")
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[OwnCluster]:
+    cluster = OwnCluster()  # removes itself if it cannot start
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
-async def test_server_crash_and_restart(pg_url: str) -> None:
+async def test_server_crash_and_restart(own_cluster: OwnCluster, unique_name: str) -> None:
     """Kill the real server mid-run (immediate stop: no clean shutdown), then start it again.
 
     While it is down every call fails fast with storage_connection_failed; afterwards the
     same store object works, the waiting reader is woken, and every append that returned
     is stored with the number it was given, without gaps."""
-    url = f"{pg_url}&connect_timeout=2&command_timeout=10"
+    url = f"{own_cluster.url(unique_name)}&auto_migrate=true&connect_timeout=2&command_timeout=10"
     async with PostgresSessionStore.from_url(url) as store:
         acked: dict[str, int] = {}
         outages: list[StoreError] = []
@@ -547,7 +595,7 @@ async def test_server_crash_and_restart(pg_url: str) -> None:
         reader = asyncio.create_task(store.get_events("waiting", wait_timeout_ms=240_000))
         await _until(lambda: len(acked) >= 100 and store._listen_conn is not None)
         try:
-            await asyncio.to_thread(_pg_ctl, "stop", "-m", "immediate")
+            await asyncio.to_thread(own_cluster.stop, "immediate")
             calls: list[Awaitable[Any]] = [
                 store.get_events("s"),
                 store.get_latest_sequence("s"),
@@ -560,8 +608,7 @@ async def test_server_crash_and_restart(pg_url: str) -> None:
                     await call
                 assert info.value.__cause__ is not None
         finally:
-            await asyncio.to_thread(_pg_ctl, "start")
-            await asyncio.to_thread(_wait_until_ready)
+            await asyncio.to_thread(own_cluster.start)
         resumed_at = len(acked)
         await _until(lambda: len(acked) >= resumed_at + 100)
         stop.set()

@@ -58,6 +58,39 @@ _EVENT_COLUMNS = (
     "id, session_id, type, run_id, ts_us, data, metadata, schema_version, provider, "
     "correlation_id, seq"
 )  # EncodedEvent's order, then the sequence number: what decode_event expects
+_STORE_OPTIONS = (
+    "schema",
+    "auto_migrate",
+    "min_size",
+    "max_size",
+    "connect_timeout",
+    "command_timeout",
+    "max_event_bytes",
+)
+# what asyncpg takes from a DSN's query string; anything else it would send to the server
+_DRIVER_OPTIONS = (
+    "application_name",
+    "database",
+    "dbname",
+    "gsslib",
+    "host",
+    "krbsrvname",
+    "passfile",
+    "password",
+    "port",
+    "service",
+    "ssl_max_protocol_version",
+    "ssl_min_protocol_version",
+    "sslcert",
+    "sslcrl",
+    "sslkey",
+    "sslmode",
+    "sslnegotiation",
+    "sslpassword",
+    "sslrootcert",
+    "target_session_attrs",
+    "user",
+)
 _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
 
 
@@ -115,6 +148,8 @@ class PostgresSessionStore(SessionStoreBase):
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._channel = channel_for(schema)
+        named = dsn is not None and "application_name" in query_options(dsn)
+        self._server_settings = {} if named else {"application_name": "agent-session-store"}
         s = quote_ident(schema)
         self._s = s
         self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
@@ -154,6 +189,15 @@ class PostgresSessionStore(SessionStoreBase):
                 "command_timeout": float,
             },
         )
+        unknown = sorted(set(opts) - set(_DRIVER_OPTIONS))
+        if unknown:
+            # asyncpg would send them to the server as settings, which refuses the connection
+            raise ValidationError(
+                f"unknown PostgreSQL URL option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; store options: {', '.join(_STORE_OPTIONS)}; "
+                f"driver options: {', '.join(_DRIVER_OPTIONS)}",
+                details={"field": unknown[0], "valid": [*_STORE_OPTIONS, *_DRIVER_OPTIONS]},
+            )
         rest = urlencode(opts)  # what is left is for the driver (sslmode, ...)
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
         for key, value in ours.items():
@@ -170,7 +214,7 @@ class PostgresSessionStore(SessionStoreBase):
         if isinstance(exc, PostgresError) and exc.sqlstate in faults.MISSING_SQLSTATES:
             text = f"{type(exc).__name__}: {exc}"
             return self._migration_error(f"a table or function is missing ({text})")
-        return faults.wrap(exc, operation)
+        return faults.wrap(exc, operation, dsn=self._dsn, command_timeout=self._command_timeout)
 
     def _migration_error(self, why: str) -> MigrationRequiredError:
         where = redact(self._dsn) if self._dsn else "<your database URL>"
@@ -190,7 +234,7 @@ class PostgresSessionStore(SessionStoreBase):
             self._dsn,
             timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
-            server_settings={"application_name": "agent-session-store"},
+            server_settings=self._server_settings,
         )
         return conn
 
@@ -207,7 +251,7 @@ class PostgresSessionStore(SessionStoreBase):
                 command_timeout=self._command_timeout,
                 max_inactive_connection_lifetime=300.0,
                 reset=_no_reset,
-                server_settings={"application_name": "agent-session-store"},
+                server_settings=self._server_settings,
             )
         try:
             version = await self._schema_version()
@@ -296,20 +340,24 @@ class PostgresSessionStore(SessionStoreBase):
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._acquire() as conn:
-            rows: list[Any] = await conn.fetch(sql, *args)
-            return rows
+            with faults.statement(conn):
+                rows: list[Any] = await conn.fetch(sql, *args)
+                return rows
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
         async with self._acquire() as conn:
-            return await conn.fetchrow(sql, *args)
+            with faults.statement(conn):
+                return await conn.fetchrow(sql, *args)
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._acquire() as conn:
-            return await conn.fetchval(sql, *args)
+            with faults.statement(conn):
+                return await conn.fetchval(sql, *args)
 
     async def _execute(self, sql: str, *args: Any) -> None:
         async with self._acquire() as conn:
-            await conn.execute(sql, *args)
+            with faults.statement(conn):
+                await conn.execute(sql, *args)
 
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """Re-run a whole transaction that the server aborted as a deadlock victim: nothing
