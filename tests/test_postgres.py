@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -907,3 +908,155 @@ async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
     assert [r["seq"] for r in again] == [7]
     rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
     assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- error codes
+
+
+async def test_terminated_backends_are_connection_failures(schema: str) -> None:
+    """Issue 12 item 9: backends killed under load (pg_terminate_backend, as a failover or an
+    admin does) give storage_connection_failed, never storage_error, whatever asyncpg calls
+    it (InternalClientError "cannot switch to state ..." among others); the store recovers."""
+    pids: set[int] = set()
+
+    async def remember(conn: asyncpg.Connection) -> None:
+        pids.add(conn.get_server_pid())
+
+    pool = await asyncpg.create_pool(BASE_DSN, min_size=4, max_size=4, init=remember)
+    codes: dict[str, int] = {}
+    raw: list[BaseException] = []
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store:
+            stop = asyncio.Event()
+
+            async def worker(w: int) -> None:
+                sid = f"s{w}"
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
+                    calls: list[Callable[[], Awaitable[Any]]] = [
+                        lambda: store.append_events(_events(sid, 20)),
+                        lambda: store.get_events(sid, limit=50, order="desc"),
+                        lambda: store.save_session(Session(id=sid, agent_id="a")),
+                        lambda: store.flush(
+                            Session(id=sid, agent_id="a"), Run(session_id=sid), _events(sid, 2)
+                        ),
+                    ]
+                    try:
+                        await calls[i % 4]()
+                        codes["ok"] = codes.get("ok", 0) + 1
+                    except StoreError as err:
+                        codes[err.code] = codes.get(err.code, 0) + 1
+                    except BaseException as exc:
+                        raw.append(exc)
+
+            workers_ = [asyncio.create_task(worker(w)) for w in range(8)]
+            killer = await asyncpg.connect(BASE_DSN)
+            try:
+                for _ in range(60):
+                    await asyncio.sleep(0.02)
+                    victims = list(pids)
+                    pids.clear()
+                    await killer.execute(
+                        "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p", victims
+                    )
+            finally:
+                stop.set()
+                await asyncio.gather(*workers_)
+                await killer.close()
+            assert raw == []
+            assert codes.get("storage_connection_failed", 0) > 0, codes  # the faults happened
+            assert set(codes) <= {"ok", "storage_connection_failed"}, codes
+            # and the store works again
+            await store.append_events(_events("after", 1))
+            assert await store.get_latest_sequence("after") == 1
+    finally:
+        await pool.close()
+
+
+async def test_command_timeout_is_not_an_unreachable_database(schema: str, pg_url: str) -> None:
+    """A statement stuck behind a lock past command_timeout says so (storage_error), instead of
+    'cannot reach the database'; the store keeps working once the lock is gone."""
+    async with PostgresSessionStore.from_url(f"{pg_url}&command_timeout=0.5") as store:
+        await store.append_events(_events("s", 1))
+        holder = await asyncpg.connect(BASE_DSN)
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(
+                f'SELECT 1 FROM "{schema}".counters WHERE session_id = $1 FOR UPDATE', "s"
+            )
+            with pytest.raises(StoreError) as info:
+                await store.append_events(_events("s", 1))
+            await tx.rollback()
+        finally:
+            await holder.close()
+        assert info.value.code == "storage_error"
+        assert info.value.details["reason"] == "command_timeout"
+        assert "command_timeout (0.5 s)" in info.value.message
+        assert "cannot reach" not in info.value.message
+        assert len(await store.append_events(_events("s", 1))) == 1
+
+
+async def test_wrong_credentials_and_missing_database_say_what_to_fix(
+    own_cluster: OwnCluster, schema: str
+) -> None:
+    """Issue 14 item 10: each of wrong password, unknown role and missing database has its own
+    message naming the fix; none is 'cannot reach the database' and none shows the password."""
+    wrong = own_cluster.url(schema, password="not-the-password")
+    cases = {
+        "password_rejected": (wrong, ["rejected the password", "PGPASSWORD", ".pgpass"]),
+        "unknown_role": (
+            f"postgresql://nosuchrole@127.0.0.1:5432/test?schema={schema}",
+            ["no role 'nosuchrole'", "CREATE ROLE"],
+        ),
+        "unknown_database": (
+            f"postgresql://postgres@127.0.0.1:5432/nosuchdb?schema={schema}",
+            ["no database 'nosuchdb'", "createdb", "CREATE DATABASE"],
+        ),
+    }
+    for reason, (url, phrases) in cases.items():
+        store = open_session_store(url)
+        for attempt in (store.open, store.migrate):
+            with pytest.raises(StoreError) as info:
+                await attempt()
+            err = info.value
+            assert err.code == "storage_error", (reason, err)
+            assert err.details.get("reason") == reason, (reason, err)
+            assert all(p in err.message for p in phrases), (reason, err.message)
+            assert "cannot reach" not in err.message
+            assert "not-the-password" not in str(err) + repr(err.details)
+            assert err.__cause__ is not None
+        await store.close()
+    # the right password works on the same server
+    async with open_session_store(f"{own_cluster.url(schema)}&auto_migrate=true") as store:
+        assert (await store.append_event_with_sequence(_events("s", 1)[0])).sequence_number == 1
+
+
+async def test_settings_the_server_refuses_are_validation_errors(schema: str) -> None:
+    """A startup parameter the server refuses (given in a DSN, which goes to the driver as
+    is) is a validation_error quoting the server, not 'cannot reach the database'."""
+    for dsn, phrase in (
+        (f"{BASE_DSN}?statement_timeout=soon", 'invalid value for parameter "statement_timeout"'),
+        (f"{BASE_DSN}?no_such_setting=1", 'unrecognized configuration parameter "no_such_setting"'),
+    ):
+        store = PostgresSessionStore(dsn, schema=schema, auto_migrate=True)
+        with pytest.raises(ValidationError) as info:
+            await store.open()
+        assert phrase in info.value.message and "cannot reach" not in info.value.message
+        await store.close()
+
+
+async def test_unknown_url_option_is_refused_with_the_valid_ones(schema: str) -> None:
+    """Issue 14 item 10: an unknown ?option is a validation_error listing the valid options,
+    raised before anything connects; known driver options still pass."""
+    with pytest.raises(ValidationError) as info:
+        open_session_store(f"{BASE_DSN}?schema={schema}&max_sise=3&pool=big")
+    message = info.value.message
+    assert "'max_sise', 'pool'" in message
+    for valid in ("schema", "max_size", "command_timeout", "sslmode", "application_name"):
+        assert valid in message
+    url = f"{BASE_DSN}?schema={schema}&auto_migrate=true&application_name=my-worker"
+    async with open_session_store(url) as store:
+        assert await store._fetchval("SELECT current_setting('application_name')") == "my-worker"

@@ -61,6 +61,12 @@ def statement(conn: Any) -> Iterator[None]:
         raise
     except TimeoutError as exc:
         raise CommandTimeout(str(exc)) from exc
+    except asyncpg.InternalClientError as exc:
+        # The driver's protocol state is broken, typically by a server-side termination it
+        # has read only half of ("cannot switch to state ..."). The connection is unusable:
+        # close it so the pool opens a fresh one instead of handing this one out again.
+        conn.terminate()
+        raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         if conn.is_closed() and not isinstance(exc, PostgresError | OSError):
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
@@ -166,7 +172,12 @@ def wrap(
             "?command_timeout= if the work is legitimately long",
             details=details,
         )
-    if isinstance(exc, ConnectionLost) or state in ("57P01", "57P02"):
+    # InternalClientError: the driver's protocol state broke, seen when the server ends a
+    # connection (termination, restart) while a pooled connection is handed out or released.
+    if isinstance(exc, ConnectionLost | asyncpg.InternalClientError) or state in (
+        "57P01",
+        "57P02",
+    ):
         details["reason"] = "connection_lost"
         return StorageConnectionFailedError(
             f"{where}: the connection to the database broke during the call ({text}); it may "
