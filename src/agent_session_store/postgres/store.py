@@ -152,11 +152,14 @@ class PostgresSessionStore(SessionStoreBase):
         self._server_settings = {} if named else {"application_name": "agent-session-store"}
         s = quote_ident(schema)
         self._s = s
-        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
+        # plain and conditional forms (the function's p_expected defaults to NULL)
+        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
+        self._sql_append_if = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
         self._sql_flush = (
             f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-            f"{_ARRAY_ARGS_FROM_11}, $21::bigint)"
+            f"{_ARRAY_ARGS_FROM_11})"
         )
+        self._sql_flush_if = f"{self._sql_flush[:-1]}, $21::bigint)"
         self._sql_import = (
             f"SELECT * FROM {s}.import_events($1, $2, $3, $4, $5, $6, $7::text[], $8::text[], "
             "$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], "
@@ -499,8 +502,10 @@ class PostgresSessionStore(SessionStoreBase):
         return out  # type: ignore[return-value]
 
     def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
-        """The arguments of ``_sql_append``: one array per column, then ``expected``."""
-        return [*zip(*rows), expected]
+        """The arguments of ``_sql_append`` (one array per column), or of ``_sql_append_if``
+        (then ``expected``)."""
+        columns: list[Any] = list(zip(*rows))
+        return columns if expected is None else [*columns, expected]
 
     def flush_args(
         self,
@@ -511,7 +516,8 @@ class PostgresSessionStore(SessionStoreBase):
         rows: list[EncodedEvent],
         expected: int | None = None,
     ) -> list[Any]:
-        """The arguments of ``_sql_flush``: the two records, the event columns, ``expected``."""
+        """The arguments of ``_sql_flush`` (the two records, the event columns), or of
+        ``_sql_flush_if`` (then ``expected``)."""
         columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in range(10)]
         return [
             session.id,
@@ -525,14 +531,15 @@ class PostgresSessionStore(SessionStoreBase):
             to_micros(run.started_at),
             run_doc,
             *columns,
-            expected,
+            *([] if expected is None else [expected]),
         ]
 
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         args = self.append_args(rows, expected)
+        sql = self._sql_append if expected is None else self._sql_append_if
 
         async def work() -> list[Any]:
-            return await self._fetch(self._sql_append, *args)
+            return await self._fetch(sql, *args)
 
         with faults.sequence_conflicts(rows[0].session_id):
             return self._stored(rows, await self._retrying(work))
@@ -547,9 +554,10 @@ class PostgresSessionStore(SessionStoreBase):
         expected: int | None = None,
     ) -> list[Event]:
         args = self.flush_args(session, session_doc, run, run_doc, rows, expected)
+        sql = self._sql_flush if expected is None else self._sql_flush_if
 
         async def work() -> list[Any]:
-            return await self._fetch(self._sql_flush, *args)
+            return await self._fetch(sql, *args)
 
         with faults.sequence_conflicts(session.id):
             return self._stored(rows, await self._retrying(work))
