@@ -227,6 +227,15 @@ async def test_every_read_is_an_index_scan(schema: str, pg: PostgresSessionStore
                 False,
             ),
             (EventQuery("ses_7", since_us=1700000000100000, limit=20), "events_pkey", True),
+            # order="desc": the same indexes, read backwards
+            (EventQuery("ses_7", limit=1000, desc=True), "events_pkey", True),
+            (EventQuery("ses_7", before=4000, limit=100, desc=True), "events_pkey", True),
+            (
+                EventQuery("ses_7", type="tool_call_started", limit=50, desc=True),
+                "events_type",
+                True,
+            ),
+            (EventQuery("ses_7", run_id="run_1", limit=50, desc=True), "events_run", True),
         ]:
             sql, args = pg.events_sql(q)
             cases.append((sql, args, index, paged))

@@ -3,27 +3,27 @@
 URL: ``postgresql://user:pass@host:5432/db?schema=agents&auto_migrate=true`` (``postgres://``
 works too). Store options in the query string: ``schema`` (default ``agent_session_store``),
 ``auto_migrate``, ``min_size``/``max_size`` (pool), ``connect_timeout``/``command_timeout``
-(seconds), ``max_event_bytes``. Any other query option goes to the driver (``sslmode``...).
+(seconds), ``max_event_bytes``; the driver's own (``sslmode``...) pass through; anything
+else is a ``validation_error`` listing the valid ones.
 
-How the guarantees of contract 3 are met:
+How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
 
 * Every write is one server-side function call, so one round trip and one implicit
   transaction whatever the batch size (arrays, not one bind parameter per value).
-* Sequences: a per-session counter row is locked first (``INSERT ... ON CONFLICT DO UPDATE``,
-  sessions in sorted order so batches never deadlock), then the event ids are checked and the
-  new ones inserted and numbered, then the counter moves by exactly what was inserted. A
-  rolled-back transaction rolls its counter back too, so nothing is ever consumed by a failure.
-* Idempotency: a unique index on the event id. Appends of one id into one session are
-  serialized by the counter lock, so the later one sees the stored event. Into two different
-  sessions, ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one
-  committed, the rows just inserted are deleted again and the step re-runs with a fresh
-  snapshot inside the same transaction: no gap, no error for the caller.
+* Every writing function locks the counter rows of the sessions it touches first (sorted),
+  then sessions, runs, events: one global order, so no deadlock and no race that ends in a
+  state no serial order gives. The counter numbers the new events and moves by exactly what
+  was inserted; a rolled-back transaction rolls it back too, so a failure consumes nothing.
+* Idempotency: a unique index on the event id; the ids found stored are key-share locked, so
+  they are still there when the call answers. Into two different sessions at once,
+  ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one committed,
+  the attempt is undone and re-numbered inside the same transaction.
+* Conditional appends are checked in the function, under the counter lock.
 * Long-poll: each append sends ``NOTIFY`` (payload: the session id) in its own transaction,
   so it is delivered exactly when the events become visible. Each store keeps one dedicated
   listening connection; ``_watch_start`` returns only once ``LISTEN`` is active, and after a
   reconnect every waiter is woken to re-query, so no wake-up is lost.
-* Failures: driver errors become ``StoreError``s (connection problems are
-  ``storage_connection_failed``); the pool reconnects by itself once the server is back.
+* Failures: classified in ``faults.py``; the pool reconnects by itself once the server is back.
 """
 
 from __future__ import annotations
