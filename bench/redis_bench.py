@@ -238,7 +238,7 @@ async def run(quick: bool) -> list[Row]:
             sid = uuid.uuid4().hex
             for _ in range(10):
                 await store.append_events([_event(sid, i) for i in range(batch)])
-            k = store._skeys(sid)
+            k = store.keys.session(sid)
             page_times: list[float] = []
             raw_times: list[float] = []
             for j in range(200):
@@ -296,8 +296,10 @@ async def run(quick: bool) -> list[Row]:
                 off = int(kwargs.get("offset", 0))
                 for _ in range(200):
                     t = time.perf_counter()
-                    members = await client.zrange(store._ix[0], off, off + 49)
-                    docs = await client.hmget(store._ix[5], [m.rsplit("\0", 1)[1] for m in members])
+                    members = await client.zrange(store.keys.list_index[0], off, off + 49)
+                    docs = await client.hmget(
+                        store.keys.list_index[5], [m.rsplit("\0", 1)[1] for m in members]
+                    )
                     _ = [json.loads(d) for d in docs]
                     raw_l.append((time.perf_counter() - t) * 1000)
                 rows.append(

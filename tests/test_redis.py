@@ -24,7 +24,8 @@ from redis.crc import key_slot
 from agent_session_store.codec import encode_event
 from agent_session_store.errors import StoreError
 from agent_session_store.models import Event, EventType, Run, Session, SessionStatus
-from agent_session_store.redis import RedisSessionStore, _blob
+from agent_session_store.redis import RedisSessionStore
+from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.urls import open_session_store
 
@@ -216,7 +217,7 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
         Run(id=f"run-{sid}", session_id=sid),
         [Event(type=EventType.RUN_STARTED, session_id=sid, run_id=f"run-{sid}")],
     )
-    mine = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
+    mine = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
     assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs"}
     assert len({key_slot(k.encode()) for k in mine}) == 1
     # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
@@ -227,11 +228,11 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
     )
     assert len(slots) == 1
     # a session whose escaped id looks like another's never shares its keys
-    assert rstore._tag("a{b}c") != rstore._tag("a%7Bb%7Dc")
+    assert rstore.keys.tag("a{b}c") != rstore.keys.tag("a%7Bb%7Dc")
     await rstore.delete_session(sid)
-    left = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
+    left = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
     if rstore.cluster:  # only the short-lived 'just deleted' fence stays, and it expires
-        assert left == [f"{rstore._tag(sid)}:del"]
+        assert left == [f"{rstore.keys.tag(sid)}:del"]
         assert 0 < await rstore._r.pttl(left[0]) <= 10_000
     else:
         assert left == []
@@ -282,7 +283,7 @@ async def test_a_stale_index_update_is_ignored(rstore: RedisSessionStore) -> Non
     await rstore.save_session(s)
     done = s.with_status(SessionStatus.COMPLETED)
     await rstore.save_session(done)
-    await rstore._index(s, '{"stale": true}', "1")  # version 1: far older than any real one
+    await rstore.index(s, '{"stale": true}', "1")  # version 1: far older than any real one
     assert [x.status for x in await rstore.list_sessions()] == [SessionStatus.COMPLETED]
     assert await rstore.list_sessions(status="pending") == []
 
@@ -297,7 +298,7 @@ async def test_cluster_orphan_claim_is_completed_by_the_next_append(
         async with open_session_store(url) as store:
             original = Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e1", data={"v": 1})
             row = encode_event(original)
-            await store._r.set(store._claim_key("e1"), _blob(row))  # what a dead writer left
+            await store._r.set(store.keys.claim("e1"), blob(row))  # what a dead writer left
             assert await store.get_events("s1") == []
             got = await store.append_event_with_sequence(
                 Event(type=EventType.ERROR_OCCURRED, session_id="s2", id="e1", data={"v": 2})
@@ -381,7 +382,7 @@ async def test_pubsub_reconnect_wakes_waiters_and_loses_nothing(own_server: _Ser
         open_session_store(writer_url) as writer,
     ):
         reader = asyncio.create_task(reader_store.get_events("s", wait_timeout_ms=60_000))
-        channel = reader_store._channel("s")
+        channel = reader_store.keys.channel("s")
         while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # until the reader's subscription is live
         # the reader's user may no longer subscribe: its subscriber drops and cannot come back
@@ -408,7 +409,7 @@ async def test_waiting_reader_gets_an_error_when_the_server_stops(own_server: _S
     url = f"redis://127.0.0.1:{own_server.port}/0?prefix=w&socket_timeout=2&connect_timeout=1"
     async with open_session_store(url) as store, redis.asyncio.Redis(port=own_server.port) as admin:
         reader = asyncio.create_task(store.get_events("s", wait_timeout_ms=120_000))
-        channel = store._channel("s")
+        channel = store.keys.channel("s")
         while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         own_server.stop()
@@ -448,7 +449,7 @@ async def test_cluster_slot_move_keeps_long_poll_working(
             reader = asyncio.create_task(
                 store.get_events("moving", after=1, wait_timeout_ms=60_000)
             )
-            channel = store._channel("moving")
+            channel = store.keys.channel("moving")
             slot = key_slot(channel.encode())
             nodes = [line.split() for line in _cli(seed, "cluster", "nodes").splitlines()]
             masters = {
