@@ -497,3 +497,43 @@ async def test_many_operations_and_sessions_with_few_connections(
             assert [e.sequence_number for e in more] == [2] * 300
     finally:
         await _drop_prefix(base, unique_name)
+
+
+# ---------------------------------------------------------------- dangling pointers (issue 12.1)
+
+
+@pytest.mark.timeout(60)
+async def test_a_dangling_id_pointer_is_repaired_not_spun_on(unique_name: str) -> None:
+    """The global id index may name a session that no longer holds the id (an evicting
+    policy, a manual delete, a partial restore): the append stores the event where it
+    belongs, repairs the pointer, and returns; it used to retry without end."""
+    url = f"{SINGLE}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="ghost"))
+            eidx = store.keys.event_index
+            # e1 -> a session not in the call, e2 -> one in the same batch, e3 -> its own
+            await store.client.hset(eidx, mapping={"e1": "ghost", "e2": "s2", "e3": "s1"})
+            batch = [
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e1"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s2", id="x"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e2"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e3"),
+            ]
+            async with asyncio.timeout(10):
+                got = await store.append_events(batch)
+                again = await store.append_events(batch)  # now an idempotent no-op
+            assert [(e.id, e.session_id, e.sequence_number) for e in got] == [
+                ("e1", "s1", 1),
+                ("x", "s2", 1),
+                ("e2", "s1", 2),
+                ("e3", "s1", 3),
+            ]
+            assert again == got
+            pointers = await store.client.hmget(eidx, ["e1", "e2", "e3", "x"])
+            assert pointers == ["s1", "s1", "s1", "s2"]
+            assert [e.id for e in await store.get_events("s1")] == ["e1", "e2", "e3"]
+            assert await store.get_latest_sequence("ghost") == 1
+    finally:
+        await _drop_prefix(SINGLE, unique_name)

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..codec import EncodedEvent, decode_event
 from ..models import Event, Run, Session
+from ..retry import Retry
+from .limits import BUSY_TTL_MS, DONE_TTL_MS, WRITE_RETRY, gave_up
 from .plan import WritePlan, WriteResult
 from .rows import blob_session, unblob
 
 if TYPE_CHECKING:
     from .store import RedisSessionStore
 
-__all__ = ["BUSY_TTL_MS", "DONE_TTL_MS", "Cluster"]
+__all__ = ["Cluster"]
 
-BUSY_TTL_MS = 30_000  # a delete's fence, should its client die before lifting it
-DONE_TTL_MS = 10_000  # "just deleted": old claims found now must be claimed afresh
 _PARALLEL_SESSIONS = 4  # write scripts in flight for one batch naming many sessions
 
 _R = TypeVar("_R")
@@ -62,7 +62,7 @@ class Cluster:
             old_run_session = (
                 await client.set(keys.run(run[0].id), run[0].session_id, get=True) or ""
             )
-        attempt = 0
+        retry = Retry(WRITE_RETRY)
         while True:
             # step 1: claim every id on its own slot; a claim holds the winning row
             winners: list[str] = list(blobs)
@@ -100,8 +100,8 @@ class Cluster:
                 calls.append(store.write(plan))
             results: list[WriteResult] = await _bounded(calls, _PARALLEL_SESSIONS)
             if any(res.status != "OK" for res in results):
-                await store.backoff(attempt, "write")
-                attempt += 1
+                if not await retry.pause():
+                    raise gave_up("write", retry, "the session stayed fenced by a delete")
                 continue
             stored: list[Event | None] = [None] * len(rows)
             version = ""
@@ -127,13 +127,13 @@ class Cluster:
         store = self._store
         client, keys = store.client, store.keys
         k = keys.session(session_id)
-        attempt = 0
+        retry = Retry(WRITE_RETRY)
         while True:
             res = await store.eval("delete_begin", k, [BUSY_TTL_MS])
             if res[0] == "OK":
                 break
-            await store.backoff(attempt, "delete_session")
-            attempt += 1
+            if not await retry.pause():
+                raise gave_up("delete_session", retry, "another delete kept the session fenced")
         _, ids, runs, version = res
         if ids:
             pipe = client.pipeline(transaction=False)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from ..codec import EncodedEvent, decode_event
 from ..models import Event, Run, Session
-from .keys import EV, IDS
+from ..retry import Retry
+from .limits import WRITE_RETRY, gave_up
 from .plan import WritePlan
 from .rows import unblob
 
@@ -34,9 +35,12 @@ class SingleNode:
         run: tuple[Run, str] | None,
     ) -> list[Event]:
         store = self._store
-        attempt = 0
+        owners: set[str] = set()  # sessions holding ids of this call, found by the script
+        retry = Retry(WRITE_RETRY)
         while True:
             plan = WritePlan(store.keys, cluster=False, blobs=blobs)
+            for sid in sorted(owners):
+                plan.session(sid)
             if session is not None:
                 plan.save_session(*session)
             if run is not None:
@@ -49,37 +53,25 @@ class SingleNode:
                 if old and old != r.session_id:
                     plan.remove_run(old, r.id)
             res = await store.write(plan)
-            if res.status != "OK":
-                await store.backoff(attempt, "write")
-                attempt += 1
-                continue
-            stored: list[Event] = []
-            missing = False
-            for i, row in enumerate(rows):
-                seq, text = res.row(i)
-                if seq == 0:  # the id lives in a session not named in this call
-                    found = await self._lookup(text, row.id)
-                    if found is None:
-                        missing = True  # deleted meanwhile: the id is free again
-                        break
-                    stored.append(found)
-                elif text == "":
-                    stored.append(decode_event(row, seq))
-                else:
-                    stored.append(unblob(text, seq))
-            if missing:
-                attempt += 1
-                continue
-            return stored
-
-    async def _lookup(self, session_id: str, event_id: str) -> Event | None:
-        k = self._store.keys.session(session_id)
-        client = self._store.client
-        seq = await client.hget(k[IDS], event_id)
-        if seq is None:
-            return None
-        text = await client.hget(k[EV], seq)
-        return None if text is None else unblob(text, int(seq))
+            if res.status == "OK":
+                break
+            if res.status == "OWNERS":
+                # name those sessions: the script then checks them in the same atomic step
+                # (the first time at once; again only if they changed meanwhile)
+                first_time = not owners
+                owners.update(res.out)
+                if first_time:
+                    continue
+            if not await retry.pause():
+                why = {"OWNERS": "the sessions holding its ids kept changing"}.get(
+                    res.status, "another writer kept moving the run"
+                )
+                raise gave_up("write", retry, why)
+        stored: list[Event] = []
+        for i, row in enumerate(rows):
+            seq, text = res.row(i)
+            stored.append(decode_event(row, seq) if text == "" else unblob(text, seq))
+        return stored
 
     async def delete_session(self, session_id: str) -> None:
         keys = self._store.keys

@@ -19,7 +19,7 @@ import redis.asyncio
 import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
+from redis.asyncio.retry import Retry as DriverRetry
 from redis.backoff import NoBackoff
 
 from ..base import EventQuery, SessionStoreBase
@@ -32,10 +32,12 @@ from ..errors import (
     redact,
 )
 from ..models import Event, Run, RunStatus, Session, SessionStatus
+from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
 from . import scripts
 from .cluster import Cluster
 from .keys import EV, INDEX, RECORD, RUNS, SEQ, Keys
+from .limits import READ_RETRY
 from .plan import WritePlan, WriteResult
 from .rows import NS, blob, members, unblob
 from .single import SingleNode
@@ -44,8 +46,6 @@ from .subscriber import Subscriber
 __all__ = ["RedisSessionStore"]
 
 log = logging.getLogger("agent_session_store.redis")
-
-_MAX_TRIES = 600
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -166,7 +166,7 @@ class RedisSessionStore(SessionStoreBase):
             "decode_responses": True,
             "socket_timeout": self._socket_timeout,
             "socket_connect_timeout": self._connect_timeout,
-            "retry": Retry(NoBackoff(), 1),
+            "retry": DriverRetry(NoBackoff(), 1),
         }
         if self.cluster:
             # the gate bounds operations; one operation may use a connection on every node
@@ -204,11 +204,6 @@ class RedisSessionStore(SessionStoreBase):
     async def write(self, plan: WritePlan) -> WriteResult:
         """One call of the write script."""
         return WriteResult.parse(await self.eval("write", plan.keys, plan.args()))
-
-    async def backoff(self, attempt: int, what: str) -> None:
-        if attempt >= _MAX_TRIES:
-            raise StorageError(f"redis {what}: the session stayed busy (a delete in progress)")
-        await asyncio.sleep(min(0.001 * 2**attempt, 0.05))
 
     async def index(self, session: Session | str, doc: str, version: str) -> None:
         """One list_sessions index update at ``version`` (a tombstone, given a session id).
@@ -279,14 +274,16 @@ class RedisSessionStore(SessionStoreBase):
 
     @_gated
     async def _get_run(self, run_id: str) -> Run | None:
-        for _ in range(3):  # a run that moves between sessions is briefly in neither
+        retry = Retry(READ_RETRY)  # a run moving between sessions is briefly in neither
+        while True:
             sid = await self._paths.run_session(run_id)
             if sid is None:
                 return None
             doc = await self._r.hget(self.keys.session(sid)[RUNS], run_id)
             if doc is not None:
                 return decode_run(doc)
-        return None
+            if not await retry.pause():
+                return None
 
     async def _runs(self, session_id: str) -> list[Run]:
         docs = await self._r.hvals(self.keys.session(session_id)[RUNS])
@@ -353,7 +350,7 @@ class RedisSessionStore(SessionStoreBase):
         sub = self._subs.get(name)
         if sub is None:
             kwargs["socket_timeout"] = None  # a subscriber waits for messages indefinitely
-            kwargs["retry"] = Retry(NoBackoff(), 0)
+            kwargs["retry"] = DriverRetry(NoBackoff(), 0)
 
             def make() -> Connection:
                 conn: Connection = cls(**kwargs)

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection
 
+from ..retry import Retry
+from .limits import RECONNECT
+
 if TYPE_CHECKING:
     from .store import RedisSessionStore
 
@@ -91,7 +94,7 @@ class Subscriber:
                 await conn.send_command(self._unsub, channel)
 
     async def _run(self) -> None:
-        delay = 0.02
+        retry = Retry(RECONNECT)
         while not self._closed:
             conn = self._conn
             if conn is None:
@@ -100,10 +103,9 @@ class Subscriber:
                 try:
                     async with self._lock:
                         conn = self._conn or await self._connect()
-                    delay = 0.02
+                    retry.reset()
                 except Exception:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
+                    await retry.pause()  # RECONNECT has no bound: this loop ends when idle
                     continue
             try:
                 while True:

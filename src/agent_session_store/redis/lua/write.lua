@@ -2,7 +2,7 @@
 -- The one write script: appends, flushes, session and run saves (plan.py builds the call).
 -- ARGV[1] is the plan (JSON, fields below); event rows and documents travel as plain ARGV
 -- strings at the positions the plan names. Every check runs before the first write, so a
--- refused call ('BUSY', 'RETRY') has changed nothing and consumed no sequence number.
+-- refused call ('BUSY', 'RETRY', 'OWNERS') changed nothing and consumed no sequence number.
 --
 -- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 7 keys
 --                       (seq, ev, ids, x, s, runs, del)
@@ -19,8 +19,10 @@
 -- plan.run_owners       [{run, session}]: run index entries to set
 -- plan.run_owner_checks [{run, owner}]: refuse ('RETRY') unless the run index still says so
 -- plan.publish          'PUBLISH' or 'SPUBLISH': announce sessions that got new events
--- Returns {'OK', {seq, stored, ...} per row, session version}; stored is '' for a new row,
--- the stored row for an id already in the session, or the owning session id (seq 0).
+-- Returns {'OK', {seq, stored, ...} per row, session version}: stored is '' for a new row,
+-- else the row stored earlier under that id (in whichever named session holds it).
+-- Refusals: {'BUSY'} (a delete fence), {'RETRY'} (a check failed: plan again),
+-- {'OWNERS', session ids} (ids stored in sessions not named: name them and call again).
 -- #include prelude
 
 local plan = cjson.decode(ARGV[1])
@@ -54,51 +56,56 @@ for _, n in ipairs(plan.claimed or {}) do
 end
 
 -- writes are gathered and sent in a few wide commands at the end (ids in one call are unique)
-local out, claimed = {}, {}
+local out, claimed, owners = {}, {}, {}
 local id_index = plan.id_index and KEYS[plan.id_index]
 for a = first, last_row do
   local blob = ARGV[a]
   local f = fields(blob, 4)
-  local id, s, seq, stored = f[1], by_sid[f[2]], nil, ''
+  local id, s, stored = f[1], by_sid[f[2]], ''
   if id_index then
     -- single node: the global id index is in this same atomic step
     local owner = redis.call('HGET', id_index, id)
-    if owner then
-      s = by_sid[owner]
-      if s == nil then seq = 0; stored = owner end
-    else
+    if owner and owner ~= s.sid then
+      local o = by_sid[owner]
+      if o == nil then
+        owners[#owners + 1] = owner -- not named in this call: the caller names it, calls again
+      elseif redis.call('HEXISTS', o.ids, id) == 1 then
+        s = o -- stored there: that is the event to return
+      else
+        owner = nil -- a dangling pointer (eviction, manual delete): the id is free, repair it
+      end
+    end
+    if not owner then
       claimed[#claimed + 1] = id
       claimed[#claimed + 1] = f[2]
     end
   end
-  if seq == nil then
-    local have = redis.call('HGET', s.ids, id)
-    if have then
-      seq = tonumber(have); stored = redis.call('HGET', s.ev, have)
-    elseif s.sid ~= f[2] then
-      seq = 0; stored = s.sid
-    else
-      if not s.last then
-        s.last = tonumber(redis.call('GET', s.seq) or '0')
-        s.new_rows, s.new_ids, s.new_index = {}, {}, {}
-      end
-      seq = s.last + 1
-      s.last = seq
-      local p = pad(seq)
-      local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
-      rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
-      ids_buf[#ids_buf + 1] = id; ids_buf[#ids_buf + 1] = seq
-      index_buf[#index_buf + 1] = 0; index_buf[#index_buf + 1] = 't' .. f[3] .. '\0' .. p
-      if f[4] ~= '' then
-        index_buf[#index_buf + 1] = 0
-        index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
-      end
-      s.got_new = true
+  local have = redis.call('HGET', s.ids, id)
+  local seq
+  if have then
+    seq = tonumber(have); stored = redis.call('HGET', s.ev, have)
+  else -- a new event of the row's own session
+    if not s.last then
+      s.last = tonumber(redis.call('GET', s.seq) or '0')
+      s.new_rows, s.new_ids, s.new_index = {}, {}, {}
     end
+    seq = s.last + 1
+    s.last = seq
+    local p = pad(seq)
+    local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
+    rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
+    ids_buf[#ids_buf + 1] = id; ids_buf[#ids_buf + 1] = seq
+    index_buf[#index_buf + 1] = 0; index_buf[#index_buf + 1] = 't' .. f[3] .. '\0' .. p
+    if f[4] ~= '' then
+      index_buf[#index_buf + 1] = 0
+      index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
+    end
+    s.got_new = true
   end
   out[#out + 1] = seq
   out[#out + 1] = stored
 end
+if #owners > 0 then return {'OWNERS', owners} end
 
 local function wide(cmd, key, buf)
   for i = 1, #buf, 4000 do
