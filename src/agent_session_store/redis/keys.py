@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ["SESSION_KEYS", "Keys", "escape"]
 
 # The per-session keys, in the order every Lua script expects them.
-SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del")
-SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE = range(7)
+SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del", "q")
+SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE, SPARSE = range(8)
 
 
 def escape(text: str) -> str:

@@ -8,11 +8,16 @@ from ..retry import Retry, RetryPolicy
 __all__ = [
     "BUSY_TTL_MS",
     "DONE_TTL_MS",
+    "READ_BUDGET",
     "READ_RETRY",
     "RECONNECT",
     "WRITE_RETRY",
     "gave_up",
 ]
+
+# get_events: candidates one read script examines at most (a few ms of server time); a read
+# needing more continues in another call, so other clients are served in between.
+READ_BUDGET = 4096
 
 BUSY_TTL_MS = 30_000  # cluster: a delete's fence, should its client die before lifting it
 DONE_TTL_MS = 10_000  # cluster: "just deleted"; old claims found now must be claimed afresh

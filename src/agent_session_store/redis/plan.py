@@ -20,8 +20,9 @@ __all__ = ["WritePlan", "WriteResult"]
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """``status`` is ``OK``, ``BUSY`` (a delete fence) or ``RETRY`` (an expectation failed);
-    ``out`` holds (seq, stored) per row; ``version`` is the saved session's version."""
+    """``status``: ``OK``, or a refusal (``BUSY``, ``RETRY``, ``OWNERS``, ``CONFLICT``: see
+    lua/write.lua); ``out``: (seq, stored) per row, (imported, skipped) for an import, the
+    details of a refusal; ``version``: the saved session's version."""
 
     status: str
     out: list[Any]
@@ -29,7 +30,9 @@ class WriteResult:
 
     @classmethod
     def parse(cls, reply: list[Any]) -> WriteResult:
-        return cls(reply[0], reply[1] if len(reply) > 1 else [], reply[2] if len(reply) > 2 else "")
+        if reply[0] in ("OK", "OWNERS"):
+            return cls(reply[0], reply[1], reply[2] if len(reply) > 2 else "")
+        return cls(reply[0], reply[1:], "")
 
     def row(self, i: int) -> tuple[int, str]:
         return int(self.out[2 * i]), self.out[2 * i + 1]
@@ -86,6 +89,24 @@ class WritePlan:
                 {"id": session_id, "keys": first, "channel": self._names.channel(session_id)}
             )
         return i
+
+    def expect(self, session_id: str, sequence: int, *, shortcut: bool) -> None:
+        """Refuse unless the session's counter is ``sequence`` (contract 3.12); with
+        ``shortcut``, a call whose rows are all stored already passes unchecked."""
+        s = self.session(session_id)
+        self.plan["expected"] = {"session": s, "sequence": sequence, "shortcut": shortcut}
+
+    def touch_new(self) -> None:
+        """Sessions getting new events get ``updated_at`` = now (C5)."""
+        self.plan["touch"] = True
+
+    def touch(self, session_id: str) -> None:
+        """The session's ``updated_at`` becomes now (if it has a record)."""
+        self.plan.setdefault("touch_sessions", []).append(self.session(session_id))
+
+    def numbered(self, seqs: Sequence[int], latest: int) -> None:
+        """Import: the rows keep these numbers; the counter reaches at least ``latest``."""
+        self.plan["numbered"] = {"seqs": list(seqs), "latest": latest}
 
     def save_session(self, session: Session, doc: str) -> None:
         """Store the session record; on a single node its list index entries too."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +22,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as DriverRetry
 from redis.backoff import NoBackoff
 
-from ..base import EventQuery, SessionStoreBase
+from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_run, decode_session
 from ..errors import (
     StorageConnectionFailedError,
@@ -31,13 +31,13 @@ from ..errors import (
     ValidationError,
     redact,
 )
-from ..models import Event, Run, RunStatus, Session, SessionStatus
+from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros
 from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
 from . import scripts
 from .cluster import Cluster
-from .keys import EV, INDEX, RECORD, RUNS, SEQ, Keys
-from .limits import READ_RETRY
+from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, Keys
+from .limits import READ_BUDGET, READ_RETRY
 from .plan import WritePlan, WriteResult
 from .rows import NS, blob, members, unblob
 from .single import SingleNode
@@ -45,10 +45,17 @@ from .subscriber import Subscriber
 
 __all__ = ["RedisSessionStore"]
 
+#: The highest sequence number: index members spell numbers with 12 digits.
+MAX_SEQUENCE = 10**12 - 1
+
 log = logging.getLogger("agent_session_store.redis")
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+def _touched(session: Session, touched: str | None) -> Session:
+    return session if touched is None else session.replace(updated_at=from_micros(int(touched)))
 
 
 def _gated(
@@ -223,8 +230,12 @@ class RedisSessionStore(SessionStoreBase):
         rows: list[EncodedEvent],
         session: tuple[Session, str] | None = None,
         run: tuple[Run, str] | None = None,
+        expected: int | None = None,
+        touch: Iterable[str] = (),
     ) -> list[Event]:
-        stored = await self._paths.store_rows(rows, [blob(r) for r in rows], session, run)
+        stored = await self._paths.store_rows(
+            rows, [blob(r) for r in rows], session, run, expected, touch
+        )
         if stored and self._waiters:
             self._notify({e.session_id for e in stored})
         return stored
@@ -237,8 +248,18 @@ class RedisSessionStore(SessionStoreBase):
 
     @_gated
     async def _get_session(self, session_id: str) -> Session | None:
-        doc = await self._r.hget(self.keys.session(session_id)[RECORD], "doc")
-        return None if doc is None else decode_session(doc)
+        doc, touched = await self._r.hmget(self.keys.session(session_id)[RECORD], "doc", "touched")
+        return None if doc is None else _touched(decode_session(doc), touched)
+
+    async def _with_touched(self, sessions: list[Session]) -> list[Session]:
+        """Activity since a session was saved moved its ``updated_at`` (C5): the write script
+        keeps that in the session's own record, which the list index cannot hold."""
+        if not sessions:
+            return sessions
+        pipe = self._r.pipeline(transaction=False)
+        for s in sessions:
+            pipe.hget(self.keys.session(s.id)[RECORD], "touched")
+        return [_touched(s, t) for s, t in zip(sessions, await pipe.execute())]
 
     @_gated
     async def _list_sessions(
@@ -260,7 +281,7 @@ class RedisSessionStore(SessionStoreBase):
         docs = await self.eval(
             "list", [key, docs_key], [prefix, offset, -1 if limit is None else limit]
         )
-        return [decode_session(d) for d in docs if d is not None]
+        return await self._with_touched([decode_session(d) for d in docs if d is not None])
 
     @_gated
     async def _delete_session(self, session_id: str) -> None:
@@ -270,7 +291,7 @@ class RedisSessionStore(SessionStoreBase):
 
     @_gated
     async def _save_run(self, run: Run, doc: str) -> None:
-        await self._store_rows([], run=(run, doc))
+        await self._store_rows([], run=(run, doc), touch=[run.session_id])
 
     @_gated
     async def _get_run(self, run_id: str) -> Run | None:
@@ -308,31 +329,86 @@ class RedisSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ events
 
     @_gated
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
-        return await self._store_rows(rows)
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        return await self._store_rows(rows, expected=expected)
 
     @_gated
     async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
     ) -> list[Event]:
-        return await self._store_rows(rows, session=(session, session_doc), run=(run, run_doc))
+        return await self._store_rows(
+            rows,
+            session=(session, session_doc),
+            run=(run, run_doc),
+            expected=expected,
+            touch=[session.id],
+        )
+
+    @_gated
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        events = [r for r, _ in rows]
+        seqs = [n for _, n in rows]
+        if any(n > MAX_SEQUENCE for n in [*seqs, latest_sequence]):
+            raise ValidationError(
+                f"the Redis store numbers events up to {MAX_SEQUENCE}",
+                details={"field": "sequence_number"},
+            )
+        blobs = [blob(r) for r in events]
+        if isinstance(self._paths, Cluster):
+            imported, skipped = await self._paths.import_rows(
+                session_id, session_doc, runs, events, blobs, seqs, latest_sequence
+            )
+        else:
+            imported, skipped = await self._paths.import_rows(
+                session_id, session_doc, runs, blobs, seqs, latest_sequence
+            )
+        if imported and self._waiters:
+            self._notify([session_id])
+        return imported, skipped
 
     @_gated
     async def _get_events(self, q: EventQuery) -> list[Event]:
+        """One read script call per READ_BUDGET candidates, so no call stalls the server; the
+        next call continues where the last one stopped."""
         k = self.keys.session(q.session_id)
-        out = await self.eval(
-            "read",
-            [k[SEQ], k[EV], k[INDEX]],
-            [
-                q.after or 0,
-                -1 if q.before is None else q.before,
-                -1 if q.limit is None else q.limit,
-                q.run_id or "",
-                q.type or "",
-                "" if q.since_us is None else q.since_us,
-            ],
-        )
-        return [unblob(out[i + 1], int(out[i])) for i in range(0, len(out), 2)]
+        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE]]
+        after, before, limit = q.after or 0, q.before, q.limit
+        found: list[Event] = []
+        while True:
+            out = await self.eval(
+                "read",
+                keys,
+                [
+                    after,
+                    -1 if before is None else before,
+                    -1 if limit is None else limit - len(found),
+                    q.run_id or "",
+                    q.type or "",
+                    "" if q.since_us is None else q.since_us,
+                    1 if q.desc else 0,
+                    READ_BUDGET,
+                ],
+            )
+            found += [unblob(out[i + 1], int(out[i])) for i in range(1, len(out), 2)]
+            if not out[0]:
+                return found
+            if q.desc:
+                before = int(out[0])
+            else:
+                after = int(out[0])
 
     @_gated
     async def _latest_sequence(self, session_id: str) -> int:

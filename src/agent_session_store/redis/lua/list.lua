@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=no-writes
 -- list_sessions. KEYS: one list index, the docs hash.
 -- ARGV: lex range start prefix ('' = all), offset, limit (-1: none).
 -- Ranks come from ZLEXCOUNT (O(log n)), so skipped sessions cost nothing.

@@ -49,3 +49,14 @@ local function index_put(ix, sid, v, doc, members, keep_tombstone)
   end
   return true
 end
+
+-- Exact order of two decimal integer strings (-1, 0, 1): timestamps in µs exceed 2^53 at the
+-- ends of the contract's range, where Lua's doubles would round them.
+local function int_cmp(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return na and -1 or 1 end
+  if na then a, b = string.sub(b, 2), string.sub(a, 2) end
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
