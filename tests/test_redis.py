@@ -23,7 +23,7 @@ from redis.crc import key_slot
 
 from agent_session_store.codec import encode_event
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session, SessionStatus
+from agent_session_store.models import Event, EventType, Run, Session, SessionStatus, new_id
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
@@ -537,3 +537,52 @@ async def test_a_dangling_id_pointer_is_repaired_not_spun_on(unique_name: str) -
             assert await store.get_latest_sequence("ghost") == 1
     finally:
         await _drop_prefix(SINGLE, unique_name)
+
+
+# ---------------------------------------------------------------- a full server (issue 12.12)
+
+
+async def test_a_full_server_can_still_be_read_and_emptied(tmp_path: Path) -> None:
+    """At ``maxmemory`` with ``noeviction`` appends fail cleanly, while reads, lists and
+    ``delete_session`` still work (read scripts are ``no-writes``, delete scripts
+    ``allow-oom``), so a full store can be read and emptied."""
+    server = _Server(
+        tmp_path / "full", _free_port(), "--maxmemory", "3mb", "--maxmemory-policy", "noeviction"
+    )
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0?prefix=oom"
+        async with open_session_store(url) as store:
+            await store.save_session(Session(id="s", agent_id="a"))
+            await store.save_run(Run(id="r", session_id="s"))
+            stored: list[Event] = []
+            big = [
+                Event(type=EventType.MESSAGE_SENT, session_id="s", data={"x": "y" * 8000})
+                for _ in range(4)
+            ]
+            err: StoreError | None = None
+            for _ in range(10_000):  # far more than 3 MB
+                try:
+                    stored += await store.append_events([e.replace(id=new_id("evt_")) for e in big])
+                except StoreError as exc:
+                    err = exc
+                    break
+            assert err is not None
+            assert err.code == "storage_error" and "OutOfMemory" in err.message
+            assert await store.get_latest_sequence("s") == len(stored) > 0
+            assert await store.get_events("s") == stored
+            assert await store.get_events("s", order="desc", limit=2) == stored[:-3:-1]
+            assert await store.get_events("s", type="message_sent", limit=1) == stored[:1]
+            assert [x.id for x in await store.list_sessions()] == ["s"]
+            assert (await store.get_session("s")).id == "s"
+            assert [r.id for r in await store.list_runs("s")] == ["r"]
+            assert await store.get_visible_events("s", limit=1) == stored[-1:]
+            await store.delete_session("s")
+            assert await store.get_events("s") == []
+            assert await store.list_sessions() == []
+            again = await store.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="s")
+            )
+            assert again.sequence_number == 1
+    finally:
+        server.stop()

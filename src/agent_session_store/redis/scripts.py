@@ -11,7 +11,17 @@ from importlib.resources import files
 
 __all__ = ["NAMES", "source"]
 
-NAMES = ("write", "read", "list", "delete", "delete_begin", "delete_end", "index", "cad")
+NAMES = (
+    "write",
+    "read",
+    "list",
+    "delete",
+    "delete_begin",
+    "delete_end",
+    "index",
+    "unindex",
+    "cad",
+)
 _INCLUDE = "-- #include prelude\n"
 
 

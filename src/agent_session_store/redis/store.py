@@ -221,7 +221,7 @@ class RedisSessionStore(SessionStoreBase):
         if isinstance(session, Session):
             await self.eval("index", ix, [session.id, version, doc, *members(session)])
         else:
-            await self.eval("index", ix, [session, version, "", "", "", "", ""])
+            await self.eval("unindex", ix, [session, version])
 
     # ------------------------------------------------------------ the write step
 

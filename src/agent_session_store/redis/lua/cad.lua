@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- Cluster: compare and delete. Remove a pointer only while it still names this session.
 -- KEYS: the pointer. ARGV: the session id.
 

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- Single-node delete_session, one atomic step.
 -- KEYS: the session's 8 keys, the event id index, the run id index, the 6 list index keys.
 -- ARGV: the session id.

@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- Cluster delete_session, step 1 (session slot): fence the session, report what to clean
 -- elsewhere. KEYS: the session's 8 keys. ARGV: the fence's TTL in ms.
 -- Returns {'BUSY'} or {'OK', event ids, run ids, the version for the index tombstone}.

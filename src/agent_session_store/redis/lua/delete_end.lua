@@ -1,4 +1,4 @@
-#!lua
+#!lua flags=allow-oom
 -- Cluster delete_session, step 3 (session slot): drop the data, leave a short-lived 'done'
 -- marker. KEYS: the session's 8 keys. ARGV: the marker's TTL in ms.
 
