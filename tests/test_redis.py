@@ -14,7 +14,9 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -27,6 +29,7 @@ from agent_session_store.models import Event, EventType, Run, Session, SessionSt
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
+from agent_session_store.transfer import SessionExport
 from agent_session_store.urls import open_session_store
 
 SINGLE = "redis://127.0.0.1:6379/0"
@@ -586,3 +589,85 @@ async def test_a_full_server_can_still_be_read_and_emptied(tmp_path: Path) -> No
             assert again.sequence_number == 1
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- bounded reads (issue 13)
+
+
+async def test_reads_page_inside_the_store_and_agree_with_one_big_script(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a budget of a few candidates per script call, every query gives the same answer
+    as with the default budget: continuation after the budget runs out loses nothing."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = await rstore.append_events(
+        [
+            Event(
+                type=EventType.TOOL_CALL_STARTED if i % 3 == 0 else EventType.MESSAGE_SENT,
+                session_id="s",
+                run_id="r1" if i % 2 else None,
+                timestamp=t0 + timedelta(seconds=i % 17),
+            )
+            for i in range(60)
+        ]
+    )
+    # a sparse session (an import with gaps) takes the other path
+    sparse = [
+        Event(id=f"g{n}", type=EventType.MESSAGE_SENT, session_id="g", sequence_number=n)
+        for n in (2, 3, 7, 20, 21, 40)
+    ]
+    await rstore.import_session(SessionExport(Session(id="g", agent_id="a"), [], sparse, 45))
+    queries: list[dict[str, Any]] = [
+        {},
+        {"limit": 7},
+        {"after": 5, "before": 50, "limit": 9},
+        {"run_id": "r1", "limit": 5},
+        {"type": "tool_call_started"},
+        {"type": "tool_call_started", "run_id": "r1", "limit": 3},
+        {"since": t0 + timedelta(seconds=15), "limit": 4},
+        {"since": t0 + timedelta(seconds=16)},
+    ]
+    expected = {}
+    for sid in ("s", "g"):
+        for order in ("asc", "desc"):
+            for n, q in enumerate(queries):
+                expected[sid, order, n] = await rstore.get_events(sid, order=order, **q)
+    assert (
+        expected["s", "asc", 0] == events
+        and expected["g", "desc", 0] == (await rstore.get_events("g"))[::-1]
+    )
+    assert [e.sequence_number for e in expected["g", "asc", 0]] == [2, 3, 7, 20, 21, 40]
+    calls = 0
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        nonlocal calls
+        calls += name == "read"
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr("agent_session_store.redis.store.READ_BUDGET", 3)
+    monkeypatch.setattr(rstore, "eval", counting)
+    for (sid, order, n), want in expected.items():
+        assert await rstore.get_events(sid, order=order, **queries[n]) == want, (sid, order, n)
+    assert calls > 4 * len(expected)  # the small budget did split the reads
+
+
+@pytest.mark.parametrize("year", [1700, 2300, 9999])
+async def test_since_compares_microseconds_exactly_beyond_doubles(
+    rstore: RedisSessionStore, year: int
+) -> None:
+    """Timestamps in µs exceed 2^53 before ~1684 and after ~2255 (issue 12.5): ``since``
+    still tells neighbouring microseconds apart."""
+    t = datetime(year, 6, 1, 12, 0, 0, 3, tzinfo=UTC)
+    events = await rstore.append_events(
+        [
+            Event(
+                type=EventType.MESSAGE_SENT, session_id="s", timestamp=t + timedelta(microseconds=k)
+            )
+            for k in range(4)
+        ]
+    )
+    for k in range(4):
+        since = t + timedelta(microseconds=k)
+        assert await rstore.get_events("s", since=since) == events[k:], k
+        assert await rstore.get_events("s", since=since, order="desc") == events[k:][::-1], k
