@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis.asyncio
@@ -627,9 +627,10 @@ async def test_reads_page_inside_the_store_and_agree_with_one_big_script(
         {"since": t0 + timedelta(seconds=15), "limit": 4},
         {"since": t0 + timedelta(seconds=16)},
     ]
-    expected = {}
+    expected: dict[tuple[str, Literal["asc", "desc"], int], list[Event]] = {}
+    orders: tuple[Literal["asc", "desc"], ...] = ("asc", "desc")
     for sid in ("s", "g"):
-        for order in ("asc", "desc"):
+        for order in orders:
             for n, q in enumerate(queries):
                 expected[sid, order, n] = await rstore.get_events(sid, order=order, **q)
     assert (
@@ -671,3 +672,52 @@ async def test_since_compares_microseconds_exactly_beyond_doubles(
         since = t + timedelta(microseconds=k)
         assert await rstore.get_events("s", since=since) == events[k:], k
         assert await rstore.get_events("s", since=since, order="desc") == events[k:][::-1], k
+
+
+async def test_delete_work_is_batched_and_an_interrupted_clean_up_is_finished(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delete_session no longer walks the whole session in one script (issue 13): one
+    constant step, then the id index (single node) or the claims (cluster) in batches."""
+    monkeypatch.setattr("agent_session_store.redis.single.GC_BATCH", 100)
+    monkeypatch.setattr("agent_session_store.redis.cluster.GC_BATCH", 100)
+    for sid in ("a", "big"):
+        await rstore.append_events(
+            [
+                Event(type=EventType.MESSAGE_SENT, session_id=sid, id=f"{sid}{i}")
+                for i in range(1500)
+            ]
+        )
+    calls: list[str] = []
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        calls.append(name)
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr(rstore, "eval", counting)
+    keys = rstore.keys
+    if not rstore.cluster:
+        # a delete whose client died after its first step: the ids' pointers dangle ...
+        ks = [*keys.session("a"), keys.event_index, keys.run_index, *keys.list_index]
+        assert await real_eval("delete", [*ks, keys.gc, keys.garbage("a")], ["a"]) == 1500
+        assert await rstore.get_events("a") == []
+        moved = await rstore.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="b", id="a7")
+        )
+        assert (moved.session_id, moved.sequence_number) == ("b", 1)  # ... and mean "free"
+    await rstore.delete_session("big")
+    assert await rstore.get_events("big") == []
+    if rstore.cluster:
+        claims = [k for k in await _all_keys(rstore) if k.startswith(f"{rstore.prefix}:e:")]
+        assert len(claims) == 1500  # only session a's
+    else:
+        assert calls.count("gc") >= 30  # both clean-ups, 100 ids per call
+        pointers = await rstore.client.hgetall(keys.event_index)
+        assert pointers == {"a7": "b"}
+        assert await rstore.client.exists(keys.gc) == 0
+        assert not [k for k in await _all_keys(rstore) if ":gc:" in k]
+    again = await rstore.append_event_with_sequence(
+        Event(type=EventType.ERROR_OCCURRED, session_id="c", id="big5")
+    )
+    assert (again.session_id, again.sequence_number) == ("c", 1)

@@ -18,7 +18,8 @@ from ..codec import EncodedEvent, decode_event, decode_session
 from ..errors import sequence_conflict
 from ..models import Event, Run, Session
 from ..retry import Retry
-from .limits import BUSY_TTL_MS, DONE_TTL_MS, WRITE_RETRY, gave_up
+from .keys import IDS
+from .limits import BUSY_TTL_MS, DONE_TTL_MS, GC_BATCH, WRITE_RETRY, gave_up
 from .plan import WritePlan, WriteResult
 from .rows import blob_session, unblob
 
@@ -228,12 +229,18 @@ class Cluster:
                 break
             if not await retry.pause():
                 raise gave_up("delete_session", retry, "another delete kept the session fenced")
-        _, ids, runs, version = res
-        if ids:
-            pipe = client.pipeline(transaction=False)
-            for event_id in ids:
-                pipe.delete(keys.claim(event_id))
-            await pipe.execute()
+        _, runs, version = res
+        # the fence holds writers off: walk the ids hash a batch at a time, dropping claims
+        cursor = 0
+        while True:
+            cursor, page = await client.hscan(k[IDS], cursor, count=GC_BATCH)
+            if page:
+                pipe = client.pipeline(transaction=False)
+                for event_id in page:
+                    pipe.delete(keys.claim(event_id))  # (a cluster pipeline drops UNLINK)
+                await pipe.execute()
+            if not cursor:
+                break
         for run_id in runs:
             await store.eval("cad", [keys.run(run_id)], [session_id])
         await store.index(session_id, "", version)

@@ -6,6 +6,8 @@ cluster slot and one Lua script can change the whole session atomically.
 
 from __future__ import annotations
 
+import secrets
+
 __all__ = ["SESSION_KEYS", "Keys", "escape"]
 
 # The per-session keys, in the order every Lua script expects them.
@@ -21,7 +23,7 @@ def escape(text: str) -> str:
 class Keys:
     """The names of one application's keys (one prefix)."""
 
-    __slots__ = ("event_index", "list_index", "prefix", "run_index")
+    __slots__ = ("event_index", "gc", "list_index", "prefix", "run_index")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -32,6 +34,8 @@ class Keys:
         # single node only: event id -> session id, run id -> session id
         self.event_index = f"{prefix}:{{%g}}:eid"
         self.run_index = f"{prefix}:{{%g}}:rid"
+        # single node only: garbage key -> session id, deletes whose clean-up is not done
+        self.gc = f"{prefix}:{{%g}}:gc"
 
     def tag(self, session_id: str) -> str:
         return f"{self.prefix}:{{{escape(session_id)}}}"
@@ -40,6 +44,10 @@ class Keys:
         """The session's keys in ``SESSION_KEYS`` order."""
         t = self.tag(session_id)
         return [f"{t}:{n}" for n in SESSION_KEYS]
+
+    def garbage(self, session_id: str) -> str:
+        """Single node: a deleted session's ids hash, renamed, until its clean-up is done."""
+        return f"{self.tag(session_id)}:gc:{secrets.token_hex(8)}"
 
     def channel(self, session_id: str) -> str:
         return f"{self.tag(session_id)}:n"

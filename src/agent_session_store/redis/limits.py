@@ -8,6 +8,7 @@ from ..retry import Retry, RetryPolicy
 __all__ = [
     "BUSY_TTL_MS",
     "DONE_TTL_MS",
+    "GC_BATCH",
     "READ_BUDGET",
     "READ_RETRY",
     "RECONNECT",
@@ -18,6 +19,9 @@ __all__ = [
 # get_events: candidates one read script examines at most (a few ms of server time); a read
 # needing more continues in another call, so other clients are served in between.
 READ_BUDGET = 4096
+
+# delete_session: ids cleaned per script call (single node) or per pipeline (cluster claims).
+GC_BATCH = 1000
 
 BUSY_TTL_MS = 30_000  # cluster: a delete's fence, should its client die before lifting it
 DONE_TTL_MS = 10_000  # cluster: "just deleted"; old claims found now must be claimed afresh

@@ -16,6 +16,7 @@ NAMES = (
     "read",
     "list",
     "delete",
+    "gc",
     "delete_begin",
     "delete_end",
     "index",

@@ -13,7 +13,8 @@ from ..codec import EncodedEvent, decode_event, decode_session
 from ..errors import sequence_conflict
 from ..models import Event, Run, Session
 from ..retry import Retry
-from .limits import WRITE_RETRY, gave_up
+from .keys import IDS
+from .limits import GC_BATCH, WRITE_RETRY, gave_up
 from .plan import WritePlan, WriteResult
 from .rows import unblob
 
@@ -124,12 +125,44 @@ class SingleNode:
         return int(res.out[0]), int(res.out[1])
 
     async def delete_session(self, session_id: str) -> None:
-        keys = self._store.keys
-        await self._store.eval(
+        """One atomic step, then the id index clean-up in bounded batches (lua/delete.lua);
+        and one clean-up an interrupted delete left, if any."""
+        store = self._store
+        keys = store.keys
+        garbage = keys.garbage(session_id)
+        left = await store.eval(
             "delete",
-            [*keys.session(session_id), keys.event_index, keys.run_index, *keys.list_index],
+            [
+                *keys.session(session_id),
+                keys.event_index,
+                keys.run_index,
+                *keys.list_index,
+                keys.gc,
+                garbage,
+            ],
             [session_id],
         )
+        if left:
+            await self.collect(session_id, garbage)
+        leftover = await store.client.hrandfield(keys.gc, 1, withvalues=True)
+        if leftover and leftover[0] != garbage:
+            await self.collect(leftover[1], leftover[0])
+
+    async def collect(self, session_id: str, garbage: str) -> None:
+        """Remove the id index entries a deleted session left, GC_BATCH per script call."""
+        store = self._store
+        keys = store.keys
+        cursor, passes = "0", 0
+        while passes < 3:  # one full HSCAN pass suffices; a concurrent resize may need another
+            cursor, left = await store.eval(
+                "gc",
+                [keys.event_index, keys.session(session_id)[IDS], garbage, keys.gc],
+                [session_id, cursor, GC_BATCH],
+            )
+            if not int(left):
+                return
+            if cursor == "0":
+                passes += 1
 
     async def run_session(self, run_id: str) -> str | None:
         sid: str | None = await self._store.client.hget(self._store.keys.run_index, run_id)

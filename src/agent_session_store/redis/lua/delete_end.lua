@@ -2,6 +2,6 @@
 -- Cluster delete_session, step 3 (session slot): drop the data, leave a short-lived 'done'
 -- marker. KEYS: the session's 8 keys. ARGV: the marker's TTL in ms.
 
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8])
 redis.call('SET', KEYS[7], 'done', 'PX', ARGV[1])
 return 'OK'
