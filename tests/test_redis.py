@@ -221,7 +221,7 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
         [Event(type=EventType.RUN_STARTED, session_id=sid, run_id=f"run-{sid}")],
     )
     mine = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
-    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs"}
+    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs", "z"}
     assert len({key_slot(k.encode()) for k in mine}) == 1
     # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
     slots = (
@@ -721,3 +721,35 @@ async def test_delete_work_is_batched_and_an_interrupted_clean_up_is_finished(
         Event(type=EventType.ERROR_OCCURRED, session_id="c", id="big5")
     )
     assert (again.session_id, again.sequence_number) == ("c", 1)
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_since_skips_older_blocks_through_the_zone_map(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch, order: Literal["asc", "desc"]
+) -> None:
+    """``since`` over a long log reads only the blocks that can hold newer events: with a
+    budget of 100 candidates per call, 5,000 events cost about 20 calls, not 50."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    stamps = [t0 + timedelta(seconds=i) for i in range(5000)]
+    stamps[1500] = t0 + timedelta(days=1)  # one late event in an early block
+    events = await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="s", timestamp=t) for t in stamps]
+    )
+    since = t0 + timedelta(seconds=4995)
+    want = [e for e in events if e.timestamp >= since]
+    calls = 0
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        nonlocal calls
+        calls += name == "read"
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr("agent_session_store.redis.store.READ_BUDGET", 100)
+    monkeypatch.setattr(rstore, "eval", counting)
+    got = await rstore.get_events("s", since=since, order=order)
+    assert got == (want if order == "asc" else want[::-1])
+    assert [e.sequence_number for e in want] == [1501, 4996, 4997, 4998, 4999, 5000]
+    assert calls <= 25  # two blocks of 1,024 read row by row, the other three skipped
+    calls = 0
+    assert await rstore.get_events("s", since=since, order=order, limit=2) == got[:2]

@@ -11,8 +11,8 @@ import secrets
 __all__ = ["SESSION_KEYS", "Keys", "escape"]
 
 # The per-session keys, in the order every Lua script expects them.
-SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del", "q")
-SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE, SPARSE = range(8)
+SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del", "q", "z")
+SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE, SPARSE, ZONES = range(9)
 
 
 def escape(text: str) -> str:

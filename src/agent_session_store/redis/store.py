@@ -36,7 +36,7 @@ from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
 from . import scripts
 from .cluster import Cluster
-from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, Keys
+from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, ZONES, Keys
 from .limits import READ_BUDGET, READ_RETRY
 from .plan import WritePlan, WriteResult
 from .rows import NS, blob, members, unblob
@@ -384,7 +384,7 @@ class RedisSessionStore(SessionStoreBase):
         """One read script call per READ_BUDGET candidates, so no call stalls the server; the
         next call continues where the last one stopped."""
         k = self.keys.session(q.session_id)
-        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE]]
+        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE], k[ZONES]]
         after, before, limit = q.after or 0, q.before, q.limit
         found: list[Event] = []
         while True:

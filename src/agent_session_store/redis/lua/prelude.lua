@@ -12,6 +12,9 @@ local function fields(blob, n)
   return out
 end
 
+-- Numbers per block of the zone map (key z: block -> latest timestamp in it).
+local ZONE = 1024
+
 -- Sequence numbers in index members are fixed-width, so lex order is numeric order.
 local function pad(n) return string.format('%012d', n) end
 local function fmt(n) return string.format('%.0f', n) end

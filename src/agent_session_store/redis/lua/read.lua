@@ -1,9 +1,10 @@
 #!lua flags=no-writes
--- get_events. KEYS: seq, ev, x, q of the session.
+-- get_events. KEYS: seq, ev, x, q, z of the session.
 -- ARGV: after, before (-1: none), limit (-1: none), run id, type, since (µs; '' = none),
 --       desc (1: newest first), budget (candidates examined at most in this call).
 -- Candidates come from the sequence range or from the run/type index, never from a scan of
--- the session; only ``since`` (not indexed) is checked row by row. A session written by an
+-- the session. ``since`` is checked row by row, but a block of ZONE numbers whose latest
+-- timestamp (the zone map z) is older is skipped whole. A session written by an
 -- import with gaps keeps its numbers above ``dense`` (the score of the member 'dense') in q.
 -- Returns {cursor, seq, row, seq, row, ...}: cursor '' when the answer is complete, else the
 -- last number examined when the budget ran out (the caller continues from there).
@@ -60,12 +61,35 @@ local function walk_index(prefix)
   end
 end
 
+-- With since: is the block of seq all older? (a block missing from the map: unknown, no)
+local function older(seq)
+  if since == '' then return false end
+  local top = redis.call('HGET', KEYS[5], math.floor(seq / ZONE))
+  return top ~= false and int_cmp(top, since) < 0
+end
+
+-- Moves past an older block, counting it as one candidate; returns the next number or nil.
+local function skip(seq, step)
+  probes = probes + 1
+  local z = math.floor(seq / ZONE)
+  local nxt = step > 0 and (z + 1) * ZONE or z * ZONE - 1
+  if probes >= budget then out[1] = fmt(step > 0 and nxt - 1 or nxt + 1); return nil end
+  return nxt
+end
+
 -- numbers a..b that are all stored (the dense part of a session)
 local function walk_range(a, b)
-  if desc then
-    for seq = b, a, -1 do if visit(seq) then return true end end
-  else
-    for seq = a, b do if visit(seq) then return true end end
+  local step = desc and -1 or 1
+  local seq = desc and b or a
+  while (desc and seq >= a) or (not desc and seq <= b) do
+    local entering = seq == (desc and b or a) or seq % ZONE == (desc and ZONE - 1 or 0)
+    if entering and older(seq) then
+      seq = skip(seq, step)
+      if seq == nil then return true end
+    else
+      if visit(seq) then return true end
+      seq = seq + step
+    end
   end
   return false
 end

@@ -4,8 +4,8 @@
 -- plain ARGV strings at the positions the plan names. Every check runs before the first
 -- write, so a refused call has changed nothing and consumed no sequence number.
 --
--- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 8 keys
---                       (seq, ev, ids, x, s, runs, del, q)
+-- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 9 keys
+--                       (seq, ev, ids, x, s, runs, del, q, z)
 -- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
 --                       in the session its own session field names (plan.sessions has it)
 -- plan.numbered         import: {seqs = the number of each row, latest = the export's latest}
@@ -39,7 +39,8 @@ for i, p in ipairs(plan.sessions) do
   local k = p.keys
   local s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
              ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
-             runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7]}
+             runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
+             zones = KEYS[k + 8]}
   if plan.fenced then
     s.fence_state = redis.call('GET', s.fence)
     if s.fence_state == 'busy' then return {'BUSY'} end
@@ -66,7 +67,7 @@ end
 local function counter(s)
   if not s.last then
     s.last = tonumber(redis.call('GET', s.seq) or '0')
-    s.new_rows, s.new_ids, s.new_index, s.new_seqs = {}, {}, {}, {}
+    s.new_rows, s.new_ids, s.new_index, s.new_seqs, s.new_zones = {}, {}, {}, {}, {}
   end
   return s.last
 end
@@ -83,6 +84,10 @@ local function add(s, seq, blob, f)
     index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
   end
   s.new_seqs[#s.new_seqs + 1] = seq
+  -- the zone map: the latest timestamp of each block of ZONE numbers, so since can skip
+  local z, ts = math.floor(seq / ZONE), fields(blob, 5)[5]
+  local top = s.new_zones[z]
+  if not top or int_cmp(ts, top) > 0 then s.new_zones[z] = ts end
   s.got_new = true
 end
 
@@ -192,6 +197,10 @@ for _, s in ipairs(sessions) do
     wide('HSET', s.ev, s.new_rows)
     wide('HSET', s.ids, s.new_ids)
     wide('ZADD', s.index, s.new_index)
+    for z, ts in pairs(s.new_zones) do
+      local old = redis.call('HGET', s.zones, z)
+      if not old or int_cmp(ts, old) > 0 then redis.call('HSET', s.zones, z, ts) end
+    end
     -- numbers above 'dense' are listed in q once a session has gaps (imports only)
     local sparse = redis.call('EXISTS', s.sparse) == 1
     if not sparse and numbered and #s.new_seqs ~= top - before then
