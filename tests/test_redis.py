@@ -700,7 +700,8 @@ async def test_delete_work_is_batched_and_an_interrupted_clean_up_is_finished(
     if not rstore.cluster:
         # a delete whose client died after its first step: the ids' pointers dangle ...
         ks = [*keys.session("a"), keys.event_index, keys.run_index, *keys.list_index]
-        assert await real_eval("delete", [*ks, keys.gc, keys.garbage("a")], ["a"]) == 1500
+        ks += [keys.gc, keys.garbage("a"), keys.touched_index]
+        assert await real_eval("delete", ks, ["a"]) == 1500
         assert await rstore.get_events("a") == []
         moved = await rstore.append_event_with_sequence(
             Event(type=EventType.MESSAGE_SENT, session_id="b", id="a7")

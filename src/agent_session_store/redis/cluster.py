@@ -60,13 +60,30 @@ class Cluster:
         found: list[str | None] = await pipe.execute()
         return found
 
-    async def _release(self, rows: list[EncodedEvent], blobs: list[str], mine: list[int]) -> None:
-        """Undo the claims of a refused call, each only while it still holds our row."""
+    async def _release(
+        self, session_id: str, rows: list[EncodedEvent], blobs: list[str], mine: list[int]
+    ) -> None:
+        """Undo the claims of a refused call, each only while it still holds our row.
+
+        Another call appending the same id may have completed our claim in between (stored
+        our row in the session); such a claim is put back, so the id stays taken.
+        """
         store = self._store
+        keys = store.keys
         await _bounded(
-            [store.eval("cad", [store.keys.claim(rows[i].id)], [blobs[i]]) for i in mine],
+            [store.eval("cad", [keys.claim(rows[i].id)], [blobs[i]]) for i in mine],
             _PARALLEL_SESSIONS,
         )
+        if not mine:
+            return
+        ids_key = keys.session(session_id)[IDS]
+        held = await store.client.hmget(ids_key, [rows[i].id for i in mine])
+        again = [i for i, seq in zip(mine, held) if seq is not None]
+        if again:
+            pipe = store.client.pipeline(transaction=False)
+            for i in again:
+                pipe.set(keys.claim(rows[i].id), blobs[i], nx=True)
+            await pipe.execute()
 
     async def store_rows(
         self,
@@ -130,7 +147,7 @@ class Cluster:
             if expected is not None and target in order:
                 results[target] = res = await store.write(plans[order.index(target)])
                 if res.status == "CONFLICT":
-                    await self._release(rows, blobs, sorted(ours))
+                    await self._release(target, rows, blobs, sorted(ours))
                     raise sequence_conflict(target, int(res.out[0]), int(res.out[1]))
             rest = [(sid, p) for sid, p in zip(order, plans) if sid not in results]
             done = await _bounded([store.write(p) for _, p in rest], _PARALLEL_SESSIONS)
@@ -180,7 +197,7 @@ class Cluster:
                     prior[i] = None
             for i, p in enumerate(prior):
                 if p is not None and blob_session(p) != session_id:
-                    await self._release(rows, blobs, sorted(ours))
+                    await self._release(session_id, rows, blobs, sorted(ours))
                     raise sequence_conflict(
                         session_id,
                         seqs[i],
@@ -201,7 +218,7 @@ class Cluster:
                 plan.save_run(session_id, run.id, doc)
             res = await store.write(plan)
             if res.status == "CONFLICT":
-                await self._release(rows, blobs, sorted(ours))
+                await self._release(session_id, rows, blobs, sorted(ours))
                 expected, actual, *reason = res.out
                 raise sequence_conflict(session_id, int(expected), int(actual), *reason)
             if res.status == "OK":

@@ -23,7 +23,7 @@ def escape(text: str) -> str:
 class Keys:
     """The names of one application's keys (one prefix)."""
 
-    __slots__ = ("event_index", "gc", "list_index", "prefix", "run_index")
+    __slots__ = ("event_index", "gc", "list_index", "prefix", "run_index", "touched_index")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -31,6 +31,8 @@ class Keys:
         self.list_index = [
             f"{prefix}:{{%i}}:{n}" for n in ("all", "st", "ag", "sa", "meta", "docs")
         ]
+        # single node only: session id -> touched (C5), read by list_sessions with the docs
+        self.touched_index = f"{prefix}:{{%i}}:touched"
         # single node only: event id -> session id, run id -> session id
         self.event_index = f"{prefix}:{{%g}}:eid"
         self.run_index = f"{prefix}:{{%g}}:rid"

@@ -96,13 +96,19 @@ class WritePlan:
         s = self.session(session_id)
         self.plan["expected"] = {"session": s, "sequence": sequence, "shortcut": shortcut}
 
+    def _touched_index(self) -> None:
+        if not self._cluster and "touched_index" not in self.plan:
+            self.plan["touched_index"] = self._key(self._names.touched_index)
+
     def touch_new(self) -> None:
         """Sessions getting new events get ``updated_at`` = now (C5)."""
         self.plan["touch"] = True
+        self._touched_index()
 
     def touch(self, session_id: str) -> None:
         """The session's ``updated_at`` becomes now (if it has a record)."""
         self.plan.setdefault("touch_sessions", []).append(self.session(session_id))
+        self._touched_index()
 
     def numbered(self, seqs: Sequence[int], latest: int) -> None:
         """Import: the rows keep these numbers; the counter reaches at least ``latest``."""
@@ -118,6 +124,7 @@ class WritePlan:
         }
         if not self._cluster:
             self.plan["list_index"] = [self._key(k) for k in self._names.list_index]
+            self._touched_index()
 
     def save_run(self, session_id: str, run_id: str, doc: str) -> None:
         entry = {"session": self.session(session_id), "id": run_id, "doc": self._arg(doc)}

@@ -139,6 +139,7 @@ class SingleNode:
                 *keys.list_index,
                 keys.gc,
                 garbage,
+                keys.touched_index,
             ],
             [session_id],
         )

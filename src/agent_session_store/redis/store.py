@@ -278,10 +278,14 @@ class RedisSessionStore(SessionStoreBase):
             key, prefix = ag, f"{agent_id}{NS}"
         else:
             key, prefix = all_, ""
-        docs = await self.eval(
-            "list", [key, docs_key], [prefix, offset, -1 if limit is None else limit]
+        docs, touched = await self.eval(
+            "list",
+            [key, docs_key, self.keys.touched_index],
+            [prefix, offset, -1 if limit is None else limit],
         )
-        return await self._with_touched([decode_session(d) for d in docs if d is not None])
+        if self.cluster:  # appends cannot reach the index slot: read each session's record
+            return await self._with_touched([decode_session(d) for d in docs if d is not None])
+        return [_touched(decode_session(d), t or None) for d, t in zip(docs, touched) if d]
 
     @_gated
     async def _delete_session(self, session_id: str) -> None:

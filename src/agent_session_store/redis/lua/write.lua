@@ -15,6 +15,7 @@
 --                       is sequence; with shortcut, a call whose rows are all stored passes
 -- plan.touch            sessions getting new events get updated_at = now (C5)
 -- plan.touch_sessions   session numbers whose updated_at is now, new events or not
+-- plan.touched_index    KEYS position of the session id -> touched hash (single node)
 -- plan.id_index         KEYS position of the global event id -> session hash (single node)
 -- plan.session_record   {session, doc, members}: session number, ARGV positions
 -- plan.list_index       KEYS positions of the 6 list_sessions index keys (single node)
@@ -175,10 +176,12 @@ end
 
 -- every check passed: write
 local now = nil
+local touched_index = plan.touched_index and KEYS[plan.touched_index]
 local function touch(s)
   if redis.call('HEXISTS', s.record, 'doc') == 1 then
     now = now or fmt(now_us())
     redis.call('HSET', s.record, 'touched', now)
+    if touched_index then redis.call('HSET', touched_index, s.sid, now) end
   end
 end
 local function wide(cmd, key, buf)
@@ -232,6 +235,7 @@ if rec then
   local v = math.max(tonumber(redis.call('HGET', s.record, 'v') or '0') + 1, now_us())
   redis.call('HSET', s.record, 'doc', doc, 'v', fmt(v))
   redis.call('HDEL', s.record, 'touched')
+  if touched_index then redis.call('HDEL', touched_index, s.sid) end
   version = fmt(v)
   if plan.list_index then
     local m = rec.members
