@@ -73,7 +73,8 @@ local function counter(s)
   return s.last
 end
 
--- Buffers one new row at number seq of session s (written at the end, in wide commands).
+-- Buffers one new row at number seq of session s (written at the end, in wide commands);
+-- f: the row's first five fields (id, session, type, run, timestamp).
 local function add(s, seq, blob, f)
   local p = pad(seq)
   local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
@@ -86,7 +87,7 @@ local function add(s, seq, blob, f)
   end
   s.new_seqs[#s.new_seqs + 1] = seq
   -- the zone map: the latest timestamp of each block of ZONE numbers, so since can skip
-  local z, ts = math.floor(seq / ZONE), fields(blob, 5)[5]
+  local z, ts = math.floor(seq / ZONE), f[5]
   local top = s.new_zones[z]
   if not top or int_cmp(ts, top) > 0 then s.new_zones[z] = ts end
   s.got_new = true
@@ -119,7 +120,7 @@ if numbered then
   local skipped = 0
   for a = first, last_row do
     local blob = ARGV[a]
-    local f = fields(blob, 4)
+    local f = fields(blob, 5)
     local id, seq = f[1], numbered.seqs[a - first + 1]
     local own = by_sid[f[2]]
     local s = holder(id, own)
@@ -148,7 +149,7 @@ else
   local all_stored = true
   for a = first, last_row do
     local blob = ARGV[a]
-    local f = fields(blob, 4)
+    local f = fields(blob, 5)
     local s = holder(f[1], by_sid[f[2]])
     if s then
       local have = redis.call('HGET', s.ids, f[1])
