@@ -17,6 +17,7 @@ from .errors import (
     MigrationRequiredError,
     NotFoundError,
     RunNotFoundError,
+    SequenceConflictError,
     SessionNotFoundError,
     StorageConnectionFailedError,
     StorageError,
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .models import (
     EVENT_FAMILIES,
+    CustomEventType,
     Event,
     EventType,
     ExecutionResult,
@@ -34,6 +36,7 @@ from .models import (
     SessionStatus,
 )
 from .ports import ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .transfer import ImportReport, SessionExport
 from .urls import open_artifact_store, open_session_store, open_store
 
 __version__ = "0.1.0"
@@ -62,11 +65,13 @@ __all__ = [
     "ArtifactStat",
     "ArtifactStore",
     "CompositeSessionStore",
+    "CustomEventType",
     "DependencyNotAvailableError",
     "Event",
     "EventType",
     "ExecutionResult",
     "FileArtifactStore",
+    "ImportReport",
     "InMemoryArtifactStore",
     "InMemorySessionStore",
     "InvalidCursorError",
@@ -82,7 +87,9 @@ __all__ = [
     "RunStatus",
     "S3ArtifactStore",
     "SQLiteSessionStore",
+    "SequenceConflictError",
     "Session",
+    "SessionExport",
     "SessionNotFoundError",
     "SessionStatus",
     "SessionStore",
