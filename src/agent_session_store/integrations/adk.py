@@ -28,15 +28,25 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
-from ..errors import DependencyNotAvailableError, StorageError, StoreError
-from ..models import Event, Session
-from ..ports import ArtifactStore, SessionStore
-from ..urls import open_artifact_store, open_session_store
+from .. import (
+    ArtifactStore,
+    CustomEventType,
+    DependencyNotAvailableError,
+    Event,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    SessionStore,
+    StorageError,
+    StoreError,
+    open_artifact_store,
+    open_session_store,
+)
 
 try:
     from google.adk.artifacts import artifact_util
@@ -74,10 +84,10 @@ __all__ = [
 
 #: ``agent-session-store+<our URL>`` is how ADK's service registry reaches our stores.
 SCHEME_PREFIX = "agent-session-store+"
-EVENT_TYPE = "adk.event"
-CREATED_TYPE = "adk.session_created"
-STATE_TYPE = "adk.state"
-USER_TYPE = "adk.user"
+EVENT_TYPE = CustomEventType("adk.event")
+CREATED_TYPE = CustomEventType("adk.session_created")
+STATE_TYPE = CustomEventType("adk.state")
+USER_TYPE = CustomEventType("adk.user")
 APP_PREFIX, USER_PREFIX, TEMP_PREFIX = "app:", "user:", "temp:"
 _STALE = (
     "The session has been modified in storage since it was loaded. "
@@ -160,6 +170,21 @@ class _Keys:
         return f"adk/users/{_q(app)}"
 
 
+def _session_run(record: Session) -> Run:
+    """The one run every write of an ADK session goes through (``flush`` writes a run).
+
+    Deterministic, so rewriting it on every append changes nothing; ADK invocations are the
+    events' ``correlation_id``.
+    """
+    return Run(
+        id="run_" + _derived_id("run", record.id)[4:],
+        session_id=record.id,
+        status=RunStatus.RUNNING,
+        started_at=record.created_at,
+        provider="google-adk",
+    )
+
+
 class StoreSessionService(BaseSessionService):
     """ADK sessions on a ``SessionStore`` (or a store URL, optionally ``agent-session-store+``).
 
@@ -211,7 +236,7 @@ class StoreSessionService(BaseSessionService):
         record = Session(
             id=key,
             agent_id=_Keys.owner(app_name, user_id),
-            status="active",
+            status=SessionStatus.ACTIVE,
             metadata={
                 "adk": {
                     "app_name": app_name,
@@ -226,22 +251,23 @@ class StoreSessionService(BaseSessionService):
             updated_at=_dt(now),
         )
         created = Event(
-            type=CREATED_TYPE,  # type: ignore[arg-type]  # custom types are str (contract 2.3)
+            type=CREATED_TYPE,
             session_id=key,
+            run_id=_session_run(record).id,
             timestamp=_dt(now),
             data={"app_name": app_name, "user_id": user_id, "session_id": sid},
         )
         try:
             # expected_sequence=0: the session must have no log yet, so two racing creates
             # of one id cannot both succeed.
-            await self._store.flush(record, None, [created], expected_sequence=0)  # type: ignore[call-arg]
+            await self._store.flush(record, _session_run(record), [created], expected_sequence=0)
         except StoreError as exc:
             if _is_conflict(exc):
                 raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
             raise
         await self._store.append_event(
             Event(
-                type=USER_TYPE,  # type: ignore[arg-type]
+                type=USER_TYPE,
                 id=_derived_id(_Keys.users(app_name), user_id),
                 session_id=_Keys.users(app_name),
                 data={"user_id": user_id},
@@ -369,7 +395,7 @@ class StoreSessionService(BaseSessionService):
         if record is None:
             raise SessionNotFoundError(f"Session {session.id} not found.")
         meta = record.metadata["adk"]
-        expected = self._expected_sequence(session, meta)
+        expected = await self._expected_sequence(key, session, meta)
         if expected != meta["sequence"]:
             raise StaleSessionError(_STALE)
         app_delta, user_delta, own_delta = _split_state(
@@ -383,9 +409,10 @@ class StoreSessionService(BaseSessionService):
             },
         )
         row = Event(
-            type=EVENT_TYPE,  # type: ignore[arg-type]
+            type=EVENT_TYPE,
             id=_derived_id(key, event.id),
             session_id=key,
+            run_id=_session_run(record).id,
             timestamp=_dt(event.timestamp),
             data=event.model_dump(mode="json", exclude_none=True),
             metadata={"author": event.author},
@@ -393,7 +420,9 @@ class StoreSessionService(BaseSessionService):
             correlation_id=event.invocation_id or None,
         )
         try:
-            stored = await self._store.flush(updated, None, [row], expected_sequence=expected)  # type: ignore[call-arg]
+            stored = await self._store.flush(
+                updated, _session_run(updated), [row], expected_sequence=expected
+            )
         except StoreError as exc:
             if _is_conflict(exc):
                 raise StaleSessionError(_STALE) from None
@@ -408,24 +437,30 @@ class StoreSessionService(BaseSessionService):
         session._storage_update_marker = str(stored[0].sequence_number)
         return self._commit_event_to_session(session, event)
 
-    def _expected_sequence(self, session: AdkSession, meta: dict[str, Any]) -> int:
+    async def _expected_sequence(self, key: str, session: AdkSession, meta: dict[str, Any]) -> int:
         """The sequence the caller's copy was read at.
 
         Sessions we built carry it as ADK's ``_storage_update_marker``; for a hand-built or
         marker-less copy, ADK's own rule applies: it is current unless storage moved past
-        its ``last_update_time`` (then it must at least end with the stored last event).
+        its ``last_update_time`` and no longer ends with the copy's last event.
         """
         marker = session._storage_update_marker
         if marker is not None:
             return int(marker) if marker.isdigit() else -1
+        current = cast(int, meta["sequence"])
         if meta["last_update_time"] <= session.last_update_time:
-            return cast(int, meta["sequence"])
+            return current
+        latest = await self._store.get_events(key, type=EVENT_TYPE, order="desc", limit=1)
+        if not session.events:
+            return current if not latest else -1
+        if latest and latest[0].data.get("id") == session.events[-1].id:
+            return current
         return -1
 
     # ------------------------------------------------------------------ app/user state
 
     async def _scope_state(self, log_id: str) -> dict[str, Any]:
-        rows = await self._store.get_events(log_id, order="desc", limit=1)  # type: ignore[call-arg]
+        rows = await self._store.get_events(log_id, order="desc", limit=1)
         return dict(rows[0].data["state"]) if rows else {}
 
     async def _merge_scope(self, log_id: str, delta: dict[str, Any], source: str) -> dict[str, Any]:
@@ -434,23 +469,23 @@ class StoreSessionService(BaseSessionService):
             return await self._scope_state(log_id)
         event_id = _derived_id(log_id, source)
         for _ in range(_STATE_RETRIES):
-            rows = await self._store.get_events(log_id, order="desc", limit=1)  # type: ignore[call-arg]
+            rows = await self._store.get_events(log_id, order="desc", limit=1)
             current = dict(rows[0].data["state"]) if rows else {}
             if rows and rows[0].id == event_id:
                 return current  # this very write already landed (a retried append)
-            expected = rows[0].sequence_number or 0 if rows else 0
+            expected = (rows[0].sequence_number or 0) if rows else 0
             new = {**current, **delta}
             try:
                 await self._store.append_events(
                     [
                         Event(
-                            type=STATE_TYPE,  # type: ignore[arg-type]
+                            type=STATE_TYPE,
                             id=event_id,
                             session_id=log_id,
                             data={"state": new, "source": source},
                         )
                     ],
-                    expected_sequence=expected,  # type: ignore[call-arg]
+                    expected_sequence=expected,
                 )
             except StoreError as exc:
                 if _is_conflict(exc):
@@ -733,16 +768,20 @@ class StoreArtifactService(BaseArtifactService):
         if version < 0:
             return None
         head = b""
+        stream = self._store.get_stream(base + str(version))
         try:
-            async with aclosing(self._store.get_stream(base + str(version))) as chunks:
-                async for chunk in chunks:
-                    head += chunk
-                    if b"\n" in head or len(head) > _HEADER_LIMIT:
-                        break
+            async for chunk in stream:
+                head += chunk
+                if b"\n" in head or len(head) > _HEADER_LIMIT:
+                    break
         except StoreError as exc:
             if exc.code == "not_found":
                 return None
             raise
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
         header = json.loads(head.partition(b"\n")[0])
         scoped_session = None if filename.startswith(USER_PREFIX) else session_id
         return ArtifactVersion(
