@@ -85,7 +85,8 @@ async def test_list_sessions_all_users(service: StoreSessionService) -> None:
     await service.create_session(
         app_name="my_app", user_id="user2", session_id="session2a", state={"key": "value2a"}
     )
-    one = {s.id: s for s in (await service.list_sessions(app_name="my_app", user_id="user1")).sessions}
+    listed = await service.list_sessions(app_name="my_app", user_id="user1")
+    one = {s.id: s for s in listed.sessions}
     assert set(one) == {"session1a", "session1b"}
     assert one["session1a"].state == {"key": "value1a"}
     assert one["session1b"].state == {"key": "value1b"}

@@ -3,7 +3,6 @@ own schema, key prefix or directory."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,13 +88,3 @@ async def artifact_store(artifact_store_url: str) -> AsyncIterator[Any]:
     store = open_artifact_store(artifact_store_url)
     async with store:
         yield store
-
-
-async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
-    """Poll until ``predicate()`` is true, with a deadline (no fixed sleeps)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
