@@ -11,6 +11,7 @@ import re
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyExistsError",
     "DependencyNotAvailableError",
     "InvalidCursorError",
     "InvalidEventTypeError",
@@ -106,6 +107,12 @@ class MigrationRequiredError(StoreError):
 
 class DependencyNotAvailableError(StoreError):
     code = "dependency_not_available"
+
+
+class AlreadyExistsError(StoreError):
+    """A create-only write (``put(..., if_absent=True)``) found the key already stored."""
+
+    code = "already_exists"
 
 
 # userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.
