@@ -269,3 +269,32 @@ async def test_concurrent_saves_never_share_a_version(artifact_store_url: str) -
     finally:
         for store in set(stores):
             await store.close()
+
+
+async def test_adk_cli_options_build_our_services(tmp_path: Any) -> None:
+    """What ``adk web --session_service_uri/--artifact_service_uri`` calls, after services.py."""
+    from google.adk.cli.utils.service_factory import (
+        create_artifact_service_from_options,
+        create_session_service_from_options,
+    )
+
+    from agent_session_store.integrations.adk import StoreSessionService, register_adk_services
+
+    register_adk_services()
+    sessions = create_session_service_from_options(
+        base_dir=tmp_path,
+        session_service_uri=f"agent-session-store+sqlite:///{tmp_path}/s.db?auto_migrate=true",
+    )
+    artifacts = create_artifact_service_from_options(
+        base_dir=tmp_path, artifact_service_uri=f"agent-session-store+file://{tmp_path}/art"
+    )
+    assert isinstance(sessions, StoreSessionService)
+    assert isinstance(artifacts, StoreArtifactService)
+    try:
+        part = types.Part(text="kept")
+        assert await artifacts.save_artifact(**SCOPE, filename="f", artifact=part) == 0
+        assert await artifacts.load_artifact(**SCOPE, filename="f") == part
+        assert (tmp_path / "art").is_dir()
+    finally:
+        await sessions.close()
+        await artifacts.close()
