@@ -204,6 +204,7 @@ class StoreSessionService(BaseSessionService):
         else:
             self._store = target
             self._owns = False
+        self._known_users: set[tuple[str, str]] = set()
 
     @property
     def store(self) -> SessionStore:
@@ -265,18 +266,11 @@ class StoreSessionService(BaseSessionService):
             if _is_conflict(exc):
                 raise AlreadyExistsError(f"Session with id {sid} already exists.") from None
             raise
-        await self._store.append_event(
-            Event(
-                type=USER_TYPE,
-                id=_derived_id(_Keys.users(app_name), user_id),
-                session_id=_Keys.users(app_name),
-                data={"user_id": user_id},
-            )
-        )
         source = created.id
-        app_state, user_state = await asyncio.gather(
+        app_state, user_state, _ = await asyncio.gather(
             self._merge_scope(_Keys.app_state(app_name), app_delta, source),
             self._merge_scope(_Keys.user_state(app_name, user_id), user_delta, source),
+            self._register_user(app_name, user_id),
         )
         session = AdkSession(
             id=sid,
@@ -336,6 +330,20 @@ class StoreSessionService(BaseSessionService):
         if newest_first:
             rows.reverse()
         return [AdkEvent.model_validate(row.data) for row in rows]
+
+    async def _register_user(self, app_name: str, user_id: str) -> None:
+        """The app's user directory, for listing every user's sessions; idempotent by id."""
+        if (app_name, user_id) in self._known_users:
+            return
+        await self._store.append_event(
+            Event(
+                type=USER_TYPE,
+                id=_derived_id(_Keys.users(app_name), user_id),
+                session_id=_Keys.users(app_name),
+                data={"user_id": user_id},
+            )
+        )
+        self._known_users.add((app_name, user_id))
 
     async def _record(self, key: str) -> Session | None:
         try:
@@ -430,12 +438,13 @@ class StoreSessionService(BaseSessionService):
             if _is_conflict(exc):
                 raise StaleSessionError(_STALE) from None
             raise
-        await asyncio.gather(
-            self._merge_scope(_Keys.app_state(session.app_name), app_delta, row.id),
-            self._merge_scope(
-                _Keys.user_state(session.app_name, session.user_id), user_delta, row.id
-            ),
-        )
+        if app_delta or user_delta:
+            await asyncio.gather(
+                self._merge_scope(_Keys.app_state(session.app_name), app_delta, row.id),
+                self._merge_scope(
+                    _Keys.user_state(session.app_name, session.user_id), user_delta, row.id
+                ),
+            )
         session.last_update_time = event.timestamp
         session._storage_update_marker = str(stored[0].sequence_number)
         return self._commit_event_to_session(session, event)
