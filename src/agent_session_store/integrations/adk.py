@@ -373,20 +373,17 @@ class StoreSessionService(BaseSessionService):
             )
             for record in records:
                 meta = record.metadata["adk"]
-                # Built from our own validated record: skip pydantic's per-field validation,
-                # the largest cost of a listing after the store's own decode.
-                session = AdkSession.model_construct(
+                session = AdkSession(
                     id=meta["session_id"],
                     app_name=app_name,
                     user_id=user,
                     state=_merge(app_state, user_state, record.context.get("state", {})),
-                    events=[],
                     last_update_time=meta["last_update_time"],
                 )
                 session._storage_update_marker = str(meta["sequence"])
                 sessions.append(session)
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
-        return ListSessionsResponse.model_construct(sessions=sessions)
+        return ListSessionsResponse(sessions=sessions)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         await self._store.delete_session(_Keys.session(app_name, user_id, session_id))
