@@ -165,11 +165,14 @@ async def database_postgres() -> AsyncIterator[BaseSessionService]:
             await service.close()
 
 
-PAIRS: list[tuple[str, Factory, str, Factory]] = [
-    ("sqlite", ours_sqlite, "DatabaseSessionService", database_sqlite),
-    ("sqlite", ours_sqlite, "SqliteSessionService", sqlite_service),
-    ("postgres", ours_postgres, "DatabaseSessionService", database_postgres),
-]
+#: backend -> (ours, [(their service's name, theirs), ...])
+BACKENDS: dict[str, tuple[Factory, list[tuple[str, Factory]]]] = {
+    "sqlite": (
+        ours_sqlite,
+        [("DatabaseSessionService", database_sqlite), ("SqliteSessionService", sqlite_service)],
+    ),
+    "postgres": (ours_postgres, [("DatabaseSessionService", database_postgres)]),
+}
 
 
 async def _measure(factory: Factory, case: str, quick: bool) -> float:
@@ -181,23 +184,25 @@ async def _measure(factory: Factory, case: str, quick: bool) -> float:
         return await _list(service, 1000 if quick else 10000, 3 if quick else 5)
 
 
-async def run(quick: bool) -> list[Row]:
+async def run(quick: bool, backends: list[str] | None = None) -> list[Row]:
     rows: list[Row] = []
-    for backend, ours, theirs_name, theirs in PAIRS:
+    for backend in backends or list(BACKENDS):
+        ours, theirs_list = BACKENDS[backend]
         for case, bar in BARS.items():
             mine = await _measure(ours, case, quick)
-            raw = await _measure(theirs, case, quick)
-            label = case if not quick else f"{case} (quick sizes)"
-            row = Row(
-                backend=backend,
-                case=f"ADK {label} vs {theirs_name}",
-                ours=mine,
-                raw=raw,
-                unit="events/s" if case == "append_event" else "ms",
-                higher_is_better=case == "append_event",
-                extra={"theirs": theirs_name},
-            )
-            rows.append(check_ratio(row, bar))
+            for theirs_name, theirs in theirs_list:
+                raw = await _measure(theirs, case, quick)
+                label = case if not quick else f"{case} (quick sizes)"
+                row = Row(
+                    backend=backend,
+                    case=f"ADK {label} vs {theirs_name}",
+                    ours=mine,
+                    raw=raw,
+                    unit="events/s" if case == "append_event" else "ms",
+                    higher_is_better=case == "append_event",
+                    extra={"theirs": theirs_name},
+                )
+                rows.append(check_ratio(row, bar))
     return rows
 
 
@@ -206,8 +211,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.integrations_adk")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", action="append", choices=list(BACKENDS))
     args = parser.parse_args()
-    print(table(asyncio.run(run(quick=args.quick))))
+    print(table(asyncio.run(run(quick=args.quick, backends=args.backend))))
 
 
 if __name__ == "__main__":
