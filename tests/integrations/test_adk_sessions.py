@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.input_validation_error import InputValidationError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
@@ -528,3 +529,24 @@ async def test_service_from_url_owns_its_store(session_store_url: str) -> None: 
         got = await second.get_session(app_name="app", user_id="u", session_id="s")
     assert got is not None
     assert got.state == {"k": 1}
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"app_name": "", "user_id": "u"},
+        {"app_name": "a", "user_id": None},
+        {"app_name": "a", "user_id": "u", "session_id": ""},
+        {"app_name": 3, "user_id": "u"},
+    ],
+)
+async def test_bad_names_are_refused_before_any_write(
+    service: StoreSessionService,
+    session_store: Any,  # noqa: F811
+    names: dict[str, Any],
+) -> None:
+    with pytest.raises(InputValidationError):
+        await service.create_session(**names)
+    with pytest.raises(InputValidationError):
+        await service.get_session(**{"session_id": "s", **names})
+    assert await session_store.list_sessions() == []

@@ -146,15 +146,24 @@ def _merge(app: dict[str, Any], user: dict[str, Any], own: dict[str, Any]) -> di
     return merged
 
 
+def _check_names(**names: object) -> None:
+    """ADK's own error for a bad id, raised before anything is read or written."""
+    for name, value in names.items():
+        if not isinstance(value, str) or not value:
+            raise InputValidationError(f"{name} must be a non-empty string, got {value!r}.")
+
+
 class _Keys:
     """Where each ADK thing lives in our store."""
 
     @staticmethod
     def session(app: str, user: str, sid: str) -> str:
+        _check_names(app_name=app, user_id=user, session_id=sid)
         return f"adk/s/{_q(app)}/{_q(user)}/{_q(sid)}"
 
     @staticmethod
     def owner(app: str, user: str) -> str:
+        _check_names(app_name=app, user_id=user)
         return f"adk/{_q(app)}/{_q(user)}"
 
     @staticmethod
@@ -359,6 +368,7 @@ class StoreSessionService(BaseSessionService):
         self, *, app_name: str, user_id: str | None = None
     ) -> ListSessionsResponse:
         """Indexed by owner; sessions come without events, oldest update first (as ADK)."""
+        _check_names(app_name=app_name)
         if user_id is not None:
             users = [user_id]
         else:
@@ -389,6 +399,7 @@ class StoreSessionService(BaseSessionService):
         await self._store.delete_session(_Keys.session(app_name, user_id, session_id))
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        _check_names(app_name=app_name, user_id=user_id)
         return await self._scope_state(_Keys.user_state(app_name, user_id))
 
     # ------------------------------------------------------------------ append
