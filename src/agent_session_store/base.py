@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from .models import (
     to_session_status,
     utcnow,
 )
+from .querying import QueryAndMaintenance
+from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
 
 __all__ = ["EventQuery", "SessionStoreBase"]
@@ -99,6 +102,22 @@ def _opt_id(value: object, name: str) -> str | None:
     return None if value is None else check_id(value, name)
 
 
+def _clone(e: Event) -> Event:
+    return Event._trusted(
+        e.id,
+        e.type,
+        e.session_id,
+        e.run_id,
+        e.timestamp,
+        e.sequence_number or 0,
+        copy.deepcopy(e.data),
+        copy.deepcopy(e.metadata),
+        e.schema_version,
+        e.provider,
+        e.correlation_id,
+    )
+
+
 def _desc(order: object) -> bool:
     if order == "asc" and type(order) is str:
         return False
@@ -124,12 +143,18 @@ def _one_session(rows: list[EncodedEvent], expected: int | None) -> None:
 
 
 class _Waiters:
-    """Long-poll readers by session; an append wakes only its own session's readers."""
+    """Long-poll readers by session; an append wakes only its own session's readers.
 
-    __slots__ = ("_by_session",)
+    Each wake of a session bumps its generation. Readers woken together run one shared
+    query per (query, generation): a query started after wake N sees every commit that wake
+    announced, so sharing it loses nothing, and 1,000 readers of one filter cost one query.
+    """
+
+    __slots__ = ("_by_session", "generation")
 
     def __init__(self) -> None:
         self._by_session: dict[str, set[asyncio.Event]] = {}
+        self.generation: dict[str, int] = {}
 
     def add(self, session_id: str) -> tuple[asyncio.Event, bool]:
         flag = asyncio.Event()
@@ -149,6 +174,7 @@ class _Waiters:
         if bucket:
             return False
         del self._by_session[session_id]
+        self.generation.pop(session_id, None)
         return True
 
     def notify(self, session_ids: Iterable[str]) -> None:
@@ -156,6 +182,7 @@ class _Waiters:
         for sid in session_ids:
             bucket = by_session.get(sid)
             if bucket:
+                self.generation[sid] = self.generation.get(sid, 0) + 1
                 for flag in bucket:
                     flag.set()
 
@@ -171,21 +198,31 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(OpenClose, abc.ABC):
+class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
     """Implements the SessionStore port on top of a backend's primitives."""
 
     #: Name used in error messages ("sqlite", "postgres", ...).
     backend_name = "store"
 
-    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        redaction: RedactionConfig | None = None,
+    ) -> None:
         if type(max_event_bytes) is not int or max_event_bytes < 1:
             raise ValidationError("max_event_bytes must be a positive int")
+        if redaction is not None and not isinstance(redaction, RedactionConfig):
+            raise ValidationError("redaction must be a RedactionConfig or None")
         self.max_event_bytes = max_event_bytes
+        #: Applied to every event on every write path before anything is written (contract 9).
+        self.redaction = redaction
         self._waiters = _Waiters()
         self._opened = False
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
+        self._shared: dict[tuple[EventQuery, int], asyncio.Future[list[Event]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -197,7 +234,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
-            if not self._opened:
+            if not self._opened and not self._closed:
                 try:
                     await self._open()
                 except StoreError:
@@ -205,6 +242,8 @@ class SessionStoreBase(OpenClose, abc.ABC):
                 except Exception as exc:
                     raise self._wrap(exc, "open") from exc
                 self._opened = True
+        if self._closed:  # close() came while this was opening; it closes what was opened
+            raise StorageError(f"the {self.backend_name} store is closed")
         return self
 
     async def close(self) -> None:
@@ -212,6 +251,9 @@ class SessionStoreBase(OpenClose, abc.ABC):
             return
         self._closed = True
         self._waiters.notify_all()
+        if self._open_lock is not None and self._open_lock.locked():
+            async with self._open_lock:
+                pass  # an open in progress finishes first, so nothing it starts is left behind
         if self._opened:
             try:
                 await self._close()
@@ -361,7 +403,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         first: dict[str, int] = {}
         for i, event in enumerate(events):
             try:
-                row = encode_event(event, limit)
+                row = self._encode(event, limit)
             except StoreError as err:
                 if len(events) > 1:
                     err.message = f"events[{i}]: {err.message}"
@@ -375,13 +417,20 @@ class SessionStoreBase(OpenClose, abc.ABC):
             where.append(pos)
         return rows, where
 
+    def _encode(self, event: Event, limit: int) -> EncodedEvent:
+        """The one place an event becomes a row: every write path redacts here."""
+        config = self.redaction
+        if config is not None and type(event) is Event:
+            event = redact_event(event, config).event
+        return encode_event(event, limit)
+
     async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
         await self.append_event_with_sequence(event, expected_sequence=expected_sequence)
 
     async def append_event_with_sequence(
         self, event: Event, *, expected_sequence: int | None = None
     ) -> Event:
-        row = encode_event(event, self.max_event_bytes)
+        row = self._encode(event, self.max_event_bytes)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
@@ -480,10 +529,16 @@ class SessionStoreBase(OpenClose, abc.ABC):
             _desc(order),
         )
         wait_ms = _opt_int(wait_timeout_ms, "wait_timeout_ms", 0)
-        await self._ready()
         if not wait_ms:
+            await self._ready()
             return await self._query_events(query)
-        return await self._long_poll(query, wait_ms)
+        try:
+            await self._ready()
+            return await self._long_poll(query, wait_ms)
+        except StoreError:
+            if self._closed:
+                return []  # a reader still starting when close() came is released like any
+            raise
 
     async def _query_events(self, query: EventQuery) -> list[Event]:
         try:
@@ -517,7 +572,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
                 raise self._wrap(exc, "get_events") from exc
             while True:
                 flag.clear()
-                found = await self._query_events(query)
+                found = await self._shared_query(query)
                 if found or self._closed:
                     return found
                 remaining = deadline - loop.time()
@@ -537,6 +592,22 @@ class SessionStoreBase(OpenClose, abc.ABC):
                         started.cancel()
                     elif not started.cancelled() and started.exception() is None:
                         await self._watch_stop(sid)
+
+    async def _shared_query(self, query: EventQuery) -> list[Event]:
+        """Run ``query`` once for every reader woken by the same wake of its session."""
+        key = (query, self._waiters.generation.get(query.session_id, 0))
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = asyncio.ensure_future(self._query_events(query))
+
+            def forget(done: asyncio.Future[list[Event]]) -> None:
+                if self._shared.get(key) is done:
+                    del self._shared[key]
+
+            shared.add_done_callback(forget)
+            return await asyncio.shield(shared)  # a cancelled reader leaves others' query
+        # Joiners get their own payload dicts: callers may change what they are given.
+        return [_clone(e) for e in await asyncio.shield(shared)]
 
     def _notify(self, session_ids: Iterable[str]) -> None:
         """Wake this process's readers of these sessions; call on the event loop thread."""
@@ -613,10 +684,12 @@ class SessionStoreBase(OpenClose, abc.ABC):
     # ------------------------------------------------------------ export, import, fork (10)
 
     async def iter_export(
-        self, session_id: str, *, page_size: int = 1000
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
     ) -> AsyncIterator[dict[str, Any]]:
-        """The session as export records (header, session, runs, events), a page at a time."""
+        """The session as export records (header, session, runs, events), a page at a time;
+        ``after`` leaves out the events a resumed copy already has."""
         check_id(session_id, "session_id")
+        start = _opt_int(after, "after", 0) or 0
         size = _opt_int(page_size, "page_size", 1) or 1000
         session = await self.get_session(session_id)
         latest = await self.get_latest_sequence(session_id)
@@ -625,7 +698,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         yield {"record": "session", "session": session.to_dict()}
         for run in runs:
             yield {"record": "run", "run": run.to_dict()}
-        after = 0
+        after = start
         while after < latest:
             page = await self._query_events(
                 EventQuery(session_id, after=after, before=latest + 1, limit=size)
@@ -714,7 +787,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
             if event.id in seen:
                 raise ValidationError(f"event id {event.id!r} appears twice in one import")
             seen.add(event.id)
-            rows.append((encode_event(event, self.max_event_bytes), event.sequence_number))
+            rows.append((self._encode(event, self.max_event_bytes), event.sequence_number))
         return rows
 
     async def _import_unit(

@@ -13,16 +13,20 @@ import hashlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
 from .models import Event, Run, Session
+
+if TYPE_CHECKING:
+    from .ports import SessionStore
 
 __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
     "ImportReport",
     "SessionExport",
+    "copy_session",
     "derived_id",
     "dump_record",
     "fork_session_id",
@@ -238,3 +242,26 @@ def fork_session_id(source_id: str, at_sequence: int) -> str:
 def derived_id(prefix: str, new_session_id: str, original_id: str) -> str:
     """A copied event's or run's id: deterministic, so a retried fork writes nothing new."""
     return prefix + _digest(new_session_id, original_id)
+
+
+# ---------------------------------------------------------------- copy
+
+
+async def copy_session(
+    source: SessionStore, target: SessionStore, session_id: str, *, page_size: int = 1000
+) -> ImportReport:
+    """Stream one session from ``source`` into ``target``; a re-run copies only what is missing.
+
+    Memory stays bounded by one page. When the target already holds a prefix of the session
+    (a copy that died), the export starts after the target's last event, provided both stores
+    hold the same event at that number; the import still checks every event it writes.
+    """
+    after = 0
+    theirs = await target.get_events(session_id, order="desc", limit=1)
+    if theirs and theirs[0].sequence_number is not None:
+        seq = theirs[0].sequence_number
+        ours = await source.get_events(session_id, after=seq - 1, limit=1)
+        if ours and ours[0].id == theirs[0].id:
+            after = seq
+    records = source.iter_export(session_id, after=after, page_size=page_size)
+    return await target.import_records(records, chunk_size=page_size)
