@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    AlreadyExistsError,
     DependencyNotAvailableError,
     InvalidCursorError,
     InvalidEventTypeError,
@@ -62,6 +63,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EVENT_FAMILIES",
+    "AlreadyExistsError",
     "ArtifactStat",
     "ArtifactStore",
     "CompositeSessionStore",

@@ -12,6 +12,14 @@ spooled to an anonymous temp file while it is hashed, so memory stays at a few p
 large the object. A get is one request up to ``multipart_threshold``; beyond it the rest is
 fetched as parallel ranges, each pinned with If-Match to the first
 response's ETag, so a concurrent overwrite restarts the read instead of mixing versions.
+``get_stream`` reads ranges of ``part_size`` the same way, one ahead of the caller, each read
+whole before it is handed over: an open stream holds no pooled connection between chunks,
+so open streams can never starve the pool and hang every other call.
+
+A create-only put (``if_absent=True``) sends ``If-None-Match: *`` with the PutObject or the
+CompleteMultipartUpload that makes the object visible: S3 decides, atomically, and answers
+412 to every writer but the first (409 ConditionalRequestConflict, "a conflicting operation
+is in flight", is retried). Uploads carry CRC32 checksums that S3 verifies.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Self
@@ -50,8 +59,10 @@ from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
 from ..urls import number_options, query_options
 from ._common import (
+    already_exists,
     check_chunk_size,
     check_data_type,
+    check_if_absent,
     check_key,
     check_limit,
     check_no_opts,
@@ -66,6 +77,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 __all__ = ["S3ArtifactStore"]
 
@@ -73,6 +85,9 @@ _MiB = 1 << 20
 _MIN_PART = 5 * _MiB  # S3's floor for every part but the last
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _SHA_META = "sha256"
+_PRECONDITION = frozenset({"PreconditionFailed", "412"})
+_CONFLICT = "ConditionalRequestConflict"
+_CONFLICT_DEADLINE = 30.0  # seconds a create-only put retries S3's 409 conflicts
 _INT_OPTIONS = (
     "part_size",
     "multipart_threshold",
@@ -163,9 +178,10 @@ class S3ArtifactStore(OpenClose):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
-            # Integrity is covered by our own SHA-256; skip botocore's extra CRC pass.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            # CRC32 on every upload (S3 rejects a body damaged in transit) and checked on
+            # every download S3 returns a checksum for (whole-object GETs).
+            request_checksum_calculation="when_supported",
+            response_checksum_validation="when_supported",
         )
         self._client: S3Client | None = None
         self._client_cm: Any = None
@@ -298,11 +314,16 @@ class S3ArtifactStore(OpenClose):
 
     # ------------------------------------------------------------ put
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
         check_key(key)
+        check_if_absent(if_absent)
         check_no_opts("put", opts, ("content_type",))
         check_data_type(data)
         extra: dict[str, Any] = {}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
         if "content_type" in opts:
             if type(opts["content_type"]) is not str:
                 raise ValidationError("content_type must be a str")
@@ -328,13 +349,39 @@ class S3ArtifactStore(OpenClose):
     async def _put_single(
         self, key: str, name: str, blob: bytes, sha: str, extra: dict[str, Any]
     ) -> None:
-        await self._call(
-            "put",
-            key,
-            lambda c: c.put_object(
-                Bucket=self.bucket, Key=name, Body=blob, Metadata={_SHA_META: sha}, **extra
-            ),
-        )
+        async def once() -> None:
+            await self._call(
+                "put",
+                key,
+                lambda c: c.put_object(
+                    Bucket=self.bucket, Key=name, Body=blob, Metadata={_SHA_META: sha}, **extra
+                ),
+            )
+
+        await self._create_only(key, extra, once)
+
+    async def _create_only(
+        self, key: str, extra: dict[str, Any], once: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run one write; for a create-only write, 412 is ``already_exists`` and S3's 409
+        ("a conflicting write is in flight, retry") is retried until a deadline."""
+        if "IfNoneMatch" not in extra:
+            await once()
+            return
+        deadline = time.monotonic() + _CONFLICT_DEADLINE
+        delay = 0.05
+        while True:
+            try:
+                await once()
+                return
+            except StorageError as err:
+                code = err.details.get("s3_code")
+                if code in _PRECONDITION:
+                    raise already_exists(key) from None
+                if code != _CONFLICT or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _put_chunks(
         self, key: str, name: str, data: ArtifactData, extra: dict[str, Any]
@@ -388,18 +435,48 @@ class S3ArtifactStore(OpenClose):
         extra: dict[str, Any],
     ) -> None:
         """Invisible until completed; aborted on any failure, so the old object stays."""
+        if "IfNoneMatch" in extra and await self._exists_name(key, name):
+            raise already_exists(key)  # early, to spare the upload; the completion decides
+
+        async def once() -> None:
+            await self._multipart_once(key, name, size, read, sha, extra)
+
+        await self._create_only(key, extra, once)
+
+    async def _exists_name(self, key: str, name: str) -> bool:
+        try:
+            await self._call("put", key, lambda c: c.head_object(Bucket=self.bucket, Key=name))
+        except NotFoundError:
+            return False
+        return True
+
+    async def _multipart_once(
+        self,
+        key: str,
+        name: str,
+        size: int,
+        read: Callable[[int, int], Awaitable[bytes]],
+        sha: str,
+        extra: dict[str, Any],
+    ) -> None:
+        condition = {k: v for k, v in extra.items() if k == "IfNoneMatch"}
+        headers = {k: v for k, v in extra.items() if k != "IfNoneMatch"}
         created = await self._call(
             "put",
             key,
             lambda c: c.create_multipart_upload(
-                Bucket=self.bucket, Key=name, Metadata={_SHA_META: sha}, **extra
+                Bucket=self.bucket,
+                Key=name,
+                Metadata={_SHA_META: sha},
+                ChecksumAlgorithm="CRC32",
+                **headers,
             ),
         )
         upload_id = created["UploadId"]
         limit = asyncio.Semaphore(self.concurrency)
         part_size = self.part_size
         count = (size + part_size - 1) // part_size
-        etags: list[str] = [""] * count
+        parts: list[CompletedPartTypeDef] = [{}] * count
 
         async def upload(index: int) -> None:
             async with limit:
@@ -414,9 +491,14 @@ class S3ArtifactStore(OpenClose):
                         UploadId=upload_id,
                         PartNumber=index + 1,
                         Body=body,
+                        ChecksumAlgorithm="CRC32",
                     ),
                 )
-                etags[index] = done["ETag"]
+                parts[index] = {
+                    "PartNumber": index + 1,
+                    "ETag": done["ETag"],
+                    "ChecksumCRC32": done["ChecksumCRC32"],
+                }
 
         try:
             # Each part is read inside the semaphore: at most `concurrency` are in memory.
@@ -430,9 +512,8 @@ class S3ArtifactStore(OpenClose):
                     Bucket=self.bucket,
                     Key=name,
                     UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
-                    },
+                    MultipartUpload={"Parts": parts},
+                    **condition,
                 ),
             )
         except BaseException as exc:
@@ -631,10 +712,12 @@ class S3ArtifactStore(OpenClose):
 
 
 def _xml_safe(start_after: str) -> str:
-    """StartAfter cut before the first character XML 1.0 cannot carry (some servers echo it
-    in the XML response and fail on those); the keys it lets through again are dropped."""
+    """StartAfter cut before the first character XML 1.0 cannot carry: controls other than
+    tab/LF/CR and the noncharacters U+FFFE and U+FFFF (servers echo StartAfter in the XML
+    response and fail on those). The keys the shorter StartAfter lets through again are
+    dropped by the caller."""
     for i, ch in enumerate(start_after):
-        if ch < " " and ch not in "\t\n\r":
+        if (ch < " " and ch not in "\t\n\r") or ch in "\ufffe\uffff":
             return start_after[:i]
     return start_after
 
