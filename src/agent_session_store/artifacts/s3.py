@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -531,6 +531,49 @@ class S3ArtifactStore(OpenClose):
         if client is not None:
             await client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
 
+    # ------------------------------------------------------------ cleanup
+
+    async def cleanup(self, *, older_than: float = 86400.0) -> int:
+        """Abort the multipart uploads under this prefix started more than ``older_than``
+        seconds ago; return how many. Uploads of killed clients are invisible but stored
+        (and billed) until aborted; a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+        does the same server-side. An upload still running when it is aborted fails."""
+        if type(older_than) not in (int, float) or not older_than >= 0:
+            raise ValidationError(f"older_than must be a number >= 0, got {older_than!r}")
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._call(
+                "cleanup",
+                None,
+                lambda c, m=markers: c.list_multipart_uploads(  # type: ignore[misc]
+                    Bucket=self.bucket, Prefix=self.prefix, **m
+                ),
+            )
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"] > cutoff:
+                    continue
+                try:
+                    await self._call(
+                        "cleanup",
+                        None,
+                        lambda c, u=upload: c.abort_multipart_upload(  # type: ignore[misc]
+                            Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                        ),
+                    )
+                except StorageError as err:
+                    if err.details.get("s3_code") != "NoSuchUpload":
+                        raise
+                    continue  # completed or aborted meanwhile
+                aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            markers = {
+                "KeyMarker": page.get("NextKeyMarker", ""),
+                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+            }
+
     # ------------------------------------------------------------ reads
 
     async def get(self, key: str, **opts: Any) -> bytes:
@@ -538,29 +581,11 @@ class S3ArtifactStore(OpenClose):
         check_no_opts("get", opts)
         name = self.prefix + key
         for _attempt in range(5):
-            try:
-                first = await self._call(
-                    "get",
-                    key,
-                    lambda c: c.get_object(
-                        Bucket=self.bucket,
-                        Key=name,
-                        Range=f"bytes=0-{self.multipart_threshold - 1}",
-                    ),
-                )
-            except StorageError as err:
-                if err.details.get("s3_code") != "InvalidRange":
-                    raise
-                # An empty object has no byte 0 to range over.
-                first = await self._call(
-                    "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
-                )
-            head = await self._read_body(first, key)
-            total = _total_size(first.get("ContentRange"), len(head))
+            head, etag, total = await self._first_range(key, name, self.multipart_threshold)
             if total <= len(head):
                 return head
             try:
-                return head + await self._get_rest(key, name, first["ETag"], len(head), total)
+                return head + await self._get_rest(key, name, etag, len(head), total)
             except _Changed:
                 continue  # overwritten between ranges: read the new version from the start
         raise StorageError(
@@ -597,21 +622,7 @@ class S3ArtifactStore(OpenClose):
 
         async def fetch(i: int, lo: int, hi: int) -> None:
             async with limit:
-                try:
-                    response = await self._call(
-                        "get",
-                        key,
-                        lambda c: c.get_object(
-                            Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
-                        ),
-                    )
-                except StoreError as err:
-                    if err.details.get("s3_code") in ("PreconditionFailed", "412"):
-                        raise _Changed from None
-                    if isinstance(err, NotFoundError):
-                        raise _Changed from None
-                    raise
-                parts[i] = await self._read_body(response, key)
+                parts[i] = await self._range(key, name, etag, lo, hi)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -623,24 +634,74 @@ class S3ArtifactStore(OpenClose):
         return b"".join(parts)
 
     async def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Ranges of ``part_size`` (at least ``chunk_size``), each read whole before its
+        chunks are yielded and the next fetched one ahead: a stream the caller leaves open
+        holds memory, never a pooled connection. An overwrite mid-stream is an error
+        rather than a mix of two versions."""
         check_key(key)
         check_chunk_size(chunk_size)
         name = self.prefix + key
-        response = await self._call(
-            "get_stream", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
-        )
-        body = response["Body"]
+        step = max(self.part_size, chunk_size)
+        head, etag, total = await self._first_range(key, name, step)
+        pending: asyncio.Task[bytes] | None = None
         try:
+            start = len(head)
+            block = head
             while True:
-                try:
-                    block: bytes = await body.read(chunk_size)
-                except Exception as exc:
-                    raise self._wrap(exc, "get_stream", key) from exc
-                if not block:
+                if start < total:
+                    lo, hi = start, min(start + step, total) - 1
+                    pending = asyncio.ensure_future(self._range(key, name, etag, lo, hi))
+                    start = hi + 1
+                for at in range(0, len(block), chunk_size):
+                    yield block[at : at + chunk_size]
+                if pending is None:
                     return
-                yield block
+                try:
+                    block = await pending
+                except _Changed:
+                    raise StorageError(
+                        f"s3 get_stream of {key!r}: the object was replaced while being read",
+                        details={"operation": "get_stream", "key": key},
+                    ) from None
+                pending = None
         finally:
-            body.close()
+            if pending is not None:
+                pending.cancel()
+                await asyncio.wait([pending])
+
+    async def _first_range(self, key: str, name: str, size: int) -> tuple[bytes, str, int]:
+        """(the first ``size`` bytes, the ETag, the total size); an empty object has no
+        byte 0 to range over, so that one is fetched whole."""
+        try:
+            first = await self._call(
+                "get",
+                key,
+                lambda c: c.get_object(Bucket=self.bucket, Key=name, Range=f"bytes=0-{size - 1}"),
+            )
+        except StorageError as err:
+            if err.details.get("s3_code") != "InvalidRange":
+                raise
+            first = await self._call(
+                "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
+            )
+        head = await self._read_body(first, key)
+        return head, first["ETag"], _total_size(first.get("ContentRange"), len(head))
+
+    async def _range(self, key: str, name: str, etag: str, lo: int, hi: int) -> bytes:
+        """Bytes lo..hi of exactly the version ``etag``; ``_Changed`` if it was replaced."""
+        try:
+            response = await self._call(
+                "get",
+                key,
+                lambda c: c.get_object(
+                    Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
+                ),
+            )
+        except StoreError as err:
+            if isinstance(err, NotFoundError) or err.details.get("s3_code") in _PRECONDITION:
+                raise _Changed from None
+            raise
+        return await self._read_body(response, key)
 
     async def delete(self, key: str, **opts: Any) -> None:
         check_key(key)
