@@ -52,6 +52,7 @@ from .models import (
     to_run_status,
     to_session_status,
 )
+from .ports import SessionStore
 
 __all__ = ["EventQuery", "SessionStoreBase"]
 
@@ -135,8 +136,12 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(OpenClose, abc.ABC):
-    """Implements the SessionStore port on top of a backend's primitives."""
+class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
+    """Implements the SessionStore port on top of a backend's primitives.
+
+    The port is a base class here (not only a structural type) so that ``help()`` on any
+    backend's method shows the port's docstring, and mypy checks every signature against it.
+    """
 
     #: Name used in error messages ("sqlite", "postgres", ...).
     backend_name = "store"
@@ -150,6 +155,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -157,6 +163,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         if self._closed:
             raise StorageError(f"the {self.backend_name} store is closed")
         if self._opened:
+            self._check_loop()
             return self
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
@@ -168,6 +175,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
                     raise
                 except Exception as exc:
                     raise self._wrap(exc, "open") from exc
+                self._loop = asyncio.get_running_loop()
                 self._opened = True
         return self
 
@@ -190,6 +198,20 @@ class SessionStoreBase(OpenClose, abc.ABC):
     async def _ready(self) -> None:
         if not self._opened or self._closed:
             await self.open()
+        elif self._loop is not asyncio.get_running_loop():
+            self._check_loop()
+
+    def _check_loop(self) -> None:
+        """Connections and futures belong to the loop the store was opened on; using them
+        from another loop hangs or fails late inside the driver, so refuse at once."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise StorageError(
+                f"this {self.backend_name} store was opened on another event loop (for example "
+                "by an earlier asyncio.run()); a store works only on the loop it was opened on. "
+                "Open one store per event loop, or use agent_session_store.sync from "
+                "blocking code",
+                details={"reason": "wrong_event_loop"},
+            )
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
         """Turn a driver exception into a StoreError; backends refine this for their driver."""
