@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.errors import StoreError
 from agent_session_store.models import Event, EventType, Run, Session
@@ -27,7 +28,13 @@ from agent_session_store.sqlite import (
     sessions_sql,
 )
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.urls import open_session_store
+
+
+def open_session_store(url: str) -> SQLiteSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, SQLiteSessionStore), store
+    return store
 
 
 class TestSQLiteSessionStore(DurableSessionStoreContract):
