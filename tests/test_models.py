@@ -22,12 +22,24 @@ from agent_session_store.models import (
 T = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 
 
-def test_there_are_28_event_types_in_9_families() -> None:
-    assert len(EventType) == 28
+def test_there_are_29_event_types_in_10_families() -> None:
+    assert len(EventType) == 29
     assert sorted(EVENT_FAMILIES) == sorted(
-        ["session", "run", "message", "tool", "error", "usage", "workspace", "policy", "approval"]
+        [
+            "session",
+            "run",
+            "message",
+            "tool",
+            "error",
+            "usage",
+            "workspace",
+            "policy",
+            "approval",
+            "history",
+        ]
     )
-    assert sum(len(v) for v in EVENT_FAMILIES.values()) == 28
+    assert sum(len(v) for v in EVENT_FAMILIES.values()) == 29
+    assert EventType.HISTORY_REWOUND.family == "history"
     assert EventType.TOOL_APPROVAL_DENIED.family == "approval"
     assert [s.value for s in SessionStatus] == [
         "pending",
@@ -203,6 +215,7 @@ def test_error_shape_and_codes() -> None:
         "storage_connection_failed",
         "migration_required",
         "dependency_not_available",
+        "sequence_conflict",
     }
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is errors.SessionNotFoundError

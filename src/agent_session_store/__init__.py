@@ -22,6 +22,7 @@ from .errors import (
     MigrationRequiredError,
     NotFoundError,
     RunNotFoundError,
+    SequenceConflictError,
     SessionNotFoundError,
     StorageConnectionFailedError,
     StorageError,
@@ -30,6 +31,7 @@ from .errors import (
 )
 from .models import (
     EVENT_FAMILIES,
+    CustomEventType,
     Event,
     EventType,
     ExecutionResult,
@@ -39,6 +41,7 @@ from .models import (
     SessionStatus,
 )
 from .ports import ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .transfer import ImportReport, SessionExport
 from .urls import missing_extra, open_artifact_store, open_session_store, open_store
 
 __version__ = "0.1.0"
@@ -74,11 +77,13 @@ __all__ = [
     "ArtifactStat",
     "ArtifactStore",
     "CompositeSessionStore",
+    "CustomEventType",
     "DependencyNotAvailableError",
     "Event",
     "EventType",
     "ExecutionResult",
     "FileArtifactStore",
+    "ImportReport",
     "InMemoryArtifactStore",
     "InMemorySessionStore",
     "InvalidCursorError",
@@ -91,7 +96,9 @@ __all__ = [
     "RunNotFoundError",
     "RunStatus",
     "SQLiteSessionStore",
+    "SequenceConflictError",
     "Session",
+    "SessionExport",
     "SessionNotFoundError",
     "SessionStatus",
     "SessionStore",

@@ -17,11 +17,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Literal, Self
 
+from . import transfer
 from .codec import (
     DEFAULT_MAX_EVENT_BYTES,
     EncodedEvent,
@@ -40,6 +41,7 @@ from .lifecycle import OpenClose
 from .models import (
     Event,
     EventType,
+    EventTypeLike,
     ExecutionResult,
     Run,
     RunStatus,
@@ -51,8 +53,10 @@ from .models import (
     to_micros,
     to_run_status,
     to_session_status,
+    utcnow,
 )
 from .ports import SessionStore
+from .transfer import ImportReport, SessionExport
 
 __all__ = ["EventQuery", "SessionStoreBase"]
 
@@ -70,6 +74,14 @@ class EventQuery:
     after: int | None = None
     before: int | None = None
     limit: int | None = None
+    #: ``order="desc"``: newest first, and ``limit`` keeps the newest N (contract 3.9).
+    desc: bool = False
+
+
+#: Events a backend's ``_import`` writes, each with the sequence number it keeps.
+NumberedRow = tuple[EncodedEvent, int]
+
+_IMPORT_CHUNK = 1000
 
 
 def _opt_int(value: object, name: str, minimum: int) -> int | None:
@@ -86,6 +98,30 @@ def _opt_int(value: object, name: str, minimum: int) -> int | None:
 
 def _opt_id(value: object, name: str) -> str | None:
     return None if value is None else check_id(value, name)
+
+
+def _desc(order: object) -> bool:
+    if order == "asc" and type(order) is str:
+        return False
+    if order == "desc" and type(order) is str:
+        return True
+    raise ValidationError(
+        f"order must be 'asc' or 'desc', got {order!r}", details={"field": "order"}
+    )
+
+
+def _one_session(rows: list[EncodedEvent], expected: int | None) -> None:
+    """A conditional append checks one session's counter, so its events name one session."""
+    if expected is None or not rows:
+        return
+    sid = rows[0].session_id
+    for row in rows:
+        if row.session_id != sid:
+            raise ValidationError(
+                "a conditional append (expected_sequence) must name one session; got events "
+                f"of {sid!r} and {row.session_id!r}",
+                details={"field": "expected_sequence"},
+            )
 
 
 class _Waiters:
@@ -361,27 +397,38 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
             where.append(pos)
         return rows, where
 
-    async def append_event(self, event: Event) -> None:
-        await self.append_event_with_sequence(event)
+    async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
+        await self.append_event_with_sequence(event, expected_sequence=expected_sequence)
 
-    async def append_event_with_sequence(self, event: Event) -> Event:
+    async def append_event_with_sequence(
+        self, event: Event, *, expected_sequence: int | None = None
+    ) -> Event:
         row = encode_event(event, self.max_event_bytes)
+        expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
-            stored = await self._append([row])
+            stored = await (
+                self._append([row]) if expected is None else self._append([row], expected)
+            )
         except StoreError:
             raise
         except Exception as exc:
             raise self._wrap(exc, "append_event") from exc
         return stored[0]
 
-    async def append_events(self, events: list[Event]) -> list[Event]:
+    async def append_events(
+        self, events: list[Event], *, expected_sequence: int | None = None
+    ) -> list[Event]:
         rows, where = self._encode_batch(events)
+        expected = _opt_int(expected_sequence, "expected_sequence", 0)
         if not rows:
             return []
+        _one_session(rows, expected)
         await self._ready()
         try:
-            stored = await self._append(rows)
+            stored = await (
+                self._append(rows) if expected is None else self._append(rows, expected)
+            )
         except StoreError:
             raise
         except Exception as exc:
@@ -393,6 +440,8 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         session: Session | ExecutionResult,
         run: Run | None = None,
         events: list[Event] | None = None,
+        *,
+        expected_sequence: int | None = None,
     ) -> list[Event]:
         if isinstance(session, ExecutionResult):
             if run is not None or events is not None:
@@ -408,9 +457,21 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         session_doc = encode_session(session)
         run_doc = encode_run(run)
         rows, where = self._encode_batch([] if events is None else events)
+        expected = _opt_int(expected_sequence, "expected_sequence", 0)
+        if expected is not None:
+            for row in rows:
+                if row.session_id != session.id:
+                    raise ValidationError(
+                        "a conditional flush (expected_sequence) appends only to the flushed "
+                        f"session {session.id!r}; an event names {row.session_id!r}",
+                        details={"field": "expected_sequence"},
+                    )
         await self._ready()
         try:
-            stored = await self._flush(session, session_doc, run, run_doc, rows)
+            if expected is None:
+                stored = await self._flush(session, session_doc, run, run_doc, rows)
+            else:
+                stored = await self._flush(session, session_doc, run, run_doc, rows, expected)
         except StoreError:
             raise
         except Exception as exc:
@@ -422,12 +483,13 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         session_id: str,
         *,
         run_id: str | None = None,
-        type: EventType | str | None = None,
+        type: EventTypeLike | str | None = None,
         since: datetime | None = None,
         after: int | None = None,
         before: int | None = None,
         limit: int | None = None,
         wait_timeout_ms: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[Event]:
         query = EventQuery(
             check_id(session_id, "session_id"),
@@ -437,6 +499,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
             _opt_int(after, "after", 0),
             _opt_int(before, "before", 0),
             _opt_int(limit, "limit", 1),
+            _desc(order),
         )
         wait_ms = _opt_int(wait_timeout_ms, "wait_timeout_ms", 0)
         await self._ready()
@@ -530,6 +593,253 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
                 assert seq is not None
                 cursor = seq
 
+    # ------------------------------------------------------------ visible history (2.3)
+
+    async def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
+        """The session as it reads after its rewinds, oldest first; ``limit`` keeps the newest.
+
+        Walks newest first: a ``history_rewound`` at S with ``to_sequence`` N hides (N, S), so
+        the walk jumps below N + 1 with one indexed query and never reads what it skips. A
+        rewind inside a hidden range is never met, which is what makes rewinds nest.
+        """
+        check_id(session_id, "session_id")
+        lim = _opt_int(limit, "limit", 1)
+        await self._ready()
+        page = 500 if lim is None else min(max(2 * lim, 64), 1000)
+        newest_first: list[Event] = []
+        bound: int | None = None  # everything still to read is below this number
+        rewind = EventType.HISTORY_REWOUND
+        while lim is None or len(newest_first) < lim:
+            found = await self._query_events(
+                EventQuery(session_id, before=bound, limit=page, desc=True)
+            )
+            for event in found:
+                seq = event.sequence_number
+                assert seq is not None
+                if bound is not None and seq >= bound:
+                    continue  # hidden by a rewind met earlier in this page
+                bound = seq
+                if event.type is rewind:
+                    to = event.data["to_sequence"]
+                    if to + 1 < seq:
+                        bound = to + 1
+                    continue
+                newest_first.append(event)
+                if lim is not None and len(newest_first) >= lim:
+                    break
+            if len(found) < page or bound == 1:
+                break
+        newest_first.reverse()
+        return newest_first
+
+    # ------------------------------------------------------------ export, import, fork (10)
+
+    async def iter_export(
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The session as export records (header, session, runs, events), a page at a time;
+        ``after`` leaves out the events a resumed copy already has."""
+        check_id(session_id, "session_id")
+        start = _opt_int(after, "after", 0) or 0
+        size = _opt_int(page_size, "page_size", 1) or 1000
+        session = await self.get_session(session_id)
+        latest = await self.get_latest_sequence(session_id)
+        runs = await self.list_runs(session_id)
+        yield transfer.header_record(session_id, latest)
+        yield {"record": "session", "session": session.to_dict()}
+        for run in runs:
+            yield {"record": "run", "run": run.to_dict()}
+        after = start
+        while after < latest:
+            page = await self._query_events(
+                EventQuery(session_id, after=after, before=latest + 1, limit=size)
+            )
+            if not page:
+                break
+            for event in page:
+                yield {"record": "event", "event": event.to_dict()}
+            last = page[-1].sequence_number
+            assert last is not None
+            after = last
+
+    async def export_session(self, session_id: str) -> SessionExport:
+        """The whole session as one value; ``iter_export`` is the bounded-memory form."""
+        head: dict[str, Any] = {}
+        session: Session | None = None
+        runs: list[Run] = []
+        events: list[Event] = []
+        async for record in self.iter_export(session_id):
+            kind = record["record"]
+            if kind == "event":
+                events.append(Event.from_dict(record["event"]))
+            elif kind == "run":
+                runs.append(Run.from_dict(record["run"]))
+            elif kind == "session":
+                session = Session.from_dict(record["session"])
+            else:
+                head = record
+        assert session is not None
+        return SessionExport(session, runs, events, head["latest_sequence"])
+
+    async def import_session(self, export: SessionExport) -> ImportReport:
+        """Write an export keeping ids, numbers and timestamps, atomically (contract 10)."""
+        transfer.check_export(export)
+        rows = self._numbered(export.events)
+        return await self._import_unit(
+            export.session, export.runs, rows, export.latest_sequence, "import_session"
+        )
+
+    async def import_records(
+        self,
+        records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+        *,
+        chunk_size: int = _IMPORT_CHUNK,
+    ) -> ImportReport:
+        """Import a record stream a chunk at a time, so memory stays bounded by one chunk.
+
+        Each chunk is atomic. The whole stream is not: a conflict found in a later chunk
+        leaves the earlier chunks, an identical prefix of the export that a re-run skips
+        (C11), which is what makes ``copy`` resumable.
+        """
+        size = _opt_int(chunk_size, "chunk_size", 1) or _IMPORT_CHUNK
+        head, events = await transfer.read_export(records)
+        imported = skipped = runs_imported = 0
+        first = True
+        chunk: list[Event] = []
+
+        async def write(batch: list[Event]) -> None:
+            nonlocal imported, skipped, runs_imported, first
+            report = await self._import_unit(
+                head.session if first else None,
+                head.runs if first else [],
+                self._numbered(batch),
+                head.latest_sequence,
+                "import_records",
+            )
+            imported += report.events_imported
+            skipped += report.events_skipped
+            runs_imported += report.runs_imported
+            first = False
+
+        async for event in events:
+            chunk.append(event)
+            if len(chunk) >= size:
+                await write(chunk)
+                chunk = []
+        if chunk or first:
+            await write(chunk)
+        return ImportReport(head.session.id, imported, skipped, runs_imported)
+
+    def _numbered(self, events: list[Event]) -> list[NumberedRow]:
+        rows: list[NumberedRow] = []
+        seen: set[str] = set()
+        for event in events:
+            assert event.sequence_number is not None
+            if event.id in seen:
+                raise ValidationError(f"event id {event.id!r} appears twice in one import")
+            seen.add(event.id)
+            rows.append((encode_event(event, self.max_event_bytes), event.sequence_number))
+        return rows
+
+    async def _import_unit(
+        self,
+        session: Session | None,
+        runs: list[Run],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+        operation: str,
+    ) -> ImportReport:
+        session_id = session.id if session is not None else rows[0][0].session_id
+        session_doc = None if session is None else encode_session(session)
+        run_docs = [(run, encode_run(run)) for run in runs]
+        await self._ready()
+        try:
+            imported, skipped = await self._import(
+                session_id, session_doc, run_docs, rows, latest_sequence
+            )
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, operation) from exc
+        return ImportReport(session_id, imported, skipped, len(run_docs))
+
+    async def fork_session(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Session:
+        """A new session starting as a copy of the visible history up to ``at_sequence``.
+
+        Ids of the new session (by default), its runs and its events derive from the request,
+        so a retried fork writes nothing new and returns the same session (C12).
+        """
+        check_id(session_id, "session_id")
+        cut = _opt_int(at_sequence, "at_sequence", 0)
+        new_id = _opt_id(new_session_id, "new_session_id")
+        agent = _opt_id(agent_id, "agent_id")
+        source = await self.get_session(session_id)
+        latest = await self.get_latest_sequence(session_id)
+        if cut is None:
+            cut = latest
+        elif cut > latest:
+            raise ValidationError(
+                f"at_sequence {cut} is beyond session {session_id!r}'s latest sequence {latest}",
+                details={"field": "at_sequence"},
+            )
+        target = new_id or transfer.fork_session_id(session_id, cut)
+        if target == session_id:
+            raise ValidationError("a fork needs a new session id, not the source's")
+        visible = [
+            e for e in await self.get_visible_events(session_id) if (e.sequence_number or 0) <= cut
+        ]
+        run_ids = {e.run_id for e in visible if e.run_id is not None}
+        runs: list[Run] = []
+        for run in await self.list_runs(session_id):
+            if run.id in run_ids:
+                runs.append(
+                    run.replace(id=transfer.derived_id("run_", target, run.id), session_id=target)
+                )
+        now = utcnow()
+        created = now
+        try:
+            earlier = await self.get_session(target)
+        except SessionNotFoundError:
+            earlier = None
+        if earlier is not None and earlier.parent_session_id == session_id:
+            created = earlier.created_at  # a retried fork keeps the first one's birth
+        fork = Session(
+            id=target,
+            agent_id=agent or source.agent_id,
+            status=source.status,
+            parent_session_id=session_id,
+            metadata={**source.metadata, "forked_at_sequence": cut},
+            context=source.context,
+            tags=source.tags,
+            created_at=created,
+            updated_at=now,
+        )
+        copies = [
+            Event(
+                id=transfer.derived_id("evt_", target, e.id),
+                type=e.type,
+                session_id=target,
+                run_id=None if e.run_id is None else transfer.derived_id("run_", target, e.run_id),
+                timestamp=e.timestamp,
+                sequence_number=n,
+                data=e.data,
+                metadata={**e.metadata, "forked_from": e.id},
+                schema_version=e.schema_version,
+                provider=e.provider,
+                correlation_id=e.correlation_id,
+            )
+            for n, e in enumerate(visible, start=1)
+        ]
+        await self._import_unit(fork, runs, self._numbered(copies), len(copies), "fork_session")
+        return fork
+
     # ------------------------------------------------------------ backend primitives
 
     @abc.abstractmethod
@@ -571,15 +881,43 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
     async def _get_active_run(self, session_id: str) -> Run | None: ...
 
     @abc.abstractmethod
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         """Store rows (ids unique within the list) atomically; return one stored event per row,
-        the original for ids already stored. Must call ``_notify`` for sessions it wrote."""
+        the original for ids already stored. Must call ``_notify`` for sessions it wrote.
+
+        With ``expected`` (all rows name one session): when every id is already stored,
+        return the stored events; otherwise raise ``sequence_conflict`` unless the session's
+        counter equals ``expected``, checked in the same atomic unit as the write. Storing a
+        new event touches its session record's ``updated_at`` (C5)."""
 
     @abc.abstractmethod
     async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
     ) -> list[Event]:
-        """Upsert session and run and append rows in one atomic unit."""
+        """Upsert session and run and append rows in one atomic unit; ``expected`` as for
+        ``_append``, checked against the flushed session even with no rows."""
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        """Write rows at their own sequence numbers, atomically; return (imported, skipped).
+
+        An id already at that number in this session is skipped; an id stored anywhere else,
+        or a number holding another id, is ``sequence_conflict`` and nothing is written. The
+        session doc and runs are upserted as given (no ``updated_at`` touch) and the counter
+        becomes max(counter, latest_sequence, highest number written)."""
+        raise StorageError(f"the {self.backend_name} store cannot import sessions yet")
 
     @abc.abstractmethod
     async def _get_events(self, query: EventQuery) -> list[Event]: ...

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from .errors import ValidationError
 from .models import (
+    CustomEventType,
     Event,
     EventType,
     Run,
@@ -28,6 +29,7 @@ from .models import (
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EncodedEvent",
+    "check_rewind",
     "decode_event",
     "decode_run",
     "decode_session",
@@ -154,6 +156,8 @@ def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Enco
     if type(event) is not Event:
         raise ValidationError(f"expected an Event, got {type(event).__name__}")
     _recheck(event)
+    if event.type is EventType.HISTORY_REWOUND:
+        check_rewind(event)
     data = dumps(event.data, "event.data") if event.data else "{}"
     metadata = dumps(event.metadata, "event.metadata") if event.metadata else "{}"
     if not _size_ok(data, max_bytes) or not _size_ok(data + metadata, max_bytes):
@@ -176,14 +180,36 @@ def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Enco
     )
 
 
-_TYPES = {t.value: t for t in EventType}
+_TYPES: dict[str, EventType | CustomEventType] = {t.value: t for t in EventType}
+_MAX_CACHED_TYPES = 4096
+
+
+def _type_of(name: str) -> EventType | CustomEventType:
+    """Stored type text to its value; custom types are interned so reads stay cheap."""
+    found = _TYPES.get(name)
+    if found is None:
+        found = CustomEventType(name)
+        if len(_TYPES) < _MAX_CACHED_TYPES:
+            _TYPES[name] = found
+    return found
+
+
+def check_rewind(event: Event) -> None:
+    """A rewind names the last visible sequence number; anything else would hide at random."""
+    to = event.data.get("to_sequence")
+    if type(to) is not int or to < 0:
+        raise ValidationError(
+            f"event {event.id!r}: a history_rewound event needs data.to_sequence, an int >= 0 "
+            f"(the last sequence number that stays visible), got {to!r}",
+            details={"field": "event.data.to_sequence"},
+        )
 
 
 def _recheck(event: Event) -> None:
     """Repeat the constructor's checks without its cost: values are frozen, but a caller can
     force a field with ``object.__setattr__``, and this is the last stop before a write."""
     if (
-        type(event.type) is not EventType
+        (type(event.type) is not EventType and type(event.type) is not CustomEventType)
         or type(event.timestamp) is not datetime
         or event.timestamp.tzinfo is not UTC
         or type(event.schema_version) is not int
@@ -192,7 +218,9 @@ def _recheck(event: Event) -> None:
         or type(event.metadata) is not dict
     ):
         Event.__post_init__(event)  # raises the constructor's error for the bad field
-        if event.timestamp.tzinfo is not UTC or type(event.type) is not EventType:
+        if event.timestamp.tzinfo is not UTC or not isinstance(
+            event.type, EventType | CustomEventType
+        ):
             raise ValidationError("event fields were changed after construction")
     for name in ("id", "session_id"):
         value = getattr(event, name)
@@ -206,9 +234,10 @@ def _recheck(event: Event) -> None:
 
 def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> Event:
     """Rebuild the stored form; also used for rows straight from a driver (same column order)."""
+    kind = _TYPES.get(row[2]) or _type_of(row[2])
     return Event._trusted(
         row[0],
-        _TYPES[row[2]],
+        kind,
         row[1],
         row[3],
         from_micros(row[4]),

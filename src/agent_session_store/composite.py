@@ -13,14 +13,15 @@ the operation, so a misbehaving artifact backend cannot take the session side do
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, NoReturn, Self
+from typing import Any, Literal, NoReturn, Self
 
 from .errors import StorageError, StoreError, redact
 from .lifecycle import OpenClose
-from .models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
+from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .transfer import ImportReport, SessionExport
 
 __all__ = ["CompositeSessionStore"]
 
@@ -40,6 +41,12 @@ _SESSION_METHODS = (
     "get_events",
     "get_latest_sequence",
     "stream_events",
+    "get_visible_events",
+    "iter_export",
+    "export_session",
+    "import_session",
+    "import_records",
+    "fork_session",
 )
 
 
@@ -137,34 +144,45 @@ class CompositeSessionStore(OpenClose):
     async def get_active_run(self, session_id: str) -> Run | None:
         return await self.session_store.get_active_run(session_id)
 
-    async def append_event(self, event: Event) -> None:
-        await self.session_store.append_event(event)
+    async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
+        await self.session_store.append_event(event, expected_sequence=expected_sequence)
 
-    async def append_event_with_sequence(self, event: Event) -> Event:
-        return await self.session_store.append_event_with_sequence(event)
+    async def append_event_with_sequence(
+        self, event: Event, *, expected_sequence: int | None = None
+    ) -> Event:
+        return await self.session_store.append_event_with_sequence(
+            event, expected_sequence=expected_sequence
+        )
 
-    async def append_events(self, events: list[Event]) -> list[Event]:
-        return await self.session_store.append_events(events)
+    async def append_events(
+        self, events: list[Event], *, expected_sequence: int | None = None
+    ) -> list[Event]:
+        return await self.session_store.append_events(events, expected_sequence=expected_sequence)
 
     async def flush(
         self,
         session: Session | ExecutionResult,
         run: Run | None = None,
         events: list[Event] | None = None,
+        *,
+        expected_sequence: int | None = None,
     ) -> list[Event]:
-        return await self.session_store.flush(session, run, events)
+        return await self.session_store.flush(
+            session, run, events, expected_sequence=expected_sequence
+        )
 
     async def get_events(
         self,
         session_id: str,
         *,
         run_id: str | None = None,
-        type: EventType | str | None = None,
+        type: EventTypeLike | str | None = None,
         since: datetime | None = None,
         after: int | None = None,
         before: int | None = None,
         limit: int | None = None,
         wait_timeout_ms: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[Event]:
         return await self.session_store.get_events(
             session_id,
@@ -175,6 +193,7 @@ class CompositeSessionStore(OpenClose):
             before=before,
             limit=limit,
             wait_timeout_ms=wait_timeout_ms,
+            order=order,
         )
 
     async def get_latest_sequence(self, session_id: str) -> int:
@@ -184,6 +203,40 @@ class CompositeSessionStore(OpenClose):
         self, session_id: str, *, after: int = 0, **filters: Any
     ) -> AsyncIterator[Event]:
         return self.session_store.stream_events(session_id, after=after, **filters)
+
+    async def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
+        return await self.session_store.get_visible_events(session_id, limit=limit)
+
+    def iter_export(
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        return self.session_store.iter_export(session_id, after=after, page_size=page_size)
+
+    async def export_session(self, session_id: str) -> SessionExport:
+        return await self.session_store.export_session(session_id)
+
+    async def import_session(self, export: SessionExport) -> ImportReport:
+        return await self.session_store.import_session(export)
+
+    async def import_records(
+        self,
+        records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+        *,
+        chunk_size: int = 1000,
+    ) -> ImportReport:
+        return await self.session_store.import_records(records, chunk_size=chunk_size)
+
+    async def fork_session(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Session:
+        return await self.session_store.fork_session(
+            session_id, at_sequence=at_sequence, new_session_id=new_session_id, agent_id=agent_id
+        )
 
     # ------------------------------------------------------------ artifacts (isolated)
 

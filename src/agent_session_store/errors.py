@@ -18,12 +18,14 @@ __all__ = [
     "MigrationRequiredError",
     "NotFoundError",
     "RunNotFoundError",
+    "SequenceConflictError",
     "SessionNotFoundError",
     "StorageConnectionFailedError",
     "StorageError",
     "StoreError",
     "ValidationError",
     "redact",
+    "sequence_conflict",
 ]
 
 
@@ -106,6 +108,30 @@ class MigrationRequiredError(StoreError):
 
 class DependencyNotAvailableError(StoreError):
     code = "dependency_not_available"
+
+
+class SequenceConflictError(StoreError):
+    """A conditional append or an import found another log than the caller expected.
+
+    ``details`` holds ``session_id``, ``expected`` and ``actual``: re-read the session from
+    ``actual`` and decide again (optimistic concurrency, contract 3.12).
+    """
+
+    code = "sequence_conflict"
+
+
+def sequence_conflict(
+    session_id: str, expected: int, actual: int, reason: str | None = None
+) -> SequenceConflictError:
+    """The one way every backend reports a conditional append that lost its race, or an
+    import that meets other events at its numbers (``reason`` says which)."""
+    message = reason or (
+        f"session {session_id!r} is at sequence {actual}, not the expected {expected}: "
+        "another writer appended first; re-read the session and retry"
+    )
+    return SequenceConflictError(
+        message, details={"session_id": session_id, "expected": expected, "actual": actual}
+    )
 
 
 # userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.

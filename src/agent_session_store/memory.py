@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from .base import EventQuery, SessionStoreBase
+from .base import EventQuery, NumberedRow, SessionStoreBase
 from .codec import EncodedEvent, decode_event, decode_run, decode_session
-from .errors import ValidationError
-from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
+from .errors import ValidationError, sequence_conflict
+from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros, utcnow
 from .urls import number_options, query_options
 
 __all__ = ["InMemorySessionStore"]
@@ -29,38 +30,82 @@ _SessionKey = tuple[int, str]  # (created_at in µs, id): the list_sessions orde
 
 
 class _Log:
-    """One session's events; sequence number n lives at index n - 1."""
+    """One session's events in sequence order, and the session's counter.
 
-    __slots__ = ("by_run", "by_type", "rows")
+    Numbers are dense (n at index n - 1) until an import brings gaps; only then does a
+    lookup pay for a bisect.
+    """
+
+    __slots__ = ("by_run", "by_type", "last", "rows", "seqs")
 
     def __init__(self) -> None:
         self.rows: list[EncodedEvent] = []
+        self.seqs: array[int] = array("q")
+        self.last = 0
         self.by_run: dict[str, array[int]] = {}
         self.by_type: dict[str, array[int]] = {}
 
+    @property
+    def dense(self) -> bool:
+        return len(self.rows) == self.last
+
+    def index(self, seq: int) -> int:
+        """The position of ``seq`` in ``rows``, or -1 when that number holds no event."""
+        if self.dense:
+            return seq - 1 if 0 < seq <= self.last else -1
+        i = bisect_left(self.seqs, seq)
+        return i if i < len(self.seqs) and self.seqs[i] == seq else -1
+
+    def row(self, seq: int) -> EncodedEvent:
+        return self.rows[self.index(seq)]
+
     def add(self, row: EncodedEvent) -> int:
-        seq = len(self.rows) + 1
-        self.rows.append(row)
+        seq = self.last + 1
+        self.put(row, seq)
+        return seq
+
+    def put(self, row: EncodedEvent, seq: int) -> None:
+        """Place a row at its number (an import may fill a number below the counter)."""
+        if seq > (self.seqs[-1] if self.seqs else 0):
+            self.rows.append(row)
+            self.seqs.append(seq)
+        else:
+            i = bisect_left(self.seqs, seq)
+            self.rows.insert(i, row)
+            self.seqs.insert(i, seq)
+        self.last = max(self.last, seq)
         if row.run_id is not None:
             positions = self.by_run.get(row.run_id)
             if positions is None:
                 positions = self.by_run[row.run_id] = array("q")
-            positions.append(seq)
+            _add_sorted(positions, seq)
         positions = self.by_type.get(row.type)
         if positions is None:
             positions = self.by_type[row.type] = array("q")
+        _add_sorted(positions, seq)
+
+
+def _add_sorted(positions: array[int], seq: int) -> None:
+    if not positions or positions[-1] < seq:
         positions.append(seq)
-        return seq
+    else:
+        positions.insert(bisect_left(positions, seq), seq)
 
 
 class _SessionRecord:
-    __slots__ = ("agent_id", "doc", "key", "status")
+    __slots__ = ("agent_id", "doc", "key", "status", "touched")
 
     def __init__(self, key: _SessionKey, status: str, agent_id: str, doc: str) -> None:
         self.key = key
         self.status = status
         self.agent_id = agent_id
         self.doc = doc
+        #: ``updated_at`` set by activity since the doc was saved (C5); applied on read.
+        self.touched: datetime | None = None
+
+    def session(self) -> Session:
+        found = decode_session(self.doc)
+        return found if self.touched is None else found.replace(updated_at=self.touched)
 
 
 class _RunRecord:
@@ -133,7 +178,15 @@ class InMemorySessionStore(SessionStoreBase):
 
     async def _get_session(self, session_id: str) -> Session | None:
         record = self._sessions.get(session_id)
-        return None if record is None else decode_session(record.doc)
+        return None if record is None else record.session()
+
+    def _touch(self, session_ids: Iterable[str]) -> None:
+        """Activity moves a session's ``updated_at`` (C5)."""
+        now: datetime | None = None
+        for sid in session_ids:
+            record = self._sessions.get(sid)
+            if record is not None:
+                record.touched = now = now or utcnow()
 
     async def _list_sessions(
         self,
@@ -157,7 +210,7 @@ class InMemorySessionStore(SessionStoreBase):
             wanted = (None if status is None else status.value, agent_id)
             matching = (r for r in records if (r.status, r.agent_id) == wanted)
             chosen = list(islice(matching, offset, end))
-        return [decode_session(r.doc) for r in chosen]
+        return [r.session() for r in chosen]
 
     async def _delete_session(self, session_id: str) -> None:
         record = self._sessions.pop(session_id, None)
@@ -184,6 +237,7 @@ class InMemorySessionStore(SessionStoreBase):
 
     async def _save_run(self, run: Run, doc: str) -> None:
         self._put_run(run, doc)
+        self._touch((run.session_id,))
 
     async def _get_run(self, run_id: str) -> Run | None:
         record = self._runs.get(run_id)
@@ -214,7 +268,7 @@ class InMemorySessionStore(SessionStoreBase):
             known = ids.get(row.id)
             if known is not None:
                 sid, seq = known
-                stored.append(decode_event(logs[sid].rows[seq - 1], seq))
+                stored.append(decode_event(logs[sid].row(seq), seq))
                 continue
             log = logs.get(row.session_id)
             if log is None:
@@ -223,27 +277,92 @@ class InMemorySessionStore(SessionStoreBase):
             ids[row.id] = (row.session_id, seq)
             touched.add(row.session_id)
             stored.append(decode_event(row, seq))
-        if touched and self._waiters:
-            self._notify(touched)
+        if touched:
+            self._touch(touched)
+            if self._waiters:
+                self._notify(touched)
         return stored
 
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
+    def _check_expected(self, session_id: str, rows: list[EncodedEvent], expected: int) -> None:
+        if rows and all(row.id in self._event_ids for row in rows):
+            return  # a retry of a stored call succeeds whatever the counter says (3.12)
+        log = self._logs.get(session_id)
+        actual = 0 if log is None else log.last
+        if actual != expected:
+            raise sequence_conflict(session_id, expected, actual)
+
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        if expected is not None:
+            self._check_expected(rows[0].session_id, rows, expected)
         return self._store_rows(rows)
 
     async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
     ) -> list[Event]:
         # Everything was validated before this point and nothing below can fail midway.
+        if expected is not None:
+            self._check_expected(session.id, rows, expected)
         self._put_session(session, session_doc)
         self._put_run(run, run_doc)
+        self._touch((session.id,))
         return self._store_rows(rows)
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        log = self._logs.get(session_id)
+        fresh: list[NumberedRow] = []
+        for row, seq in rows:  # check everything before writing anything
+            known = self._event_ids.get(row.id)
+            if known == (session_id, seq):
+                continue
+            if known is not None:
+                raise sequence_conflict(
+                    session_id,
+                    seq,
+                    known[1],
+                    f"event {row.id!r} is already stored in session {known[0]!r} at "
+                    f"sequence {known[1]}, not at {seq} in {session_id!r}",
+                )
+            if log is not None and log.index(seq) >= 0:
+                raise sequence_conflict(
+                    session_id,
+                    seq,
+                    seq,
+                    f"session {session_id!r} holds another event at sequence {seq}",
+                )
+            fresh.append((row, seq))
+        if session_doc is not None:
+            self._put_session(decode_session(session_doc), session_doc)
+        for run, doc in runs:
+            self._put_run(run, doc)
+        if log is None:
+            log = self._logs[session_id] = _Log()
+        for row, seq in fresh:
+            log.put(row, seq)
+            self._event_ids[row.id] = (session_id, seq)
+        log.last = max(log.last, latest_sequence)
+        if fresh and self._waiters:
+            self._notify((session_id,))
+        return len(fresh), len(rows) - len(fresh)
 
     async def _get_events(self, q: EventQuery) -> list[Event]:
         log = self._logs.get(q.session_id)
         if log is None:
             return []
-        lo = q.after or 0  # first candidate sequence is lo + 1
-        hi = len(log.rows) if q.before is None else min(len(log.rows), q.before - 1)
+        lo = q.after or 0  # candidates are numbered lo + 1 ..= hi
+        hi = log.last if q.before is None else min(log.last, q.before - 1)
         if hi <= lo:
             return []
         indexes: list[array[int]] = []
@@ -254,15 +373,19 @@ class InMemorySessionStore(SessionStoreBase):
                     return []
                 indexes.append(found)
         positions = min(indexes, key=len) if indexes else None
-        rows = log.rows
+        if positions is None and not log.dense:
+            positions = log.seqs
+        candidates: Sequence[int]
         if positions is None:
-            candidates: Sequence[int] = range(lo + 1, hi + 1)
+            candidates = range(lo + 1, hi + 1)
         else:
             candidates = positions[bisect_right(positions, lo) : bisect_right(positions, hi)]
+        if q.desc:
+            candidates = candidates[::-1]
         out: list[Event] = []
         limit = q.limit
         for seq in candidates:
-            row = rows[seq - 1]
+            row = log.row(seq)
             if q.run_id is not None and row.run_id != q.run_id:
                 continue
             if q.type is not None and row.type != q.type:
@@ -276,7 +399,7 @@ class InMemorySessionStore(SessionStoreBase):
 
     async def _latest_sequence(self, session_id: str) -> int:
         log = self._logs.get(session_id)
-        return 0 if log is None else len(log.rows)
+        return 0 if log is None else log.last
 
 
 def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .errors import InvalidEventTypeError, InvalidStatusError, ValidationError
 
 __all__ = [
     "EVENT_FAMILIES",
+    "CustomEventType",
     "Event",
     "EventType",
     "ExecutionResult",
@@ -27,6 +29,7 @@ __all__ = [
     "RunStatus",
     "Session",
     "SessionStatus",
+    "to_event_type",
     "utcnow",
 ]
 
@@ -87,10 +90,38 @@ class EventType(StrEnum):
     TOOL_APPROVAL_REQUESTED = "tool_approval_requested"
     TOOL_APPROVAL_GRANTED = "tool_approval_granted"
     TOOL_APPROVAL_DENIED = "tool_approval_denied"
+    HISTORY_REWOUND = "history_rewound"
 
     @property
     def family(self) -> str:
         return _FAMILY_OF[self]
+
+
+class CustomEventType(str):
+    """A namespaced event type of the caller's own, ``<namespace>.<name>`` (contract 2.3).
+
+    Frameworks keep their own records (an ADK event, a LangGraph checkpoint) in the log without
+    widening the closed built-in set. It quacks like an ``EventType`` member where code reads
+    ``.value`` and ``.family``, so every path that handles a type handles both.
+    """
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    @property
+    def family(self) -> str:
+        """The namespace: ``langgraph`` for ``langgraph.checkpoint``."""
+        return self.partition(".")[0]
+
+    def __repr__(self) -> str:
+        return f"CustomEventType({str.__repr__(self)})"
+
+
+#: What ``Event.type`` holds: a built-in type or a namespaced custom one.
+EventTypeLike = EventType | CustomEventType
 
 
 EVENT_FAMILIES: dict[str, tuple[EventType, ...]] = {
@@ -111,9 +142,13 @@ EVENT_FAMILIES: dict[str, tuple[EventType, ...]] = {
         EventType.TOOL_APPROVAL_GRANTED,
         EventType.TOOL_APPROVAL_DENIED,
     ),
+    "history": (EventType.HISTORY_REWOUND,),
 }
 _FAMILY_OF = {t: fam for fam, types in EVENT_FAMILIES.items() for t in types}
-assert len(_FAMILY_OF) == len(EventType) == 28
+assert len(_FAMILY_OF) == len(EventType) == 29
+
+_CUSTOM_TYPE = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+_MAX_CUSTOM_TYPE_LEN = 64
 
 _EVENT_TYPES: dict[str, EventType] = {t.value: t for t in EventType}
 _SESSION_STATUSES: dict[str, SessionStatus] = {s.value: s for s in SessionStatus}
@@ -212,16 +247,25 @@ def _int(value: object, name: str, minimum: int) -> int:
     return value
 
 
-def to_event_type(value: object) -> EventType:
-    if isinstance(value, EventType):
+def to_event_type(value: object) -> EventTypeLike:
+    """A built-in type, or a custom ``<namespace>.<name>`` one (contract 2.3, C2)."""
+    if isinstance(value, EventType | CustomEventType):
         return value
-    found = _EVENT_TYPES.get(value) if type(value) is str else None
-    if found is None:
-        raise InvalidEventTypeError(
-            f"unknown event type {value!r}; expected one of the 28 types in EventType",
-            details={"type": repr(value)},
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"event type must be a str, got {type(value).__name__}", details={"field": "type"}
         )
-    return found
+    found = _EVENT_TYPES.get(value)
+    if found is not None:
+        return found
+    if len(value) <= _MAX_CUSTOM_TYPE_LEN and _CUSTOM_TYPE.fullmatch(value):
+        return CustomEventType(value)
+    raise InvalidEventTypeError(
+        f"unknown event type {value!r}: expected one of the 29 built-in types in EventType, "
+        "or a custom '<namespace>.<name>' type (both parts [a-z][a-z0-9_]*, at most 64 "
+        "characters in all)",
+        details={"type": repr(value)},
+    )
 
 
 def to_session_status(value: object) -> SessionStatus:
@@ -455,7 +499,7 @@ class Run:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    type: EventType
+    type: EventTypeLike
     session_id: str
     id: str = field(default_factory=lambda: new_id("evt_"))
     run_id: str | None = None
@@ -520,7 +564,7 @@ class Event:
     def _trusted(
         cls,
         id: str,
-        type: EventType,
+        type: EventTypeLike,
         session_id: str,
         run_id: str | None,
         timestamp: datetime,

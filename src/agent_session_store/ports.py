@@ -6,13 +6,14 @@ as "contract N.N"). A backend that passes ``agent_session_store.testing`` meets 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from .models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
+from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
+from .transfer import ImportReport, SessionExport
 
 __all__ = ["ArtifactData", "ArtifactStat", "ArtifactStore", "KeyPage", "SessionStore"]
 
@@ -77,16 +78,26 @@ class SessionStore(Protocol):
         """The ``running`` run with the latest ``started_at`` (ties: greatest id), or None (3.7)."""
         ...
 
-    async def append_event(self, event: Event) -> None:
+    async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
         """Append one event; idempotent by event id (3.8)."""
 
-    async def append_event_with_sequence(self, event: Event) -> Event:
-        """Append one event and return its stored form, sequence number set (3.8)."""
+    async def append_event_with_sequence(
+        self, event: Event, *, expected_sequence: int | None = None
+    ) -> Event:
+        """Append one event and return its stored form, sequence number set (3.8).
+
+        With ``expected_sequence`` the write happens only if the session's latest sequence
+        is that number, else ``sequence_conflict`` and nothing is written; a retry of an
+        already stored event succeeds whatever the counter says (3.12)."""
         ...
 
-    async def append_events(self, events: list[Event]) -> list[Event]:
+    async def append_events(
+        self, events: list[Event], *, expected_sequence: int | None = None
+    ) -> list[Event]:
         """Append a batch atomically; one contiguous sequence block per session, in input
-        order; duplicates (stored or earlier in the batch) map to the stored event (3.8)."""
+        order; duplicates (stored or earlier in the batch) map to the stored event (3.8).
+        ``expected_sequence`` as for ``append_event_with_sequence``; the batch must then
+        name one session."""
         ...
 
     async def flush(
@@ -94,8 +105,11 @@ class SessionStore(Protocol):
         session: Session | ExecutionResult,
         run: Run | None = None,
         events: list[Event] | None = None,
+        *,
+        expected_sequence: int | None = None,
     ) -> list[Event]:
-        """Upsert session and run and append events as one atomic unit (3.8.7)."""
+        """Upsert session and run and append events as one atomic unit (3.8.7);
+        ``expected_sequence`` checks the flushed session's counter, even with no events."""
         ...
 
     async def get_events(
@@ -103,15 +117,59 @@ class SessionStore(Protocol):
         session_id: str,
         *,
         run_id: str | None = None,
-        type: EventType | str | None = None,
+        type: EventTypeLike | str | None = None,
         since: datetime | None = None,
         after: int | None = None,
         before: int | None = None,
         limit: int | None = None,
         wait_timeout_ms: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[Event]:
-        """Filtered events in sequence order; with ``wait_timeout_ms``, long-poll until the
-        same query is non-empty or the timeout passes (3.9)."""
+        """Filtered events in sequence order (``order="desc"``: newest first, ``limit`` keeps
+        the newest N); with ``wait_timeout_ms``, long-poll until the same query is non-empty
+        or the timeout passes (3.9)."""
+        ...
+
+    async def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
+        """The history left after ``history_rewound`` events, oldest first; ``limit`` keeps
+        the newest N of it (2.3)."""
+        ...
+
+    def iter_export(
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The session as export records (header, session, runs, events), a page at a time;
+        ``after`` leaves out events numbered up to it (10)."""
+        ...
+
+    async def export_session(self, session_id: str) -> SessionExport:
+        """The whole session, runs and events (gaps kept); ``session_not_found`` if unknown (10)."""
+        ...
+
+    async def import_session(self, export: SessionExport) -> ImportReport:
+        """Write an export keeping ids, numbers and timestamps, atomically; idempotent;
+        other events at those numbers or ids stored elsewhere: ``sequence_conflict`` (10)."""
+        ...
+
+    async def import_records(
+        self,
+        records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+        *,
+        chunk_size: int = 1000,
+    ) -> ImportReport:
+        """Import an export record stream a chunk at a time (bounded memory, resumable)."""
+        ...
+
+    async def fork_session(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Session:
+        """A new session whose log is a copy of the source's visible history up to
+        ``at_sequence``, numbered from 1, with deterministic ids: a retry is a no-op (10)."""
         ...
 
     async def get_latest_sequence(self, session_id: str) -> int:

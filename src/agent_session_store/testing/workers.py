@@ -171,3 +171,49 @@ async def append_after_barrier(
         t = time.time()
         await store.append_event(Event(type=EventType(event_type), session_id=session_id))
         return t
+
+
+async def conditional_rounds(
+    barrier: Barrier, url: str, session_id: str, rounds: int, tag: str
+) -> list[tuple[str, int, str]]:
+    """Each round every process reads the counter, then all append expecting that number."""
+    async with open_session_store(url) as store:
+        await store.get_latest_sequence(session_id)
+        out = []
+        for r in range(rounds):
+            _wait(barrier)  # the previous round is over everywhere
+            latest = await store.get_latest_sequence(session_id)
+            _wait(barrier)  # everyone has read before anyone writes
+            event = Event(id=f"evt_{tag}_{r}", type=EventType.MESSAGE_SENT, session_id=session_id)
+            try:
+                await store.append_event(event, expected_sequence=latest)
+                out.append(("won", latest, event.id))
+            except StoreError as err:
+                out.append((err.code, latest, event.id))
+        return out
+
+
+async def conditional_retry(
+    barrier: Barrier, url: str, session_id: str, count: int, tag: str
+) -> list[tuple[str, int]]:
+    """Append ``count`` events with read-then-conditional-append, retrying on conflict."""
+    async with open_session_store(url) as store:
+        await store.get_latest_sequence(session_id)
+        _wait(barrier)
+        out = []
+        for i in range(count):
+            event = Event(id=f"evt_{tag}_{i}", type=EventType.MESSAGE_SENT, session_id=session_id)
+            conflicts = 0
+            for _ in range(10_000):  # bounded: four writers settle long before this
+                latest = await store.get_latest_sequence(session_id)
+                try:
+                    await store.append_event(event, expected_sequence=latest)
+                    break
+                except StoreError as err:
+                    if err.code != "sequence_conflict":
+                        raise
+                    conflicts += 1
+            else:
+                raise AssertionError(f"{tag}: event {i} never got in")
+            out.append((event.id, conflicts))
+        return out
