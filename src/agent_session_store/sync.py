@@ -22,17 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from . import urls
 from .base import SessionStoreBase
 from .composite import CompositeSessionStore
 from .errors import StorageError
-from .models import Event, EventType, ExecutionResult, Run, RunStatus, Session, SessionStatus
-from .ports import ArtifactStat, ArtifactStore, KeyPage
+from .models import (
+    Event,
+    EventTypeLike,
+    ExecutionResult,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+)
+from .ports import ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .transfer import ImportReport, SessionExport
 
 __all__ = [
     "SyncArtifactStore",
@@ -44,6 +53,18 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _doc(original: Callable[..., Any]) -> Callable[[F], F]:
+    """Give a blocking method the docstring of the async operation it runs: one text."""
+
+    def give(method: F) -> F:
+        method.__doc__ = original.__doc__
+        return method
+
+    return give
+
 
 #: Sync ``put`` takes bytes-like data or a (sync) iterable of bytes-like chunks.
 SyncArtifactData = bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview]
@@ -173,14 +194,15 @@ class SyncSessionStore(_SyncBridge):
         if migrate is not None:
             self._call(migrate())
 
+    @_doc(SessionStore.save_session)
     def save_session(self, session: Session) -> None:
-        """Upsert by id with full replacement (3.1)."""
         self._call(self._store.save_session(session))
 
+    @_doc(SessionStore.get_session)
     def get_session(self, session_id: str) -> Session:
-        """Raise ``session_not_found`` for an unknown id; soft-deleted ones are returned (3.2)."""
         return self._call(self._store.get_session(session_id))
 
+    @_doc(SessionStore.list_sessions)
     def list_sessions(
         self,
         *,
@@ -189,68 +211,78 @@ class SyncSessionStore(_SyncBridge):
         limit: int | None = None,
         offset: int = 0,
     ) -> list[Session]:
-        """Filters AND together; ordered by ``created_at`` then ``id`` (3.3)."""
         return self._call(
             self._store.list_sessions(status=status, agent_id=agent_id, limit=limit, offset=offset)
         )
 
+    @_doc(SessionStore.delete_session)
     def delete_session(self, session_id: str) -> None:
-        """Remove the session, its runs, events and counter atomically; idempotent (3.4)."""
         self._call(self._store.delete_session(session_id))
 
+    @_doc(SessionStore.save_run)
     def save_run(self, run: Run) -> None:
-        """Upsert by id with full replacement (3.5)."""
         self._call(self._store.save_run(run))
 
+    @_doc(SessionStore.get_run)
     def get_run(self, run_id: str) -> Run:
-        """Raise ``run_not_found`` for an unknown id (3.5)."""
         return self._call(self._store.get_run(run_id))
 
+    @_doc(SessionStore.list_runs)
     def list_runs(
         self, session_id: str, *, status: RunStatus | str | None = None, limit: int | None = None
     ) -> list[Run]:
-        """Ordered by ``started_at`` then ``id``; unknown session gives ``[]`` (3.6)."""
         return self._call(self._store.list_runs(session_id, status=status, limit=limit))
 
+    @_doc(SessionStore.get_active_run)
     def get_active_run(self, session_id: str) -> Run | None:
-        """The ``running`` run with the latest ``started_at``, or None (3.7)."""
         return self._call(self._store.get_active_run(session_id))
 
-    def append_event(self, event: Event) -> None:
-        """Append one event; idempotent by event id (3.8)."""
-        self._call(self._store.append_event(event))
+    @_doc(SessionStore.append_event)
+    def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
+        self._call(self._store.append_event(event, expected_sequence=expected_sequence))
 
-    def append_event_with_sequence(self, event: Event) -> Event:
-        """Append one event and return its stored form, sequence number set (3.8)."""
-        return self._call(self._store.append_event_with_sequence(event))
+    @_doc(SessionStore.append_event_with_sequence)
+    def append_event_with_sequence(
+        self, event: Event, *, expected_sequence: int | None = None
+    ) -> Event:
+        return self._call(
+            self._store.append_event_with_sequence(event, expected_sequence=expected_sequence)
+        )
 
-    def append_events(self, events: list[Event]) -> list[Event]:
-        """Append a batch atomically; one contiguous block of numbers per session (3.8)."""
-        return self._call(self._store.append_events(events))
+    @_doc(SessionStore.append_events)
+    def append_events(
+        self, events: list[Event], *, expected_sequence: int | None = None
+    ) -> list[Event]:
+        return self._call(self._store.append_events(events, expected_sequence=expected_sequence))
 
+    @_doc(SessionStore.flush)
     def flush(
         self,
         session: Session | ExecutionResult,
         run: Run | None = None,
         events: list[Event] | None = None,
+        *,
+        expected_sequence: int | None = None,
     ) -> list[Event]:
-        """Upsert session and run and append events as one atomic unit (3.8.7)."""
-        return self._call(self._store.flush(session, run, events))
+        return self._call(
+            self._store.flush(session, run, events, expected_sequence=expected_sequence)
+        )
 
+    @_doc(SessionStore.get_events)
     def get_events(
         self,
         session_id: str,
         *,
         run_id: str | None = None,
-        type: EventType | str | None = None,
+        type: EventTypeLike | str | None = None,
         since: datetime | None = None,
         after: int | None = None,
         before: int | None = None,
         limit: int | None = None,
         wait_timeout_ms: int | None = None,
+        order: Literal["asc", "desc"] = "asc",
     ) -> list[Event]:
-        """Filtered events in sequence order; with ``wait_timeout_ms``, long-poll (block)
-        until the same query is non-empty or the timeout passes (3.9); other threads go on."""
+        # A long-poll blocks only the calling thread: other threads' calls go on meanwhile.
         return self._call(
             self._store.get_events(
                 session_id,
@@ -261,18 +293,61 @@ class SyncSessionStore(_SyncBridge):
                 before=before,
                 limit=limit,
                 wait_timeout_ms=wait_timeout_ms,
+                order=order,
             )
         )
 
+    @_doc(SessionStore.get_latest_sequence)
     def get_latest_sequence(self, session_id: str) -> int:
-        """The highest sequence ever assigned in the session, 0 when none (3.10)."""
         return self._call(self._store.get_latest_sequence(session_id))
 
+    @_doc(SessionStore.stream_events)
     def stream_events(
         self, session_id: str, *, after: int = 0, **filters: Any
     ) -> Generator[Event, None, None]:
-        """Yield events in order, forever, blocking when caught up (3.11); ``break`` to stop."""
         return self._iterate(self._store.stream_events(session_id, after=after, **filters))
+
+    @_doc(SessionStore.get_visible_events)
+    def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
+        return self._call(self._store.get_visible_events(session_id, limit=limit))
+
+    @_doc(SessionStore.iter_export)
+    def iter_export(
+        self, session_id: str, *, after: int = 0, page_size: int = 1000
+    ) -> Generator[dict[str, Any], None, None]:
+        return self._iterate(self._store.iter_export(session_id, after=after, page_size=page_size))
+
+    @_doc(SessionStore.export_session)
+    def export_session(self, session_id: str) -> SessionExport:
+        return self._call(self._store.export_session(session_id))
+
+    @_doc(SessionStore.import_session)
+    def import_session(self, export: SessionExport) -> ImportReport:
+        return self._call(self._store.import_session(export))
+
+    @_doc(SessionStore.import_records)
+    def import_records(
+        self, records: Iterable[Mapping[str, Any]], *, chunk_size: int = 1000
+    ) -> ImportReport:
+        return self._call(self._store.import_records(records, chunk_size=chunk_size))
+
+    @_doc(SessionStore.fork_session)
+    def fork_session(
+        self,
+        session_id: str,
+        *,
+        at_sequence: int | None = None,
+        new_session_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> Session:
+        return self._call(
+            self._store.fork_session(
+                session_id,
+                at_sequence=at_sequence,
+                new_session_id=new_session_id,
+                agent_id=agent_id,
+            )
+        )
 
 
 class SyncArtifactStore(_SyncBridge):
