@@ -191,7 +191,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -211,7 +211,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
                     raise
                 except Exception as exc:
                     raise self._wrap(exc, "open") from exc
-                self._loop = asyncio.get_running_loop()
+                self._bound_loop = asyncio.get_running_loop()
                 self._opened = True
         return self
 
@@ -234,13 +234,13 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
     async def _ready(self) -> None:
         if not self._opened or self._closed:
             await self.open()
-        elif self._loop is not asyncio.get_running_loop():
+        elif self._bound_loop is not asyncio.get_running_loop():
             self._check_loop()
 
     def _check_loop(self) -> None:
         """Connections and futures belong to the loop the store was opened on; using them
         from another loop hangs or fails late inside the driver, so refuse at once."""
-        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+        if self._bound_loop is not None and self._bound_loop is not asyncio.get_running_loop():
             raise StorageError(
                 f"this {self.backend_name} store was opened on another event loop (for example "
                 "by an earlier asyncio.run()); a store works only on the loop it was opened on. "
