@@ -676,8 +676,15 @@ async def _fork(args: argparse.Namespace) -> int:
 
 
 def _schema_version(store: SessionStoreBase) -> int | None:
-    version = getattr(sys.modules.get(type(store).__module__), "SCHEMA_VERSION", None)
-    return version if isinstance(version, int) else None
+    """The schema version this code migrates to: the backend module's (or its package's)
+    ``SCHEMA_VERSION``; None for backends without a schema."""
+    name = type(store).__module__
+    while name:
+        version = getattr(sys.modules.get(name), "SCHEMA_VERSION", None)
+        if isinstance(version, int):
+            return version
+        name = name.rpartition(".")[0]
+    return None
 
 
 async def _migrate(args: argparse.Namespace) -> int:
