@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -100,6 +101,22 @@ def _opt_id(value: object, name: str) -> str | None:
     return None if value is None else check_id(value, name)
 
 
+def _clone(e: Event) -> Event:
+    return Event._trusted(
+        e.id,
+        e.type,
+        e.session_id,
+        e.run_id,
+        e.timestamp,
+        e.sequence_number or 0,
+        copy.deepcopy(e.data),
+        copy.deepcopy(e.metadata),
+        e.schema_version,
+        e.provider,
+        e.correlation_id,
+    )
+
+
 def _desc(order: object) -> bool:
     if order == "asc" and type(order) is str:
         return False
@@ -125,12 +142,18 @@ def _one_session(rows: list[EncodedEvent], expected: int | None) -> None:
 
 
 class _Waiters:
-    """Long-poll readers by session; an append wakes only its own session's readers."""
+    """Long-poll readers by session; an append wakes only its own session's readers.
 
-    __slots__ = ("_by_session",)
+    Each wake of a session bumps its generation. Readers woken together run one shared
+    query per (query, generation): a query started after wake N sees every commit that wake
+    announced, so sharing it loses nothing, and 1,000 readers of one filter cost one query.
+    """
+
+    __slots__ = ("_by_session", "generation")
 
     def __init__(self) -> None:
         self._by_session: dict[str, set[asyncio.Event]] = {}
+        self.generation: dict[str, int] = {}
 
     def add(self, session_id: str) -> tuple[asyncio.Event, bool]:
         flag = asyncio.Event()
@@ -150,6 +173,7 @@ class _Waiters:
         if bucket:
             return False
         del self._by_session[session_id]
+        self.generation.pop(session_id, None)
         return True
 
     def notify(self, session_ids: Iterable[str]) -> None:
@@ -157,6 +181,7 @@ class _Waiters:
         for sid in session_ids:
             bucket = by_session.get(sid)
             if bucket:
+                self.generation[sid] = self.generation.get(sid, 0) + 1
                 for flag in bucket:
                     flag.set()
 
@@ -192,6 +217,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
         self._bound_loop: asyncio.AbstractEventLoop | None = None
+        self._shared: dict[tuple[EventQuery, int], asyncio.Future[list[Event]]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -204,7 +230,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
-            if not self._opened:
+            if not self._opened and not self._closed:
                 try:
                     await self._open()
                 except StoreError:
@@ -213,6 +239,8 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
                     raise self._wrap(exc, "open") from exc
                 self._bound_loop = asyncio.get_running_loop()
                 self._opened = True
+        if self._closed:  # close() came while this was opening; it closes what was opened
+            raise StorageError(f"the {self.backend_name} store is closed")
         return self
 
     async def close(self) -> None:
@@ -220,6 +248,9 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
             return
         self._closed = True
         self._waiters.notify_all()
+        if self._open_lock is not None and self._open_lock.locked():
+            async with self._open_lock:
+                pass  # an open in progress finishes first, so nothing it starts is left behind
         if self._opened:
             try:
                 await self._close()
@@ -502,10 +533,16 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
             _desc(order),
         )
         wait_ms = _opt_int(wait_timeout_ms, "wait_timeout_ms", 0)
-        await self._ready()
         if not wait_ms:
+            await self._ready()
             return await self._query_events(query)
-        return await self._long_poll(query, wait_ms)
+        try:
+            await self._ready()
+            return await self._long_poll(query, wait_ms)
+        except StoreError:
+            if self._closed:
+                return []  # a reader still starting when close() came is released like any
+            raise
 
     async def _query_events(self, query: EventQuery) -> list[Event]:
         try:
@@ -539,7 +576,7 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
                 raise self._wrap(exc, "get_events") from exc
             while True:
                 flag.clear()
-                found = await self._query_events(query)
+                found = await self._shared_query(query)
                 if found or self._closed:
                     return found
                 remaining = deadline - loop.time()
@@ -559,6 +596,22 @@ class SessionStoreBase(OpenClose, SessionStore, abc.ABC):
                         started.cancel()
                     elif not started.cancelled() and started.exception() is None:
                         await self._watch_stop(sid)
+
+    async def _shared_query(self, query: EventQuery) -> list[Event]:
+        """Run ``query`` once for every reader woken by the same wake of its session."""
+        key = (query, self._waiters.generation.get(query.session_id, 0))
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = asyncio.ensure_future(self._query_events(query))
+
+            def forget(done: asyncio.Future[list[Event]]) -> None:
+                if self._shared.get(key) is done:
+                    del self._shared[key]
+
+            shared.add_done_callback(forget)
+            return await asyncio.shield(shared)  # a cancelled reader leaves others' query
+        # Joiners get their own payload dicts: callers may change what they are given.
+        return [_clone(e) for e in await asyncio.shield(shared)]
 
     def _notify(self, session_ids: Iterable[str]) -> None:
         """Wake this process's readers of these sessions; call on the event loop thread."""

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from .errors import ValidationError
 from .models import (
+    MAX_ID_BYTES,
     CustomEventType,
     Event,
     EventType,
@@ -224,11 +225,22 @@ def _recheck(event: Event) -> None:
             raise ValidationError("event fields were changed after construction")
     for name in ("id", "session_id"):
         value = getattr(event, name)
-        if type(value) is not str or not value or not value.isascii() or "\x00" in value:
+        if (
+            type(value) is not str
+            or not value
+            or len(value) > MAX_ID_BYTES
+            or not value.isascii()
+            or "\x00" in value
+        ):
             check_id(value, f"event.{name}")
     for name in ("run_id", "provider", "correlation_id"):
         value = getattr(event, name)
-        if value is not None and (type(value) is not str or not value.isascii() or "\x00" in value):
+        if value is not None and (
+            type(value) is not str
+            or len(value) > MAX_ID_BYTES
+            or not value.isascii()
+            or "\x00" in value
+        ):
             Event.__post_init__(event)
 
 

@@ -166,8 +166,13 @@ def utcnow() -> datetime:
 # Shared by the constructors and by the stores' argument checks, so both say the same thing.
 
 
+#: The longest id in UTF-8 bytes any backend takes (PostgreSQL's btree rows end near 2.7 kB).
+MAX_ID_BYTES = 1024
+
+
 def check_id(value: object, name: str) -> str:
-    """A non-empty str without NUL or lone surrogates: every backend can store it as text."""
+    """A non-empty str of at most 1,024 UTF-8 bytes without NUL or lone surrogates: every
+    backend can store and index it as text."""
     if type(value) is not str:
         raise ValidationError(
             f"{name} must be a str, got {type(value).__name__}", details={"field": name}
@@ -175,7 +180,17 @@ def check_id(value: object, name: str) -> str:
     if not value:
         raise ValidationError(f"{name} must not be empty", details={"field": name})
     check_text(value, name)
+    _check_id_size(value, name)
     return value
+
+
+def _check_id_size(value: str, name: str) -> None:
+    if len(value) > MAX_ID_BYTES // 4 and len(value.encode("utf-8")) > MAX_ID_BYTES:
+        raise ValidationError(
+            f"{name} is {len(value.encode('utf-8'))} bytes long; ids are at most "
+            f"{MAX_ID_BYTES} UTF-8 bytes",
+            details={"field": name, "limit": MAX_ID_BYTES},
+        )
 
 
 def check_text(value: str, name: str) -> None:
@@ -195,6 +210,7 @@ def check_text(value: str, name: str) -> None:
 
 
 def _opt_str(value: object, name: str) -> str | None:
+    """An optional reference (run id, provider, correlation id): text of id size, or None."""
     if value is None:
         return None
     if type(value) is not str:
@@ -202,6 +218,7 @@ def _opt_str(value: object, name: str) -> str | None:
             f"{name} must be a str or None, got {type(value).__name__}", details={"field": name}
         )
     check_text(value, name)
+    _check_id_size(value, name)
     return value
 
 
@@ -302,7 +319,12 @@ def from_micros(value: int) -> datetime:
 
 
 def iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width ISO-8601 UTC: strftime writes year 999 as "999", which no parser reads."""
+    v = value.astimezone(UTC) if value.tzinfo is not UTC else value
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
 
 
 def parse_iso(value: object, name: str) -> datetime:
