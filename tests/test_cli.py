@@ -423,6 +423,23 @@ def test_migrate_reports_what_it_did_and_has_a_dry_run(tmp_path: Path, pg_schema
     assert "no schema" in run_cli("migrate", "memory://").stdout
 
 
+def test_a_database_without_our_schema_says_how_to_migrate(tmp_path: Path) -> None:
+    import contextlib
+    import sqlite3
+
+    # A database holding other tables is never changed on open: it needs `migrate`.
+    with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as conn:
+        conn.execute("CREATE TABLE unrelated (x)")
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    proc = run_cli("--url", url, "sessions", "list", check=False)
+    assert proc.returncode == 4
+    assert "[migration_required]" in proc.stderr and "migrate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "would bring it to version" in run_cli("migrate", url, "--dry-run").stdout
+    assert "migrated from" in run_cli("migrate", url).stdout
+    assert json.loads(run_cli("--url", url, "sessions", "list", "--json").stdout) == []
+
+
 def test_migrate_then_use_a_postgres_schema(pg_schema: str) -> None:
     url = pg_schema
     proc = run_cli("--url", url, "sessions", "list", check=False)
@@ -489,30 +506,37 @@ def test_export_then_import_round_trips_and_reimport_changes_nothing(tmp_path: P
 
 
 @needs_sqlite_v2
-@needs_pg_v2
-def test_copy_between_backends_is_resumable(tmp_path: Path, pg_schema: str) -> None:
+@pytest.mark.parametrize("target", ["sqlite", "postgres"])
+def test_copy_between_backends_is_resumable(
+    tmp_path: Path, target: str, request: pytest.FixtureRequest
+) -> None:
+    if target == "postgres" and not PG_V2:
+        pytest.skip("PostgreSQL backend lacks contract v2")
     src = sqlite_url(tmp_path / "src.db")
-    pg = pg_schema + "&auto_migrate=true"
+    if target == "postgres":
+        dst = request.getfixturevalue("pg_schema") + "&auto_migrate=true"
+    else:
+        dst = sqlite_url(tmp_path / "dst.db")
     first = _sample(src, "one", 25)
     second = _sample(src, "two", 40)
     # a copy that died part-way: the target holds the first 10 events of "two"
     partial = tmp_path / "partial.jsonl"
     lines = run_cli("--url", src, "export", "two").stdout.splitlines()
     partial.write_text("\n".join(lines[: 3 + 10]) + "\n")
-    run_cli("--url", pg, "import", str(partial))
-    proc = run_cli("copy", "--from", src, "--to", pg, "--all", "--page-size", "7", "--json")
+    run_cli("--url", dst, "import", str(partial))
+    proc = run_cli("copy", "--from", src, "--to", dst, "--all", "--page-size", "7", "--json")
     reports = {r["session_id"]: r for r in json.loads(proc.stdout)}
     assert reports["one"]["events_imported"] == 25
     assert reports["two"]["events_imported"] == 30  # only what was missing
-    with sync.open_session_store(pg) as store:
+    with sync.open_session_store(dst) as store:
         assert store.get_events("one") == first
         assert store.get_events("two") == second
         assert store.get_latest_sequence("two") == 40
-    rerun = json.loads(run_cli("copy", "--from", src, "--to", pg, "one", "two", "--json").stdout)
+    rerun = json.loads(run_cli("copy", "--from", src, "--to", dst, "one", "two", "--json").stdout)
     assert [r["events_imported"] for r in rerun] == [0, 0]
-    # and back, PostgreSQL -> SQLite, by name, with the human report
+    # and back, by name, with the human report
     back = sqlite_url(tmp_path / "back.db")
-    text = run_cli("copy", "--from", pg, "--to", back, "two").stdout
+    text = run_cli("copy", "--from", dst, "--to", back, "two").stdout
     assert "two: 40 event(s) copied" in text
     with sync.open_session_store(back) as store:
         assert store.get_events("two") == second
