@@ -400,6 +400,22 @@ def test_rewound_events_are_shown_as_such(tmp_path: Path) -> None:
     assert len(struck) >= 2, table
     visible = run_cli("--url", url, "events", "list", "s", "--visible", "--json")
     assert _seqs(visible) == [1, 2, 6]
+    newest = run_cli("--url", url, "events", "list", "s", "--visible", "--limit", "2", "--json")
+    assert _seqs(newest) == [2, 6] and "raise --limit" in newest.stderr
+    tail = subprocess.Popen(
+        [*CLI, "--url", url, "events", "tail", "s", "--json", "--last", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert tail.stdout is not None
+        followed = [json.loads(tail.stdout.readline()) for _ in range(6)]
+        assert [e["rewound"] for e in followed] == [False, False, True, True, False, False]
+    finally:
+        tail.send_signal(signal.SIGINT)
+        tail.wait(30)
 
 
 # ---------------------------------------------------------------- migrate

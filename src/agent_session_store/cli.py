@@ -428,15 +428,24 @@ async def _query(
 
 async def _events_list(args: argparse.Namespace) -> int:
     types = _types(args.type)
+    if args.visible and (args.after is not None or args.before is not None):
+        raise UsageError("--visible takes --limit (the newest N), not --after or --before")
     async with _open(args.url) as store:
         await _warn_if_unknown(store, args.session_id, args.url)
         run_id = await _resolve_run(store, args.session_id, args.run)
         rewinds = await _Rewinds.of(store, args.session_id)
         fetch = None if args.limit == 0 else args.limit + 1
         if args.visible:
-            events = await store.get_visible_events(args.session_id, limit=fetch)
+            # The newest N of the visible history; filters apply before the limit.
+            filtered = run_id is not None or types is not None
+            events = await store.get_visible_events(
+                args.session_id, limit=None if filtered else fetch
+            )
             events = [e for e in events if (run_id is None or e.run_id == run_id)]
             events = [e for e in events if types is None or e.type.value in types]
+            more = fetch is not None and len(events) > args.limit
+            if more:
+                events = events[-args.limit :]
             if args.order == "desc":
                 events.reverse()
         else:
@@ -450,11 +459,13 @@ async def _events_list(args: argparse.Namespace) -> int:
                 before=args.before,
                 order=args.order,
             )
-    more = fetch is not None and len(events) > args.limit
-    if more:
-        events = events[: args.limit]
+            more = fetch is not None and len(events) > args.limit
+            if more:
+                events = events[: args.limit]
     hint = ""
-    if more and events:
+    if more and events and args.visible:
+        hint = "older visible events exist: raise --limit"
+    elif more and events:
         last = events[-1].sequence_number
         hint = f"next: --{'before' if args.order == 'desc' else 'after'} {last}"
     if args.json:
