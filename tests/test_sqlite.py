@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.codec import encode_event, encode_run, encode_session
 from agent_session_store.errors import StoreError
@@ -33,7 +34,13 @@ from agent_session_store.sqlite import (
 from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.urls import open_session_store
+
+
+def open_session_store(url: str) -> SQLiteSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, SQLiteSessionStore), store
+    return store
 
 
 class TestSQLiteSessionStore(DurableSessionStoreContract):
