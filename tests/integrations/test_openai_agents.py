@@ -214,7 +214,6 @@ def test_two_processes_popping_never_pop_the_same_item(kind: str, tmp_path: Path
         a, b = run_processes(olg_workers.pop_until_empty, [(u, "race"), (u, "race")])
         popped = [i["content"] for i in a + b]
         assert len(popped) == len(set(popped)) == count
-        assert a and b, "both processes should have won some pops"
 
         async def check() -> list[Event]:
             async with open_session_store(u) as s:
