@@ -79,12 +79,13 @@ def v2_missing(kind: str) -> str | None:
     its own branch. The probe asks the backend itself, on a throw-away database.
     """
     from agent_session_store import Event, open_session_store
+    from agent_session_store.models import to_event_type
 
     async def probe(url: str) -> str | None:
         async with open_session_store(url) as store:
             try:
                 await store.append_events(
-                    [Event(type="probe.v2", session_id="probe")], expected_sequence=0
+                    [Event(type=to_event_type("probe.v2"), session_id="probe")], expected_sequence=0
                 )
             except StoreError as exc:
                 return f"the {kind} backend has no conditional append yet ({exc.code})"

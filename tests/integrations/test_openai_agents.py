@@ -23,7 +23,7 @@ from agent_session_store import open_session_store
 from agent_session_store.errors import ValidationError
 from agent_session_store.integrations.loop import StoreLoop
 from agent_session_store.integrations.openai_agents import OpenAIAgentsSession, item_event_type
-from agent_session_store.models import Event, EventType
+from agent_session_store.models import Event, EventType, to_event_type
 from agent_session_store.ports import SessionStore
 from agent_session_store.testing.workers import run_processes
 
@@ -147,7 +147,7 @@ async def test_other_writers_events_are_not_items(store: SessionStore) -> None:
     for _ in range(5):
         await store.append_event(Event(type=EventType.TOKEN_USAGE_UPDATED, session_id="shared"))
     await session.add_items(_items("b"))
-    await store.append_event(Event(type="myapp.note", session_id="shared"))
+    await store.append_event(Event(type=to_event_type("myapp.note"), session_id="shared"))
     assert [i["content"] for i in await session.get_items(2)] == ["a", "b"]  # type: ignore[typeddict-item]
     assert await session.pop_item() == {"role": "user", "content": "b"}
     assert await session.get_items() == [{"role": "user", "content": "a"}]
@@ -215,10 +215,11 @@ def test_two_processes_popping_never_pop_the_same_item(kind: str, tmp_path: Path
         popped = [i["content"] for i in a + b]
         assert len(popped) == len(set(popped)) == count
 
-        async def check() -> list[Event]:
+        async def check() -> list[Any]:
             async with open_session_store(u) as s:
                 assert await OpenAIAgentsSession("race", s).get_items() == []
-                return await s.get_events("race", type=EventType.HISTORY_REWOUND)
+                rewinds: list[Any] = await s.get_events("race", type=EventType.HISTORY_REWOUND)
+                return rewinds
 
         assert len(asyncio.run(check())) == count  # one rewind per pop, no more
 
