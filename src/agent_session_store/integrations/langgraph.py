@@ -57,6 +57,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["CHECKPOINT", "WRITES", "StoreCheckpointSaver"]
 
+# ``list`` is a method of the saver, so annotations inside the class use these names.
+_Events = list[Event]
+_Tuples = list[CheckpointTuple]
+_Strs = list[str]
+
 CHECKPOINT = CustomEventType("langgraph.checkpoint")
 WRITES = CustomEventType("langgraph.writes")
 _REWRITE_ATTEMPTS = 100
@@ -231,8 +236,8 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         thread_id = _thread_id(conf)
         ns = conf.get("checkpoint_ns", "") or ""
         parent = conf.get("checkpoint_id")
-        body = dict(checkpoint)
-        values = body.pop("channel_values", {}) or {}
+        body: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = body.pop("channel_values", None) or {}
         md = get_checkpoint_metadata(config, metadata)
         run_id = md.get("run_id")
         sid = self.session_id(thread_id)
@@ -272,8 +277,8 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         thread_id = _thread_id(conf)
         ns = conf.get("checkpoint_ns", "") or ""
         checkpoint_id = conf["checkpoint_id"]
-        rows = [
-            [WRITES_IDX_MAP.get(channel, idx), channel, self._enc(value)]
+        rows: list[tuple[int, str, dict[str, Any]]] = [
+            (WRITES_IDX_MAP.get(channel, idx), channel, self._enc(value))
             for idx, (channel, value) in enumerate(writes)
         ]
         sid = self.session_id(thread_id)
@@ -290,7 +295,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                 "checkpoint_id": checkpoint_id,
                 "task_id": task_id,
                 "task_path": task_path,
-                "writes": rows,
+                "writes": [list(row) for row in rows],
             },
             **fields,
         )
@@ -330,7 +335,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         thread_id = _thread_id(conf)
         ns = conf.get("checkpoint_ns", "") or ""
         wanted = get_checkpoint_id(config)
-        writes: list[Event] = []
+        writes: _Events = []
         async for event in self._newest_first(self.session_id(thread_id)):
             data = event.data
             if data.get("ns") != ns:
@@ -348,7 +353,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         filter: dict[str, Any] | None,
         before: RunnableConfig | None,
         limit: int | None,
-    ) -> list[CheckpointTuple]:
+    ) -> _Tuples:
         if limit is not None and limit <= 0:
             return []
         conf = config["configurable"] if config is not None else {}
@@ -358,9 +363,9 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         ns = conf.get("checkpoint_ns")
         only_id = conf.get("checkpoint_id")
         before_id = get_checkpoint_id(before) if before is not None else None
-        out: list[CheckpointTuple] = []
+        out: _Tuples = []
         for thread_id in threads:
-            writes: dict[tuple[str, str], list[Event]] = {}
+            writes: dict[tuple[str, str], _Events] = {}
             seen: set[tuple[str, str]] = set()
             async for event in self._newest_first(self.session_id(thread_id)):
                 data = event.data
@@ -387,8 +392,8 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                     return out
         return out
 
-    async def _thread_ids(self) -> list[str]:
-        found: list[str] = []
+    async def _thread_ids(self) -> _Strs:
+        found: _Strs = []
         offset = 0
         while True:
             page = await self.store.list_sessions(
@@ -399,7 +404,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                 return found
             offset += _PAGE
 
-    def _tuple(self, thread_id: str, event: Event, writes: list[Event]) -> CheckpointTuple:
+    def _tuple(self, thread_id: str, event: Event, writes: _Events) -> CheckpointTuple:
         data = event.data
         checkpoint = cast(Checkpoint, self._dec(data["checkpoint"]))
         checkpoint["channel_values"] = {k: self._dec(v) for k, v in data["values"].items()}
@@ -472,7 +477,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         if not doomed:
             return
 
-        def keep(events: list[Event]) -> list[Event]:
+        def keep(events: _Events) -> _Events:
             gone = {
                 (e.data["ns"], e.data["id"])
                 for e in events
@@ -487,7 +492,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         # from the metadata, not Event.run_id: a fork gives copied events derived run ids
         return cast(dict[str, Any], self._dec(event.data["metadata"])).get("run_id")
 
-    async def _rewrite(self, sid: str, keep: Callable[[list[Event]], list[Event]]) -> None:
+    async def _rewrite(self, sid: str, keep: Callable[[_Events], _Events]) -> None:
         """Hide the thread's history behind one rewind and re-append what ``keep`` keeps, as
         one batch conditional on the latest sequence read: a concurrent put makes it retry."""
         store = self.store

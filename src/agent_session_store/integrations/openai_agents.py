@@ -14,7 +14,7 @@ import re
 from typing import Any, Self, cast
 
 from ..errors import DependencyNotAvailableError, SequenceConflictError, SessionNotFoundError
-from ..models import Event, EventType, Session, check_id
+from ..models import Event, EventType, Session, check_id, to_event_type
 from ..ports import SessionStore
 from .loop import StoreLoop
 
@@ -234,7 +234,7 @@ class OpenAIAgentsSession:
         raw = cast(dict[str, Any], item)
         role = raw.get("role")
         return Event(
-            type=item_event_type(item),
+            type=to_event_type(item_event_type(item)),
             session_id=self._sid,
             data={"item": raw},
             metadata={"role": role} if isinstance(role, str) else {},
