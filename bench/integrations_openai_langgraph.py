@@ -164,7 +164,7 @@ async def _openai_rows(quick: bool, tmp: str) -> list[Row]:
 
 
 def _pop_child(kind: str, conf: str, sid: str, barrier: Any, out: Any) -> None:
-    async def body() -> list[str]:
+    async def body() -> tuple[float, float, list[str]]:
         session: Any
         store: Any = None
         if kind.startswith("ours"):
@@ -178,6 +178,7 @@ def _pop_child(kind: str, conf: str, sid: str, barrier: Any, out: Any) -> None:
             session = _theirs(kind, sid, tmp, tag)
         await session.get_items(1)
         barrier.wait(timeout=60)
+        began = time.time()
         popped: list[str] = []
         try:
             while (item := await session.pop_item()) is not None:
@@ -187,7 +188,7 @@ def _pop_child(kind: str, conf: str, sid: str, barrier: Any, out: Any) -> None:
                 await store.close()
             else:
                 await _close_theirs(session)
-        return popped
+        return began, time.time(), popped
 
     try:
         out.put(("ok", asyncio.run(body())))
@@ -225,13 +226,14 @@ async def _pop_rows(quick: bool, tmp: str) -> list[Row]:
         ]
         for c in children:
             c.start()
-        start = time.perf_counter()
         results = [out.get(timeout=600) for _ in children]
-        elapsed = time.perf_counter() - start
         for c in children:
             c.join(timeout=30)
         errors = [r[1] for r in results if r[0] != "ok"]
-        popped = [x for r in results if r[0] == "ok" for x in r[1]]
+        done = [r[1] for r in results if r[0] == "ok"]
+        # from the first pop to the last, measured in the children (spawn and imports excluded)
+        elapsed = max(d[1] for d in done) - min(d[0] for d in done) if done else float("nan")
+        popped = [x for d in done for x in d[2]]
         distinct = len(set(popped))
         correct = not errors and len(popped) == distinct == count
         rows.append(

@@ -65,6 +65,7 @@ _Strs = list[str]
 CHECKPOINT = CustomEventType("langgraph.checkpoint")
 WRITES = CustomEventType("langgraph.writes")
 _REWRITE_ATTEMPTS = 100
+_HEAD = 8  # a checkpoint and its pending writes usually end a thread
 _PAGE = 1000
 
 
@@ -315,9 +316,20 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
     # ------------------------------------------------------------ reads
 
     async def _newest_first(self, sid: str) -> AsyncIterator[Event]:
-        """The thread's visible events, newest first, read in growing windows."""
-        window = 64
+        """The thread's visible events, newest first.
+
+        The newest few come from one plain newest-first read: with no rewind among them
+        nothing can hide them. Past that (or when a rewind shows up), the visible history is
+        read in growing windows."""
         seen_below: int | None = None
+        head = await self.store.get_events(sid, order="desc", limit=_HEAD)
+        if all(e.type != EventType.HISTORY_REWOUND for e in head):
+            for event in head:
+                seen_below = event.sequence_number
+                yield event
+            if len(head) < _HEAD:
+                return
+        window = 64
         while True:
             visible = await self.store.get_visible_events(sid, limit=window)
             for event in reversed(visible):

@@ -142,6 +142,9 @@ class OpenAIAgentsSession:
         store = self.store
         if limit is None:
             return [_item(e) for e in await store.get_visible_events(self._sid) if _ours(e)]
+        newest = await self._newest_plain(limit)
+        if newest is not None:
+            return [_item(e) for e in newest]
         window = limit
         while True:
             visible = await store.get_visible_events(self._sid, limit=window)
@@ -149,6 +152,16 @@ class OpenAIAgentsSession:
             if len(items) >= limit or len(visible) < window:
                 return items[-limit:]
             window *= 2  # other writers' events sit among ours: read further back
+
+    async def _newest_plain(self, limit: int) -> list[Event] | None:
+        """The newest ``limit`` events, oldest first, when they are all items: nothing newer
+        than a rewind can be hidden, so with no rewind among them they ARE the visible tail
+        (one indexed read of exactly ``limit`` rows). None when the general walk is needed."""
+        newest = await self.store.get_events(self._sid, order="desc", limit=limit)
+        if all(_ours(e) for e in newest):
+            newest.reverse()
+            return newest
+        return None
 
     async def _append(self, events: list[Event]) -> None:
         await self._ensure_record()
@@ -185,6 +198,9 @@ class OpenAIAgentsSession:
         )
 
     async def _newest_item(self) -> Event | None:
+        newest = await self._newest_plain(1)
+        if newest is not None:
+            return newest[0] if newest else None
         window = 1
         while True:
             visible = await self.store.get_visible_events(self._sid, limit=window)
