@@ -179,3 +179,36 @@ def test_two_processes_writing_one_thread(kind: str, tmp_path: Path) -> None:
                 assert latest.checkpoint["id"] == events[-1].data["id"]
 
         asyncio.run(check())
+
+
+async def test_prune_racing_puts_never_hides_a_newer_checkpoint(url: str) -> None:
+    """A prune reads the thread, then appends its rewrite conditionally: a put landing in
+    between makes it re-read, so the newest checkpoint always survives (without the
+    condition the rewrite would hide it behind its rewind)."""
+    if url.startswith("memory"):
+        pytest.skip("the memory store runs each call without yielding: nothing interleaves")
+    async with open_session_store(url) as put_store, open_session_store(url) as prune_store:
+        putter, pruner = StoreCheckpointSaver(put_store), StoreCheckpointSaver(prune_store)
+        done = asyncio.Event()
+        last: list[str] = []
+
+        async def put_many() -> None:
+            parent = None
+            for step in range(30):
+                stored = await putter.aput(_config("r", parent), _checkpoint({"s": step}), {}, {})
+                parent = stored["configurable"]["checkpoint_id"]
+                last.append(parent)
+            done.set()
+
+        async def prune_until_done() -> int:
+            rounds = 0
+            while not done.is_set():
+                await pruner.aprune(["r"])
+                rounds += 1
+            return rounds
+
+        _, rounds = await asyncio.gather(put_many(), prune_until_done())
+        assert rounds > 0
+        latest = await pruner.aget_tuple(_config("r"))
+        assert latest is not None
+        assert latest.checkpoint["id"] == last[-1]

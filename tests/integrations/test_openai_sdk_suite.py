@@ -75,7 +75,9 @@ def test_sdk_session_tests_pass_on_our_adapter(kind: str, tmp_path: Path) -> Non
         "OLG_BACKEND": kind,
         "OLG_REPORT": str(report),
         # their own source of the same version, so their traceback-path checks hold
-        "PYTHONPATH": os.pathsep.join([str(tree / "src"), str(HERE)]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(tree / "src"), str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        ),
     }
     done = subprocess.run(
         [
