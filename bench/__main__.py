@@ -15,7 +15,14 @@ from typing import Any
 
 from .common import Row
 
-MODULES = ["core", "postgres", "redis_bench", "artifacts", "history"]
+MODULES = [
+    "core",
+    "postgres",
+    "redis_bench",
+    "artifacts",
+    "history",
+    "integrations_openai_langgraph",
+]
 
 
 def _fmt(value: float | None) -> str:
