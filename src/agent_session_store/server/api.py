@@ -19,7 +19,7 @@ from .context import Context
 from .errors import NotSupported, PayloadTooLarge, RangeNotSatisfiable
 from .params import Params
 
-__all__ = ["ROUTES"]
+__all__ = ["ctx", "parse_range", "read_body"]
 
 MAX_PAGE = 1000
 MAX_WAIT_MS = 30_000
@@ -131,7 +131,9 @@ async def stream_events(request: Request) -> Response:
     last_id = request.headers.get("last-event-id")
     if last_id is not None and last_id.strip():
         if not last_id.strip().isdigit():
-            raise ValidationError("Last-Event-ID must be a sequence number", details={"field": "Last-Event-ID"})
+            raise ValidationError(
+                "Last-Event-ID must be a sequence number", details={"field": "Last-Event-ID"}
+            )
         after = int(last_id.strip())
     else:
         after = p.integer("after", default=0) or 0
@@ -158,11 +160,19 @@ def _summary_filters(p: Params) -> dict[str, Any]:
 
 
 async def usage(request: Request) -> Response:
-    return ok(await queries.usage_summary(ctx(request).store, **_summary_filters(Params(request.query_params))))
+    return ok(
+        await queries.usage_summary(
+            ctx(request).store, **_summary_filters(Params(request.query_params))
+        )
+    )
 
 
 async def cost(request: Request) -> Response:
-    return ok(await queries.cost_summary(ctx(request).store, **_summary_filters(Params(request.query_params))))
+    return ok(
+        await queries.cost_summary(
+            ctx(request).store, **_summary_filters(Params(request.query_params))
+        )
+    )
 
 
 async def search_events(request: Request) -> Response:
@@ -242,8 +252,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def _disposition(key: str) -> str:
     name = key.rsplit("/", 1)[-1] or "artifact"
-    ascii_name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in name)
-    return f"attachment; filename=\"{ascii_name[:120] or 'artifact'}\"; filename*=UTF-8''{quote(name, safe='')}"
+    ascii_name = "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in "._-") else "_" for ch in name
+    )
+    ascii_name = ascii_name[:120] or "artifact"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def download_artifact(request: Request) -> Response:
@@ -380,4 +393,3 @@ async def put_artifact(request: Request) -> Response:
     data = await read_body(request)
     await store.put(key, data)
     return ok(await store.stat(key), status=201)
-

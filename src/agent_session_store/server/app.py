@@ -163,7 +163,11 @@ def create_app(
                 max_artifact_bytes=max_artifact_bytes,
             )
         ],
-        exception_handlers={StoreError: _store_error, HTTPException: _http_error, Exception: _crash},
+        exception_handlers={
+            StoreError: _store_error,
+            HTTPException: _http_error,
+            Exception: _crash,
+        },
         lifespan=lifespan,
     )
     app.state.ctx = ctx

@@ -74,7 +74,8 @@ async def serve(
         )
         server = _Server(config)
         server.hub = app.state.hub
-        print(f"serving {redact(url)} on http://{host}:{port}/ ({'read-only' if read_only else 'read-write'})")
+        mode = "read-only" if read_only else "read-write"
+        print(f"serving {redact(url)} on http://{host}:{port}/ ({mode})")
         if ready is not None:
             ready.set()
         await server.serve()

@@ -82,7 +82,9 @@ def _cookie(scope: Scope) -> str | None:
     return None if morsel is None else morsel.value
 
 
-async def _json(send: Send, status: int, code: str, message: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def _json(
+    send: Send, status: int, code: str, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps({"code": code, "message": message}).encode()
     await send(
         {
@@ -139,8 +141,13 @@ class Guard:
                 return
             # Writes need the header: a cookie alone would let other sites forge writes.
             if not token_matches(_bearer(scope), self.token):
-                await _json(send, 401, "unauthorized", "a valid bearer token is required",
-                            [(b"www-authenticate", b"Bearer")])
+                await _json(
+                    send,
+                    401,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    [(b"www-authenticate", b"Bearer")],
+                )
                 return
             limit = self.max_artifact_bytes if path == "/api/artifacts" else self.max_body_bytes
             length = _header(scope, b"content-length")
@@ -149,25 +156,31 @@ class Guard:
                 return
             scope.setdefault("state", {})
             scope["state"]["body_limit"] = limit
-        elif self.token is not None and not path.startswith(_PUBLIC):
-            if not (
-                token_matches(_bearer(scope), self.token)
-                or token_matches(_cookie(scope), self.token)
-            ):
-                if is_api or method != "GET":
-                    await _json(send, 401, "unauthorized", "a valid bearer token is required",
-                                [(b"www-authenticate", b"Bearer")])
-                    return
-                location = f"{root}/login".encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 303,
-                        "headers": [(b"location", location), (b"content-length", b"0"), *_HEADERS],
-                    }
+        elif (
+            self.token is not None
+            and not path.startswith(_PUBLIC)
+            and not token_matches(_bearer(scope), self.token)
+            and not token_matches(_cookie(scope), self.token)
+        ):
+            if is_api or method != "GET":
+                await _json(
+                    send,
+                    401,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    [(b"www-authenticate", b"Bearer")],
                 )
-                await send({"type": "http.response.body", "body": b""})
                 return
+            location = f"{root}/login".encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 303,
+                    "headers": [(b"location", location), (b"content-length", b"0"), *_HEADERS],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -335,4 +335,3 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-

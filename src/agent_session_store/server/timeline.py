@@ -283,7 +283,5 @@ def build_chart(runs: list[Run], *, width: int = 640, height: int = 180) -> Char
     total_i = sum(i for i, _ in tokens)
     total_o = sum(o for _, o in tokens)
     total_cost = sum(r.cost_usd or 0.0 for r in runs)
-    summary = (
-        f"{len(runs)} run(s): {total_i} input and {total_o} output tokens, ${total_cost:.4f}"
-    )
+    summary = f"{len(runs)} run(s): {total_i} input and {total_o} output tokens, ${total_cost:.4f}"
     return Chart(width, height, bars, labels, max_tokens, max_cost, summary)

@@ -125,7 +125,9 @@ def _duration(run: Run) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-async def _timeline(request: Request, session_id: str, *, after: int | None, before: int | None) -> tuple[list[Any], int, int]:
+async def _timeline(
+    request: Request, session_id: str, *, after: int | None, before: int | None
+) -> tuple[list[Any], int, int]:
     """Items of one page and the page's first and last sequence numbers."""
     c = ctx(request)
     n = c.page_events
@@ -195,15 +197,28 @@ def _looks_diff(key: str, text: str) -> bool:
 async def artifacts_page(request: Request) -> Response:
     c = ctx(request)
     if c.artifacts is None:
-        return render(request, "error.html", 404, title="No artifacts", code="not_supported",
-                      message="this server has no artifact store (start it with --artifacts URL)")
+        return render(
+            request,
+            "error.html",
+            404,
+            title="No artifacts",
+            code="not_supported",
+            message="this server has no artifact store (start it with --artifacts URL)",
+        )
     p = Params(request.query_params)
     prefix = p.text("prefix") or ""
     page = await c.artifacts.list_keys(prefix, limit=100, cursor=p.text("cursor"))
     parts = prefix.split("/")
     crumbs = [("/".join(parts[: i + 1]) + "/", part) for i, part in enumerate(parts[:-1])]
-    return render(request, "artifacts.html", title="Artifacts", prefix=prefix, keys=page.keys,
-                  cursor=page.next_cursor, crumbs=crumbs)
+    return render(
+        request,
+        "artifacts.html",
+        title="Artifacts",
+        prefix=prefix,
+        keys=page.keys,
+        cursor=page.next_cursor,
+        crumbs=crumbs,
+    )
 
 
 async def artifact_page(request: Request) -> Response:
@@ -227,13 +242,30 @@ async def artifact_page(request: Request) -> Response:
     lines: list[tuple[str, str]] = []
     if text is not None and _looks_diff(key, text):
         for line in text.splitlines():
-            kind = "add" if line.startswith("+") else "del" if line.startswith("-") else "hunk" if line.startswith("@@") else ""
+            kind = (
+                "add"
+                if line.startswith("+")
+                else "del"
+                if line.startswith("-")
+                else "hunk"
+                if line.startswith("@@")
+                else ""
+            )
             if line.startswith(("+++", "---")):
                 kind = "file"
             lines.append((kind, line))
     parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-    return render(request, "artifact.html", title=f"Artifact {key}", key=key, stat=stat,
-                  text=text, diff=lines, truncated=truncated, parent=parent)
+    return render(
+        request,
+        "artifact.html",
+        title=f"Artifact {key}",
+        key=key,
+        stat=stat,
+        text=text,
+        diff=lines,
+        truncated=truncated,
+        parent=parent,
+    )
 
 
 # ---------------------------------------------------------------- login
