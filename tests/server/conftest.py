@@ -87,7 +87,7 @@ class LiveServer:
             app = create_app(store, artifacts=artifacts, **self.app_kwargs)
             self.hub = app.state.hub
             config = uvicorn.Config(
-                app, log_level="warning", lifespan="on", timeout_graceful_shutdown=3
+                app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10
             )
             self.server = _Server(config)
             self.server.hub = self.hub
