@@ -48,7 +48,7 @@ async def _frames(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
             fields[name] = value[1:] if value.startswith(" ") else value
 
 
-async def _take(response: httpx.Response, n: int, timeout: float = 10) -> list[dict[str, str]]:
+async def _take(response: httpx.Response, n: int, within: float = 10) -> list[dict[str, str]]:
     got: list[dict[str, str]] = []
 
     async def run() -> None:
@@ -58,12 +58,12 @@ async def _take(response: httpx.Response, n: int, timeout: float = 10) -> list[d
                 if len(got) == n:
                     return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), within)
     return got
 
 
-async def _until(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], bool], within: float = 10) -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
@@ -172,7 +172,7 @@ async def test_slow_client_is_cut_and_others_get_everything(live_tight: LiveServ
             client.stream("GET", _url(live_tight)) as r,
         ):
             await _until(lambda: hub.subscriber_count == 2)
-            reading = asyncio.create_task(_take(r, n, timeout=30))
+            reading = asyncio.create_task(_take(r, n, within=30))
             blob = "x" * 12_000
             for start in range(0, n, 10):
                 await writer.append_events([_ev(i, blob=blob) for i in range(start, start + 10)])
