@@ -56,6 +56,8 @@ from .models import (
     to_session_status,
     utcnow,
 )
+from .querying import QueryAndMaintenance
+from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
 
 __all__ = ["EventQuery", "SessionStoreBase"]
@@ -196,16 +198,25 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(OpenClose, abc.ABC):
+class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
     """Implements the SessionStore port on top of a backend's primitives."""
 
     #: Name used in error messages ("sqlite", "postgres", ...).
     backend_name = "store"
 
-    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        redaction: RedactionConfig | None = None,
+    ) -> None:
         if type(max_event_bytes) is not int or max_event_bytes < 1:
             raise ValidationError("max_event_bytes must be a positive int")
+        if redaction is not None and not isinstance(redaction, RedactionConfig):
+            raise ValidationError("redaction must be a RedactionConfig or None")
         self.max_event_bytes = max_event_bytes
+        #: Applied to every event on every write path before anything is written (contract 9).
+        self.redaction = redaction
         self._waiters = _Waiters()
         self._opened = False
         self._closed = False
@@ -392,7 +403,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         first: dict[str, int] = {}
         for i, event in enumerate(events):
             try:
-                row = encode_event(event, limit)
+                row = self._encode(event, limit)
             except StoreError as err:
                 if len(events) > 1:
                     err.message = f"events[{i}]: {err.message}"
@@ -406,13 +417,20 @@ class SessionStoreBase(OpenClose, abc.ABC):
             where.append(pos)
         return rows, where
 
+    def _encode(self, event: Event, limit: int) -> EncodedEvent:
+        """The one place an event becomes a row: every write path redacts here."""
+        config = self.redaction
+        if config is not None and type(event) is Event:
+            event = redact_event(event, config).event
+        return encode_event(event, limit)
+
     async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
         await self.append_event_with_sequence(event, expected_sequence=expected_sequence)
 
     async def append_event_with_sequence(
         self, event: Event, *, expected_sequence: int | None = None
     ) -> Event:
-        row = encode_event(event, self.max_event_bytes)
+        row = self._encode(event, self.max_event_bytes)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
@@ -769,7 +787,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
             if event.id in seen:
                 raise ValidationError(f"event id {event.id!r} appears twice in one import")
             seen.add(event.id)
-            rows.append((encode_event(event, self.max_event_bytes), event.sequence_number))
+            rows.append((self._encode(event, self.max_event_bytes), event.sequence_number))
         return rows
 
     async def _import_unit(
