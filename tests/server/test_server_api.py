@@ -298,14 +298,31 @@ async def test_openapi_lists_every_api_route(memory_store: SessionStore) -> None
         assert (await c.get("/api/openapi.json")).json()["openapi"].startswith("3.")
 
 
-async def test_sessions_list_fallback_pages(memory_store: SessionStore) -> None:
+class SessionOnly:
+    """A third-party backend that implements SessionStore and nothing of contract 7."""
+
+    _NAMES = frozenset(
+        n for n in dir(SessionStore) if not n.startswith("_") or n in ("__aenter__", "__aexit__")
+    )
+
+    def __init__(self, inner: SessionStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self._NAMES:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_sessions_fallback_without_query_api(memory_store: SessionStore) -> None:
     for i in range(5):
         await memory_store.save_session(Session(id=f"s{i}", agent_id="a" if i % 2 else "b"))
-    async with asgi_client(create_app(memory_store)) as c:
+    app = create_app(SessionOnly(memory_store))  # type: ignore[arg-type]
+    async with asgi_client(app) as c:
         seen: list[str] = []
         cursor = None
         while True:
-            params: dict[str, Any] = {"limit": 2, "order_by": "created_at_asc"}
+            params: dict[str, Any] = {"limit": 2}
             if cursor:
                 params["cursor"] = cursor
             page = (await c.get("/api/sessions", params=params)).json()
@@ -313,16 +330,95 @@ async def test_sessions_list_fallback_pages(memory_store: SessionStore) -> None:
             cursor = page["cursor"]
             if not cursor:
                 break
-        assert seen == [f"s{i}" for i in range(5)]
-        only = (
-            await c.get("/api/sessions", params={"agent_id": "a", "order_by": "created_at_asc"})
-        ).json()
+        assert seen == [f"s{i}" for i in range(5)]  # created_at ascending: all it can do
+        only = (await c.get("/api/sessions", params={"agent_id": "a"})).json()
         assert [s["id"] for s in only["items"]] == ["s1", "s3"]
-        bad = await c.get(
-            "/api/sessions", params={"cursor": "garbage!", "order_by": "created_at_asc"}
-        )
+        bad = await c.get("/api/sessions", params={"cursor": "garbage!"})
         assert bad.status_code == 400
         assert bad.json()["code"] == "invalid_cursor"
+        r = await c.get("/api/sessions", params={"tag": "x"})
+        assert r.status_code == 501 and r.json()["code"] == "not_supported"
+        for path in ("/api/usage", "/api/cost", "/api/events"):
+            r = await c.get(path)
+            assert r.status_code == 501 and r.json()["code"] == "not_supported"
+        stats = (await c.get("/api/sessions/s1/stats")).json()
+        assert stats["run_count"] == 0 and stats["latest_sequence"] == 0
+        assert (await c.get("/")).status_code == 200
+        assert (await c.get("/sessions/s1")).status_code == 200
+
+
+async def test_session_search_filters_orders_cursors(memory_store: SessionStore) -> None:
+    for i in range(6):
+        await memory_store.save_session(
+            Session(
+                id=f"s{i}",
+                agent_id="a" if i % 2 else "b",
+                status="active" if i < 3 else "completed",
+                tags=["t"] if i % 3 == 0 else [],
+            )
+        )
+    # Activity makes s2 the most recently updated.
+    await memory_store.append_event(Event(type=EventType.TURN_COMPLETED, session_id="s2"))
+    async with asgi_client(create_app(memory_store)) as c:
+        first = (await c.get("/api/sessions", params={"limit": 1})).json()
+        assert first["items"][0]["id"] == "s2"
+        seen: list[str] = []
+        params: dict[str, Any] = {
+            "limit": 4,
+            "order_by": "created_at_desc",
+            "include_total": "true",
+        }
+        page = (await c.get("/api/sessions", params=params)).json()
+        assert page["total_count"] == 6
+        seen += [s["id"] for s in page["items"]]
+        page = (await c.get("/api/sessions", params={**params, "cursor": page["cursor"]})).json()
+        seen += [s["id"] for s in page["items"]]
+        assert seen == ["s5", "s4", "s3", "s2", "s1", "s0"]
+        tagged = (
+            await c.get("/api/sessions", params={"tag": "t", "order_by": "created_at_asc"})
+        ).json()
+        assert [s["id"] for s in tagged["items"]] == ["s0", "s3"]
+        both = (
+            await c.get(
+                "/api/sessions",
+                params={
+                    "status": "active,completed",
+                    "agent_id": "a",
+                    "order_by": "created_at_asc",
+                },
+            )
+        ).json()
+        assert [s["id"] for s in both["items"]] == ["s1", "s3", "s5"]
+        r = await c.get("/api/sessions", params={"cursor": page["cursor"] or first["cursor"]})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_cursor"  # other ordering
+        r = await c.get(
+            "/api/sessions",
+            params={"created_after": "2000-01-01T00:00:00Z", "order_by": "created_at_asc"},
+        )
+        assert len(r.json()["items"]) == 6
+
+
+async def test_usage_cost_and_event_search(memory_store: SessionStore) -> None:
+    await _seed(memory_store, sid="s1", n=3)
+    await _seed(memory_store, sid="s2", n=2)
+    async with asgi_client(create_app(memory_store)) as c:
+        usage = (await c.get("/api/usage")).json()
+        assert usage["total_tokens"] == 30 and usage["run_count"] == 2
+        one = (await c.get("/api/usage", params={"session_id": "s1"})).json()
+        assert one["total_tokens"] == 15
+        cost = (await c.get("/api/cost")).json()
+        assert abs(cost["total_cost_usd"] - 0.02) < 1e-9
+        found = (await c.get("/api/events", params={"type": "message_sent", "limit": 1})).json()
+        assert len(found["items"]) == 1 and found["cursor"]
+        more = (
+            await c.get("/api/events", params={"type": "message_sent", "cursor": found["cursor"]})
+        ).json()
+        assert {e["type"] for e in more["items"]} == {"message_sent"}
+        assert len(found["items"]) + len(more["items"]) == 2
+        scoped = (await c.get("/api/events", params={"session_id": "s2"})).json()
+        assert {e["session_id"] for e in scoped["items"]} == {"s2"}
+        stats = (await c.get("/api/sessions/s1/stats")).json()
+        assert stats["event_count"] == 3 and stats["cost_usd"] == 0.01
 
 
 # ---------------------------------------------------------------- artifacts

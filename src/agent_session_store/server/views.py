@@ -87,7 +87,10 @@ async def sessions_page(request: Request) -> Response:
         if found is not None:
             return RedirectResponse(_helpers(request)["session_url"](found.id), status_code=303)
     status = p.text("status")
-    order = p.choice("order_by", queries.SESSION_ORDERS, queries.default_session_order(c.store))
+    query = await queries.has_query(c.store)
+    order = p.choice(
+        "order_by", queries.SESSION_ORDERS, await queries.default_session_order(c.store)
+    )
     filters = {"agent_id": p.text("agent_id"), "status": status, "tag": p.text("tag")}
     limit = p.integer("limit", minimum=1, maximum=500, default=50) or 50
     page = await queries.search_sessions(
@@ -107,10 +110,10 @@ async def sessions_page(request: Request) -> Response:
         cursor=page.cursor if len(page.items) == limit else None,
         filters=filters,
         order_by=order,
-        orders=queries.SESSION_ORDERS if queries.has_query(c.store) else ("created_at_asc",),
+        orders=queries.SESSION_ORDERS if query else ("created_at_asc",),
         statuses=[s.value for s in SessionStatus],
         not_found=jump,
-        live_since=iso(utcnow()) if queries.has_query(c.store) else None,
+        live_since=iso(utcnow()) if query else None,
         limit=limit,
     )
 
