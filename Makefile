@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo-data/demo.db
 
-.PHONY: demo test lint typecheck bench services clean
+.PHONY: demo test lint typecheck bench services chromium clean
 
 $(BIN)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,12 @@ demo: $(BIN)/.installed-base
 services:
 	bash scripts/ensure-services.sh
 
+## Debian's chromium for the web inspector's browser tests (Playwright drives it; no download).
+chromium:
+	bash scripts/ensure-chromium.sh
+
 ## Every test on every backend against real servers, then ruff and mypy --strict.
-test: $(BIN)/.installed-dev services
+test: $(BIN)/.installed-dev services chromium
 	$(BIN)/python -m pytest
 	$(MAKE) lint typecheck
 

@@ -135,3 +135,23 @@ def chromium_path() -> str:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install -y chromium)")
     return CHROMIUM
+
+
+def run_async(make: Any) -> Any:
+    """Run ``make()`` (a coroutine factory) to completion on a fresh loop in a thread:
+    Playwright's sync API keeps a loop running in the test's own thread."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(make()))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(120)
+    if error:
+        raise error[0]
+    return result[0] if result else None

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from agent_session_store import Event, EventType, Run, RunStatus, Session, open_session_store
+from agent_session_store import (
+    Event,
+    EventType,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    open_session_store,
+)
 from agent_session_store.ports import ArtifactStore, SessionStore
 from agent_session_store.server import create_app
 from agent_session_store.server.openapi import SPEC
@@ -317,7 +325,7 @@ class SessionOnly:
 async def test_sessions_fallback_without_query_api(memory_store: SessionStore) -> None:
     for i in range(5):
         await memory_store.save_session(Session(id=f"s{i}", agent_id="a" if i % 2 else "b"))
-    app = create_app(SessionOnly(memory_store))  # type: ignore[arg-type]
+    app = create_app(SessionOnly(memory_store))
     async with asgi_client(app) as c:
         seen: list[str] = []
         cursor = None
@@ -353,7 +361,7 @@ async def test_session_search_filters_orders_cursors(memory_store: SessionStore)
             Session(
                 id=f"s{i}",
                 agent_id="a" if i % 2 else "b",
-                status="active" if i < 3 else "completed",
+                status=SessionStatus.ACTIVE if i < 3 else SessionStatus.COMPLETED,
                 tags=["t"] if i % 3 == 0 else [],
             )
         )

@@ -23,8 +23,7 @@ SID = "ses_live"
 
 
 async def _writer(db: Path) -> SessionStore:
-    store = open_session_store(f"sqlite:///{db}")
-    await store.open()
+    store: SessionStore = await open_session_store(f"sqlite:///{db}").__aenter__()
     await store.save_session(Session(id=SID, agent_id="a"))
     return store
 
