@@ -21,4 +21,4 @@ class Context:
     token: str | None
     templates: jinja2.Environment
     #: Events on one timeline page; older ones are a link away.
-    page_events: int = 500
+    page_events: int = 1000

@@ -30,6 +30,7 @@ _ERROR_TYPES = {
 _MESSAGES = {EventType.MESSAGE_SENT, EventType.MESSAGE_RECEIVED}
 _RESULTS = {EventType.TOOL_CALL_COMPLETED, EventType.TOOL_CALL_FAILED}
 _SUMMARY_WIDTH = 160
+_FAMILY: dict[object, str] = {t: t.family for t in EventType}
 
 
 def hidden_ranges(rewinds_newest_first: list[Event]) -> list[tuple[int, int]]:
@@ -131,11 +132,12 @@ class Item:
 
     @property
     def family(self) -> str:
-        return self.event.type.family
+        return _FAMILY.get(self.event.type) or self.event.type.family
 
 
 def _pretty(event: Event) -> str:
-    return json.dumps(event.data, ensure_ascii=False, indent=2, sort_keys=False)
+    """Compact (the C encoder); the browser indents it when the row is opened."""
+    return json.dumps(event.data, ensure_ascii=False)
 
 
 def build_items(events: list[Event], ranges: list[tuple[int, int]]) -> list[Item]:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -19,6 +20,7 @@ from ..models import EventType, Run, SessionStatus, iso, utcnow
 from . import queries
 from .api import ctx, read_body
 from .params import Params
+from .rows import render_rows
 from .security import COOKIE, token_matches
 from .timeline import build_chart, build_items, hidden_ranges
 
@@ -170,7 +172,8 @@ async def session_page(request: Request) -> Response:
         runs=runs,
         duration=_duration,
         chart=build_chart(runs),
-        items=items,
+        rows=Markup(render_rows(items, _base(request))),  # escaped in rows.py
+        has_items=bool(items),
         first_seq=first,
         last_seq=last,
         latest=latest,
@@ -185,9 +188,9 @@ async def timeline_fragment(request: Request) -> Response:
     sid = request.path_params["session_id"]
     after = Params(request.query_params).integer("after", default=0) or 0
     items, _, last = await _timeline(request, sid, after=after, before=None)
-    response = render(request, "_timeline.html", items=items)
-    response.headers["x-last-sequence"] = str(last or after)
-    return response
+    return HTMLResponse(
+        render_rows(items, _base(request)), headers={"x-last-sequence": str(last or after)}
+    )
 
 
 # ---------------------------------------------------------------- artifacts

@@ -114,6 +114,16 @@
     setTimeout(tick, 3000);
   }
 
+  // Payloads arrive as compact JSON; indent one when its row is opened (text only).
+  document.addEventListener("toggle", (event) => {
+    const details = event.target;
+    if (!(details instanceof HTMLDetailsElement) || !details.open) return;
+    const pre = details.querySelector("pre.json:not(.pretty)");
+    if (!pre) return;
+    try { pre.textContent = JSON.stringify(JSON.parse(pre.textContent), null, 2); } catch (err) { /* leave as is */ }
+    pre.classList.add("pretty");
+  }, true);
+
   const timeline = document.getElementById("timeline");
   if (timeline) {
     pairAll(timeline);
