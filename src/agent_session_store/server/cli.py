@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
+from collections.abc import Callable
 
 __all__ = ["register"]
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
+    """Runs its own loop: uvloop when installed (the extra brings it), else asyncio's."""
     from . import serve  # raises dependency_not_available without the extra
 
-    await serve(
-        args.serve_url or args.url,
-        artifacts_url=args.artifacts_url,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        read_only=not args.read_write,
-    )
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(
+            serve(
+                args.serve_url or args.url,
+                artifacts_url=args.artifacts_url,
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                read_only=not args.read_write,
+            )
+        )
     return 0
 
 

@@ -54,7 +54,17 @@ class StreamLimits:
 
 
 class _Subscriber:
-    __slots__ = ("buffered", "cut", "ended", "error", "limits", "queue", "wake")
+    __slots__ = (
+        "buffered",
+        "cut",
+        "ended",
+        "error",
+        "last_write",
+        "limits",
+        "ping_due",
+        "queue",
+        "wake",
+    )
 
     def __init__(self, limits: StreamLimits) -> None:
         self.limits = limits
@@ -64,6 +74,8 @@ class _Subscriber:
         self.cut = asyncio.Event()  # set when the buffer overflowed or the stream must end
         self.ended = False
         self.error: StoreError | None = None
+        self.last_write = asyncio.get_running_loop().time()
+        self.ping_due = False
 
     def offer(self, seq: int, frame: bytes) -> None:
         if self.cut.is_set():
@@ -150,6 +162,7 @@ class StreamHub:
         self.closed = False
         #: Subscribers cut off for falling behind, since start (reported by the bench).
         self.disconnected_slow = 0
+        self._beat: asyncio.Task[None] | None = None
 
     @property
     def subscriber_count(self) -> int:
@@ -163,8 +176,25 @@ class StreamHub:
         if self._channels.get(channel.key) is channel:
             del self._channels[channel.key]
 
+    async def _heartbeats(self) -> None:
+        """One timer for every subscriber (not one per wait): marks the idle ones for a ping."""
+        loop = asyncio.get_running_loop()
+        every = self.limits.heartbeat_s
+        try:
+            while self._subscribers and not self.closed:
+                await asyncio.sleep(max(0.05, every / 4))
+                now = loop.time()
+                for sub in self._subscribers:
+                    if now - sub.last_write >= every:
+                        sub.ping_due = True
+                        sub.wake.set()
+        finally:
+            self._beat = None
+
     async def close(self) -> None:
         self.closed = True
+        if self._beat is not None:
+            self._beat.cancel()
         channels = list(self._channels.values())
         self._channels.clear()
         for sub in list(self._subscribers):
@@ -194,6 +224,8 @@ class StreamHub:
             # `position` reaches this subscriber's buffer.
             channel.subscribers.add(sub)
             self._subscribers.add(sub)
+            if self._beat is None:
+                self._beat = asyncio.create_task(self._heartbeats(), name="sse-heartbeats")
             return channel, sub, channel.position
 
     def _leave(self, channel: _Channel, sub: _Subscriber) -> None:
@@ -300,7 +332,6 @@ class SSEResponse:
                 break
         last = max(last, position)
         loop = asyncio.get_running_loop()
-        idle_since = loop.time()
         while True:
             if sub.queue:
                 frames = []
@@ -312,7 +343,7 @@ class SSEResponse:
                         last = seq
                 if frames:
                     await body(b"".join(frames))
-                idle_since = loop.time()
+                    sub.last_write = loop.time()
                 continue
             if sub.ended:
                 if sub.error is not None:
@@ -320,14 +351,13 @@ class SSEResponse:
                 return
             if hub.closed:
                 return
-            sub.wake.clear()
-            timeout = idle_since + limits.heartbeat_s - loop.time()
-            if timeout <= 0:
+            if sub.ping_due:
+                sub.ping_due = False
                 await body(b": ping\n\n")
-                idle_since = loop.time()
+                sub.last_write = loop.time()
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.wake.wait(), timeout)
+            sub.wake.clear()
+            await sub.wake.wait()
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:
