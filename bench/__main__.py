@@ -15,7 +15,7 @@ from typing import Any
 
 from .common import Row
 
-MODULES = ["core", "postgres", "redis_bench", "artifacts", "history"]
+MODULES = ["core", "postgres", "redis_bench", "artifacts", "history", "server"]
 
 
 def _fmt(value: float | None) -> str:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from agent_session_store import Event, EventType, Run, RunStatus, Session, open_session_store
 
@@ -111,12 +112,23 @@ class _ServerProcess:
 
         return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
 
+    def cpu_s(self) -> float:
+        import psutil
+
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return float(t.user + t.system)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 # ---------------------------------------------------------------- API load
@@ -278,7 +290,8 @@ class _FanOut:
                     ready.set()
                 first = False
             stopping = asyncio.ensure_future(until.wait())
-            await asyncio.wait([sub.closed, stopping], return_when=asyncio.FIRST_COMPLETED)
+            waits: list[asyncio.Future[Any]] = [sub.closed, stopping]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if until.is_set():
                 transport.close()
@@ -312,6 +325,7 @@ async def _fanout_rows(
     fan = _FanOut(server.port)
     fan.total = subscribers
     rss0 = server.rss_mb()
+    cpu0 = server.cpu_s(), _own_cpu()
     until, ready = asyncio.Event(), asyncio.Event()
     count = [0]
     tasks = [asyncio.create_task(fan.follow(until, ready, count)) for _ in range(subscribers)]
@@ -335,6 +349,7 @@ async def _fanout_rows(
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(fan.all_in.wait(), 30)
     rss2 = server.rss_mb()
+    cpu1 = server.cpu_s(), _own_cpu()
     until.set()
     subs = await asyncio.gather(*tasks)
     complete = sum(1 for s in subs if s.ok and s.last == expected)
@@ -345,6 +360,8 @@ async def _fanout_rows(
         "append_rate": achieved,
         "deliveries": len(fan.latencies),
         "reconnects": fan.reconnects,
+        "server_cpu_s": cpu1[0] - cpu0[0],
+        "client_cpu_s": cpu1[1] - cpu0[1],
         "rss_before_mb": rss0,
         "rss_subscribed_mb": rss1,
         "rss_end_mb": rss2,
@@ -424,7 +441,8 @@ async def run(quick: bool = False) -> list[Row]:
         try:
             await server.ready()
             rows += await _api_rows(url, server.port, 2.0 if quick else 5.0)
-            rows += await _fanout_rows(url, server, 200 if quick else 1000, 3.0 if quick else 10.0)
+            subscribers = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", 200 if quick else 1000))
+            rows += await _fanout_rows(url, server, subscribers, 3.0 if quick else 10.0)
         finally:
             server.stop()
     return rows

@@ -51,6 +51,10 @@ class StreamLimits:
     heartbeat_s: float = 15.0
     #: How long a cut-off client waits before reconnecting (the SSE ``retry:`` field).
     retry_ms: int = 1000
+    #: Writes to one client are at least this far apart; events arriving meanwhile go out
+    #: together. Bounds the per-client write rate (50/s) whatever the append rate, for at
+    #: most this much added latency.
+    coalesce_ms: float = 20.0
 
 
 class _Subscriber:
@@ -332,8 +336,12 @@ class SSEResponse:
                 break
         last = max(last, position)
         loop = asyncio.get_running_loop()
+        gap = limits.coalesce_ms / 1000
         while True:
             if sub.queue:
+                wait = sub.last_write + gap - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 frames = []
                 while sub.queue:
                     seq, frame = sub.queue.popleft()
