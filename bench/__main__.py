@@ -22,6 +22,8 @@ MODULES = [
     "artifacts",
     "history",
     "integrations_openai_langgraph",
+    "integrations_adk",
+    "server",
 ]
 
 
