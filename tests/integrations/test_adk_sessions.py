@@ -550,3 +550,31 @@ async def test_bad_names_are_refused_before_any_write(
     with pytest.raises(InputValidationError):
         await service.get_session(**{"session_id": "s", **names})
     assert await session_store.list_sessions() == []
+
+
+async def test_events_newer_than_the_record_are_not_returned(
+    service: StoreSessionService,
+    session_store: Any,  # noqa: F811
+) -> None:
+    """State and events come from one revision even if a write lands between the reads."""
+    from agent_session_store import CustomEventType
+    from agent_session_store import Event as StoreEvent
+
+    session = await service.create_session(app_name="my_app", user_id="u", session_id="s")
+    await service.append_event(session, Event(author="user", invocation_id="inv1"))
+    # an event in the log whose record write is not visible yet
+    stray = Event(author="user", invocation_id="stray")
+    await session_store.append_event(
+        StoreEvent(
+            type=CustomEventType("adk.event"),
+            session_id="adk/s/my_app/u/s",
+            data=stray.model_dump(mode="json", exclude_none=True),
+        )
+    )
+    for config in (None, GetSessionConfig(num_recent_events=1)):
+        got = await service.get_session(
+            app_name="my_app", user_id="u", session_id="s", config=config
+        )
+        assert got is not None
+        assert [e.invocation_id for e in got.events] == ["inv1"]
+        assert got._storage_update_marker == "2"

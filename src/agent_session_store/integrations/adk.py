@@ -179,6 +179,18 @@ class _Keys:
         return f"adk/users/{_q(app)}"
 
 
+def _same_revision(rows: list[Event], sequence: int, config: GetSessionConfig | None) -> bool:
+    """Whether events read beside a record written at ``sequence`` are exactly its history.
+
+    Every write stores the record with the number of its one ``adk.event`` (number 1 is the
+    creation), so they agree when the newest row read is that very event.
+    """
+    if config is not None and config.num_recent_events == 0:
+        return True
+    newest = rows[-1].sequence_number if rows else 0
+    return newest == (sequence if sequence > 1 else 0)
+
+
 def _session_run(record: Session) -> Run:
     """The one run every write of an ADK session goes through (``flush`` writes a run).
 
@@ -300,32 +312,39 @@ class StoreSessionService(BaseSessionService):
         config: GetSessionConfig | None = None,
     ) -> AdkSession | None:
         key = _Keys.session(app_name, user_id, session_id)
-        record = await self._record(key)
+        # One round trip: the record and the events are read side by side, then checked to
+        # be of one revision; only when a write fell between the two reads is the log read
+        # again, bounded by the record's sequence.
+        record, app_state, user_state, rows = await asyncio.gather(
+            self._record(key),
+            self._scope_state(_Keys.app_state(app_name)),
+            self._scope_state(_Keys.user_state(app_name, user_id)),
+            self._event_rows(key, None, config),
+        )
         if record is None:
             return None
         meta = record.metadata["adk"]
         sequence: int = meta["sequence"]
-        app_state, user_state, events = await asyncio.gather(
-            self._scope_state(_Keys.app_state(app_name)),
-            self._scope_state(_Keys.user_state(app_name, user_id)),
-            self._events(key, sequence, config),
-        )
+        if not _same_revision(rows, sequence, config):
+            rows = await self._event_rows(key, sequence, config)
         session = AdkSession(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
             state=_merge(app_state, user_state, record.context.get("state", {})),
-            events=events,
+            events=[AdkEvent.model_validate(row.data) for row in rows],
             last_update_time=meta["last_update_time"],
         )
         session._storage_update_marker = str(sequence)
         return session
 
-    async def _events(
-        self, key: str, sequence: int, config: GetSessionConfig | None
-    ) -> list[AdkEvent]:
-        """The session's ADK events up to the record's sequence, so state and events agree."""
-        query: dict[str, Any] = {"type": EVENT_TYPE, "before": sequence + 1}
+    async def _event_rows(
+        self, key: str, sequence: int | None, config: GetSessionConfig | None
+    ) -> list[Event]:
+        """The session's ``adk.event`` rows, oldest first, up to ``sequence`` when given."""
+        query: dict[str, Any] = {"type": EVENT_TYPE}
+        if sequence is not None:
+            query["before"] = sequence + 1
         newest_first = False
         if config is not None:
             if config.num_recent_events == 0:
@@ -338,7 +357,7 @@ class StoreSessionService(BaseSessionService):
         rows = await self._store.get_events(key, **query)
         if newest_first:
             rows.reverse()
-        return [AdkEvent.model_validate(row.data) for row in rows]
+        return rows
 
     async def _register_user(self, app_name: str, user_id: str) -> None:
         """The app's user directory, for listing every user's sessions; idempotent by id."""
