@@ -731,11 +731,14 @@ def test_a_process_forked_with_an_open_store_watches_for_itself(tmp_path: Path) 
     async def parent() -> None:  # on its own thread: the forking thread runs no event loop
         async with SQLiteSessionStore(path, auto_migrate=True) as store:
             waiting = asyncio.create_task(store.get_events("parent", wait_timeout_ms=60_000))
-            await eventually(lambda: "parent" in watched(store))
-            ready.set()
-            await asyncio.to_thread(done.wait)
+            await eventually(lambda: "parent" in watched(store))  # the watcher thread runs
             await store.append_event(ev("parent"))
             await waiting
+            # Now every thread of the store idles outside SQLite (its watcher waits for a
+            # waiter): forking cannot catch one holding a SQLite lock.
+            await eventually(lambda: watched(store) == {})
+            ready.set()
+            await asyncio.to_thread(done.wait)
 
     side = threading.Thread(target=asyncio.run, args=(parent(),))
     side.start()
