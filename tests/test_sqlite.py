@@ -738,11 +738,14 @@ def test_a_process_forked_with_an_open_store_watches_for_itself(tmp_path: Path) 
     async def parent() -> None:  # on its own thread: the forking thread runs no event loop
         async with SQLiteSessionStore(path, auto_migrate=True) as store:
             waiting = asyncio.create_task(store.get_events("parent", wait_timeout_ms=60_000))
-            await eventually(lambda: "parent" in watched(store))
-            ready.set()
-            await asyncio.to_thread(done.wait)
+            await eventually(lambda: "parent" in watched(store))  # the watcher thread runs
             await store.append_event(ev("parent"))
             await waiting
+            # Now every thread of the store idles outside SQLite (its watcher waits for a
+            # waiter): forking cannot catch one holding a SQLite lock.
+            await eventually(lambda: watched(store) == {})
+            ready.set()
+            await asyncio.to_thread(done.wait)
 
     side = threading.Thread(target=asyncio.run, args=(parent(),))
     side.start()
@@ -785,7 +788,7 @@ async def test_a_session_watched_while_the_watcher_polls_is_not_missed(
     watcher._watched_now = copy_then_race  # type: ignore[method-assign]
     waiting = asyncio.create_task(store.get_events("first", wait_timeout_ms=30_000))
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(60):  # includes starting the other process, on a busy box
             await woken.wait()
     finally:
         watcher.unwatch("someone", "late")
