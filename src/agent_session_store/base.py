@@ -676,7 +676,9 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         check_id(session_id, "session_id")
         lim = _opt_int(limit, "limit", 1)
         await self._ready()
-        page = 500 if lim is None else min(max(2 * lim, 64), 1000)
+        # First read just what a rewind-free tail needs; read more, growing, only when
+        # rewinds hide part of what was read.
+        page = 500 if lim is None else min(lim + 1, 1000)
         newest_first: list[Event] = []
         bound: int | None = None  # everything still to read is below this number
         rewind = EventType.HISTORY_REWOUND
@@ -700,6 +702,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
                     break
             if len(found) < page or bound == 1:
                 break
+            page = min(page * 2, 1000)
         newest_first.reverse()
         return newest_first
 
