@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.errors import (
     MigrationRequiredError,
@@ -36,7 +37,14 @@ from agent_session_store.errors import (
 from agent_session_store.models import Event, EventType, Run, Session
 from agent_session_store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresSessionStore
 from agent_session_store.testing import DurableSessionStoreContract, workers
-from agent_session_store.urls import open_session_store
+
+
+def open_session_store(url: str) -> PostgresSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, PostgresSessionStore), store
+    return store
+
 
 BASE_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_VERSION = os.environ.get("PG_VERSION") or sorted(os.listdir("/etc/postgresql"))[0]

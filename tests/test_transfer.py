@@ -8,6 +8,7 @@ streamed form (``iter_export`` → ``import_records``) agrees with the whole-val
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,8 @@ from agent_session_store import (
 )
 from agent_session_store.base import SessionStoreBase
 
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:6379/0"
+PG = os.environ.get("ASS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("ASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 T0 = datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 

@@ -56,6 +56,9 @@ from .models import (
     to_session_status,
     utcnow,
 )
+from .ports import SessionStore
+from .querying import QueryAndMaintenance
+from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
 
 __all__ = ["EventQuery", "SessionStoreBase"]
@@ -196,21 +199,35 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(OpenClose, abc.ABC):
-    """Implements the SessionStore port on top of a backend's primitives."""
+class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
+    """Implements the SessionStore port on top of a backend's primitives.
+
+    The port is a base class here (not only a structural type) so that ``help()`` on any
+    backend's method shows the port's docstring, and mypy checks every signature against it.
+    """
 
     #: Name used in error messages ("sqlite", "postgres", ...).
     backend_name = "store"
 
-    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        redaction: RedactionConfig | None = None,
+    ) -> None:
         if type(max_event_bytes) is not int or max_event_bytes < 1:
             raise ValidationError("max_event_bytes must be a positive int")
+        if redaction is not None and not isinstance(redaction, RedactionConfig):
+            raise ValidationError("redaction must be a RedactionConfig or None")
         self.max_event_bytes = max_event_bytes
+        #: Applied to every event on every write path before anything is written (contract 9).
+        self.redaction = redaction
         self._waiters = _Waiters()
         self._opened = False
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
         self._shared: dict[tuple[EventQuery, int], asyncio.Future[list[Event]]] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -219,6 +236,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         if self._closed:
             raise StorageError(f"the {self.backend_name} store is closed")
         if self._opened:
+            self._check_loop()
             return self
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
@@ -230,6 +248,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
                     raise
                 except Exception as exc:
                     raise self._wrap(exc, "open") from exc
+                self._bound_loop = asyncio.get_running_loop()
                 self._opened = True
         if self._closed:  # close() came while this was opening; it closes what was opened
             raise StorageError(f"the {self.backend_name} store is closed")
@@ -257,6 +276,20 @@ class SessionStoreBase(OpenClose, abc.ABC):
     async def _ready(self) -> None:
         if not self._opened or self._closed:
             await self.open()
+        elif self._bound_loop is not asyncio.get_running_loop():
+            self._check_loop()
+
+    def _check_loop(self) -> None:
+        """Connections and futures belong to the loop the store was opened on; using them
+        from another loop hangs or fails late inside the driver, so refuse at once."""
+        if self._bound_loop is not None and self._bound_loop is not asyncio.get_running_loop():
+            raise StorageError(
+                f"this {self.backend_name} store was opened on another event loop (for example "
+                "by an earlier asyncio.run()); a store works only on the loop it was opened on. "
+                "Open one store per event loop, or use agent_session_store.sync from "
+                "blocking code",
+                details={"reason": "wrong_event_loop"},
+            )
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
         """Turn a driver exception into a StoreError; backends refine this for their driver."""
@@ -392,7 +425,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
         first: dict[str, int] = {}
         for i, event in enumerate(events):
             try:
-                row = encode_event(event, limit)
+                row = self._encode(event, limit)
             except StoreError as err:
                 if len(events) > 1:
                     err.message = f"events[{i}]: {err.message}"
@@ -406,13 +439,20 @@ class SessionStoreBase(OpenClose, abc.ABC):
             where.append(pos)
         return rows, where
 
+    def _encode(self, event: Event, limit: int) -> EncodedEvent:
+        """The one place an event becomes a row: every write path redacts here."""
+        config = self.redaction
+        if config is not None and type(event) is Event:
+            event = redact_event(event, config).event
+        return encode_event(event, limit)
+
     async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
         await self.append_event_with_sequence(event, expected_sequence=expected_sequence)
 
     async def append_event_with_sequence(
         self, event: Event, *, expected_sequence: int | None = None
     ) -> Event:
-        row = encode_event(event, self.max_event_bytes)
+        row = self._encode(event, self.max_event_bytes)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
@@ -769,7 +809,7 @@ class SessionStoreBase(OpenClose, abc.ABC):
             if event.id in seen:
                 raise ValidationError(f"event id {event.id!r} appears twice in one import")
             seen.add(event.id)
-            rows.append((encode_event(event, self.max_event_bytes), event.sequence_number))
+            rows.append((self._encode(event, self.max_event_bytes), event.sequence_number))
         return rows
 
     async def _import_unit(

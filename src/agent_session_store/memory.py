@@ -19,9 +19,20 @@ from itertools import islice
 from typing import Any
 
 from .base import EventQuery, NumberedRow, SessionStoreBase
-from .codec import EncodedEvent, decode_event, decode_run, decode_session
+from .codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from .errors import ValidationError, sequence_conflict
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros, utcnow
+from .query import (
+    EventSearch,
+    Position,
+    RunFilter,
+    RunGroup,
+    RunSearch,
+    SessionSearch,
+    descending,
+    group_runs,
+    run_facts,
+)
 from .urls import number_options, query_options
 
 __all__ = ["InMemorySessionStore"]
@@ -93,12 +104,15 @@ def _add_sorted(positions: array[int], seq: int) -> None:
 
 
 class _SessionRecord:
-    __slots__ = ("agent_id", "doc", "key", "status", "touched")
+    __slots__ = ("agent_id", "deleted_us", "doc", "key", "status", "tags", "touched", "updated_us")
 
-    def __init__(self, key: _SessionKey, status: str, agent_id: str, doc: str) -> None:
+    def __init__(self, key: _SessionKey, session: Session, doc: str) -> None:
         self.key = key
-        self.status = status
-        self.agent_id = agent_id
+        self.status = session.status.value
+        self.agent_id = session.agent_id
+        self.tags = frozenset(session.tags)
+        self.deleted_us = None if session.deleted_at is None else to_micros(session.deleted_at)
+        self.updated_us = to_micros(session.updated_at)
         self.doc = doc
         #: ``updated_at`` set by activity since the doc was saved (C5); applied on read.
         self.touched: datetime | None = None
@@ -109,12 +123,13 @@ class _SessionRecord:
 
 
 class _RunRecord:
-    __slots__ = ("doc", "key", "session_id", "status")
+    __slots__ = ("doc", "facts", "key", "session_id", "status")
 
-    def __init__(self, session_id: str, key: tuple[int, str], status: str, doc: str) -> None:
-        self.session_id = session_id
-        self.key = key
-        self.status = status
+    def __init__(self, run: Run, doc: str) -> None:
+        self.session_id = run.session_id
+        self.key = (to_micros(run.started_at), run.id)
+        self.status = run.status.value
+        self.facts = run_facts(run)
         self.doc = doc
 
 
@@ -160,7 +175,7 @@ class InMemorySessionStore(SessionStoreBase):
         if old is not None:
             self._unindex_session(old)
         key = (to_micros(session.created_at), session.id)
-        record = _SessionRecord(key, session.status.value, session.agent_id, doc)
+        record = _SessionRecord(key, session, doc)
         self._sessions[session.id] = record
         insort(self._order, key)
         insort(self._by_status.setdefault(record.status, []), key)
@@ -187,6 +202,7 @@ class InMemorySessionStore(SessionStoreBase):
             record = self._sessions.get(sid)
             if record is not None:
                 record.touched = now = now or utcnow()
+                record.updated_us = to_micros(now)
 
     async def _list_sessions(
         self,
@@ -229,9 +245,7 @@ class InMemorySessionStore(SessionStoreBase):
         old = self._runs.get(run.id)
         if old is not None and old.session_id != run.session_id:
             del self._runs_of[old.session_id][run.id]
-        record = _RunRecord(
-            run.session_id, (to_micros(run.started_at), run.id), run.status.value, doc
-        )
+        record = _RunRecord(run, doc)
         self._runs[run.id] = record
         self._runs_of.setdefault(run.session_id, {})[run.id] = record
 
@@ -401,8 +415,212 @@ class InMemorySessionStore(SessionStoreBase):
         log = self._logs.get(session_id)
         return 0 if log is None else log.last
 
+    # ------------------------------------------------------------ query (scans: contract 7.8)
+
+    def _session_matches(self, r: _SessionRecord, q: SessionSearch) -> bool:
+        return (
+            (q.include_deleted or r.deleted_us is None)
+            and (q.agent_id is None or r.agent_id == q.agent_id)
+            and (q.statuses is None or r.status in q.statuses)
+            and all(t in r.tags for t in q.tags)
+            and _within(r.key[0], q.created_after_us, q.created_before_us)
+            and _within(r.updated_us, q.updated_after_us, q.updated_before_us)
+        )
+
+    async def _search_sessions(
+        self, q: SessionSearch, after: Position | None, limit: int
+    ) -> list[Session]:
+        by_updated = q.order_by.startswith("updated")
+        keyed: list[tuple[Position, Any]] = [
+            (((r.updated_us if by_updated else r.key[0]), r.key[1]), r)
+            for r in self._sessions.values()
+            if self._session_matches(r, q)
+        ]
+        return [r.session() for r in _page(keyed, q.order_by, after, limit)]
+
+    async def _count_sessions(self, q: SessionSearch) -> int:
+        return sum(1 for r in self._sessions.values() if self._session_matches(r, q))
+
+    def _agent_of(self, session_id: str) -> str | None:
+        record = self._sessions.get(session_id)
+        return None if record is None else record.agent_id
+
+    async def _search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
+        by_tokens = q.order_by == "token_usage_desc"
+        keyed: list[tuple[Position, Any]] = []
+        for r in self._runs.values():
+            if (
+                (q.session_id is None or r.session_id == q.session_id)
+                and (q.agent_id is None or self._agent_of(r.session_id) == q.agent_id)
+                and (q.provider is None or r.facts.provider == q.provider)
+                and (q.statuses is None or r.status in q.statuses)
+                and _within(r.key[0], q.started_after_us, q.started_before_us)
+                and (q.min_tokens is None or r.facts.total_tokens >= q.min_tokens)
+            ):
+                keyed.append((((r.facts.total_tokens if by_tokens else r.key[0]), r.key[1]), r))
+        return [decode_run(r.doc) for r in _page(keyed, q.order_by, after, limit)]
+
+    async def _run_groups(self, f: RunFilter) -> list[RunGroup]:
+        runs = (
+            self._runs_of.get(f.session_id, {}).values()
+            if f.session_id is not None
+            else self._runs.values()
+        )
+        return group_runs(
+            (r.status, r.facts)
+            for r in runs
+            if (f.agent_id is None or self._agent_of(r.session_id) == f.agent_id)
+            and (f.provider is None or r.facts.provider == f.provider)
+            and _within(r.key[0], f.since_us, f.until_us)
+        )
+
+    async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
+        log = self._logs.get(session_id)
+        if log is None or not log.rows:
+            return 0, None, None
+        stamps = [row.timestamp_us for row in log.rows]
+        return len(stamps), min(stamps), max(stamps)
+
+    def _event_rows(self, q: EventSearch) -> Iterable[tuple[EncodedEvent, int]]:
+        logs = (
+            [self._logs[s] for s in q.session_ids if s in self._logs]
+            if q.session_ids is not None
+            else list(self._logs.values())
+        )
+        for log in logs:
+            for row, seq in zip(log.rows, log.seqs):
+                if (
+                    (q.run_ids is None or row.run_id in q.run_ids)
+                    and (q.types is None or row.type in q.types)
+                    and (q.providers is None or row.provider in q.providers)
+                    and _within(row.timestamp_us, q.since_us, q.until_us)
+                    and (q.correlation_id is None or row.correlation_id == q.correlation_id)
+                ):
+                    yield row, seq
+
+    async def _search_events(
+        self, q: EventSearch, after: Position | None, limit: int
+    ) -> list[Event]:
+        by_seq = q.order_by == "sequence_asc"
+        keyed: list[tuple[Position, Any]] = [
+            (((seq if by_seq else row.timestamp_us), row.id), (row, seq))
+            for row, seq in self._event_rows(q)
+        ]
+        return [decode_event(row, seq) for row, seq in _page(keyed, q.order_by, after, limit)]
+
+    async def _count_events(self, q: EventSearch) -> int:
+        return sum(1 for _ in self._event_rows(q))
+
+    # ------------------------------------------------------------ retention (contract 8)
+
+    async def _soft_delete(
+        self,
+        cutoff_us: int,
+        exempt_statuses: tuple[str, ...],
+        exempt_tags: tuple[str, ...],
+        now: datetime,
+        dry_run: bool,
+    ) -> int:
+        due = [
+            r
+            for r in self._sessions.values()
+            if r.deleted_us is None
+            and r.status not in exempt_statuses
+            and r.tags.isdisjoint(exempt_tags)
+            and r.updated_us < cutoff_us
+        ]
+        if not dry_run:
+            for r in due:
+                touched = r.touched
+                session = r.session().replace(deleted_at=now)
+                self._put_session(session, encode_session(session))
+                self._sessions[session.id].touched = touched
+        return len(due)
+
+    async def _deleted_before(self, cutoff_us: int) -> list[str]:
+        return sorted(
+            sid
+            for sid, r in self._sessions.items()
+            if r.deleted_us is not None and r.deleted_us < cutoff_us
+        )
+
+    async def _sessions_over(self, max_events: int) -> list[str]:
+        return sorted(
+            sid
+            for sid in self._sessions
+            if (log := self._logs.get(sid)) is not None and len(log.rows) > max_events
+        )
+
+    async def _prune(
+        self,
+        session_id: str,
+        max_events: int,
+        first_types: tuple[str, ...],
+        protected: frozenset[str],
+        dry_run: bool,
+    ) -> int:
+        log = self._logs.get(session_id)
+        if log is None or len(log.rows) <= max_events:
+            return 0
+        excess = len(log.rows) - max_events
+        victims: list[int] = []  # positions in log.rows, oldest first within each pass
+        first = [
+            i for i, r in enumerate(log.rows) if r.type in first_types and r.type not in protected
+        ]
+        victims += first[:excess]
+        if len(victims) < excess:
+            taken = set(victims)
+            rest = [
+                i
+                for i, r in enumerate(log.rows)
+                if i not in taken and r.type not in protected and r.type not in first_types
+            ]
+            victims += rest[: excess - len(victims)]
+        if not dry_run and victims:
+            gone = set(victims)
+            for i in victims:
+                del self._event_ids[log.rows[i].id]
+            kept = [
+                (row, seq) for i, (row, seq) in enumerate(zip(log.rows, log.seqs)) if i not in gone
+            ]
+            last = log.last
+            fresh = _Log()
+            for row, seq in kept:
+                fresh.put(row, seq)
+            fresh.last = last
+            self._logs[session_id] = fresh
+        return len(victims)
+
+    async def _health(self) -> list[str]:
+        problems = [
+            f"run {rid!r} belongs to session {r.session_id!r}, which has no record"
+            for rid, r in sorted(self._runs.items())
+            if r.session_id not in self._sessions
+        ]
+        for sid, log in sorted(self._logs.items()):
+            if log.seqs and log.seqs[-1] > log.last:
+                problems.append(
+                    f"session {sid!r}: counter {log.last} is below event {log.seqs[-1]}"
+                )
+        return problems
+
+
+def _page(
+    keyed: list[tuple[Position, Any]], order_by: str, after: Position | None, limit: int
+) -> list[Any]:
+    """Sort (position, item) pairs by the ordering and cut the page after ``after``."""
+    desc = descending(order_by)
+    keyed.sort(key=lambda pair: pair[0], reverse=desc)
+    if after is not None:
+        keyed = [p for p in keyed if (p[0] < after if desc else p[0] > after)]
+    return [item for _, item in keyed[:limit]]
+
 
 def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:
     i = bisect_left(keys, key)
     if i < len(keys) and keys[i] == key:
         del keys[i]
+
+
+def _within(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)

@@ -16,6 +16,8 @@ import pytest
 from ..base import EventQuery, SessionStoreBase
 from ..errors import StoreError
 from ..models import Event, EventType, Run, Session
+from ..redaction import RedactionConfig
+from ..transfer import SessionExport
 from ..urls import open_session_store
 
 __all__ = ["EdgeContract"]
@@ -282,3 +284,46 @@ class EdgeContract:
             # either the append came first (all gone) or the delete did (1..5 anew)
             assert numbers in ([], [1, 2, 3, 4, 5]), numbers
             assert await store.get_latest_sequence(sid) == len(numbers)
+
+    # ---------------------------------------------------------------- redaction (9)
+
+    async def test_every_write_path_redacts(self, store: SessionStoreBase) -> None:
+        secret = "password=hunter2"
+        inner = _inner(store)
+        inner.redaction = RedactionConfig(replacement="categorized")
+        try:
+            one = await store.append_event_with_sequence(_ev(data={"content": secret}))
+            await store.append_event(_ev(data={"content": secret}))
+            batch = await store.append_events([_ev(data={"content": [secret]}), _ev()])
+            flushed = await store.flush(
+                Session(id="s", agent_id="a"),
+                Run(session_id="s"),
+                [_ev(data={"content": {"x": secret}})],
+            )
+            imported = Event(
+                id="imp",
+                type=EventType.MESSAGE_SENT,
+                session_id="i",
+                sequence_number=1,
+                data={"content": secret},
+            )
+            await store.import_session(
+                SessionExport(Session(id="i", agent_id="a"), [], [imported], 1)
+            )
+            inner.redaction = None
+            await store.save_session(Session(id="raw", agent_id="a"))
+            await store.append_event(_ev("raw", data={"content": secret}))
+            inner.redaction = RedactionConfig()
+            fork = await store.fork_session("raw", new_session_id="forked")
+        finally:
+            inner.redaction = None
+        stored = await store.get_events("s") + await store.get_events("i")
+        stored += await store.get_events(fork.id)
+        assert len(stored) == 7
+        for event in stored:
+            assert "hunter2" not in str(event.data), event
+            assert event.metadata.get("redacted") == (1 if event.data else None)
+        assert one.data == {"content": "[REDACTED:password]"}
+        assert batch[1].metadata == {}  # nothing to redact, nothing recorded
+        assert flushed[0].data == {"content": {"x": "[REDACTED:password]"}}
+        assert (await store.get_events("raw"))[0].data == {"content": secret}  # off: kept

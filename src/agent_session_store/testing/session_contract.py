@@ -724,19 +724,25 @@ class DurableSessionStoreContract(SessionStoreContract, DurableV2Contract):
         self, store: SessionStoreBase, store_url: str
     ) -> None:
         async with open_session_store(store_url) as other:
-            reader = asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=30_000))
+            reader = asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=60_000))
             await asyncio.sleep(0.05)
             await other.append_event(ev("s_other"))
             e = await other.append_event_with_sequence(ev("s"))
+            appended = time.monotonic()
+            # Within seconds, not at the 60 s timeout's last look: the wake path did it.
             assert await asyncio.wait_for(reader, 20) == [e]
+            assert time.monotonic() - appended < 5
 
     async def test_long_poll_woken_by_another_process(
         self, store: SessionStoreBase, store_url: str
     ) -> None:
         started = time.time()
-        reader = asyncio.create_task(
-            store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
-        )
+
+        async def read() -> tuple[list[Event], float]:
+            got = await store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
+            return got, time.time()
+
+        reader = asyncio.create_task(read())
         loop = asyncio.get_running_loop()
         appended_at = await loop.run_in_executor(
             None,
@@ -744,9 +750,10 @@ class DurableSessionStoreContract(SessionStoreContract, DurableV2Contract):
             workers.append_after_barrier,
             [(store_url, "s", "tool_call_started")],
         )
-        got = await asyncio.wait_for(reader, 60)
+        got, woke_at = await asyncio.wait_for(reader, 60)
         assert [e.type for e in got] == [EventType.TOOL_CALL_STARTED]
         assert appended_at[0] > started  # it was an append during the wait that woke us
+        assert woke_at - appended_at[0] < 5, "woken only by the timeout's last look"
 
     async def test_processes_appending_one_by_one_get_1_to_1000(
         self, store: SessionStoreBase, store_url: str
