@@ -48,6 +48,11 @@ class ConnectionLost(Exception):
     the connection (asyncpg reports some of these as ``InternalClientError``)."""
 
 
+class NotSent(ConnectionLost):
+    """The driver refused to start a statement on a connection the server had ended: nothing
+    was sent, so the statement can run on another connection."""
+
+
 class CommandTimeout(Exception):
     """A statement ran longer than ``command_timeout``; the driver cancelled it."""
 
@@ -63,9 +68,11 @@ def statement(conn: Any) -> Iterator[None]:
         raise CommandTimeout(str(exc)) from exc
     except asyncpg.InternalClientError as exc:
         # The driver's protocol state is broken, typically by a server-side termination it
-        # has read only half of ("cannot switch to state ..."). The connection is unusable:
-        # close it so the pool opens a fresh one instead of handing this one out again.
+        # has read only half of. The connection is unusable: close it so the pool opens a
+        # fresh one instead of handing this one out again.
         conn.terminate()
+        if str(exc).startswith("cannot switch to state"):
+            raise NotSent(f"{type(exc).__name__}: {exc}") from exc
         raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         if conn.is_closed() and not isinstance(exc, PostgresError | OSError):

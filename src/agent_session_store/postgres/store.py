@@ -341,26 +341,44 @@ class PostgresSessionStore(SessionStoreBase):
             raise StorageError("the postgres store is closed")
         return pool.acquire()
 
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
+        """One statement on a pooled connection.
+
+        A pooled connection the server ended while it sat idle (restart, termination) is
+        only found out when used: the driver refuses to start the statement
+        (``faults.NotSent``), so it runs once more on a fresh connection. Every statement of
+        the store may run twice anyway (appends are idempotent by id, the rest are upserts,
+        deletes and reads).
+        """
+        for attempt in (1, 2):
+            done, result = False, None
+            try:
+                async with self._acquire() as conn:
+                    with faults.statement(conn):
+                        result = await getattr(conn, method)(sql, *args)
+                        done = True
+                return result
+            except faults.NotSent:
+                if attempt == 2:
+                    raise
+            except Exception:
+                if done:  # only releasing failed (a given pool's reset); the pool dropped it
+                    return result
+                raise
+        raise AssertionError("unreachable")
+
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
-        async with self._acquire() as conn:
-            with faults.statement(conn):
-                rows: list[Any] = await conn.fetch(sql, *args)
-                return rows
+        rows: list[Any] = await self._run("fetch", sql, args)
+        return rows
 
     async def _fetchrow(self, sql: str, *args: Any) -> Any:
-        async with self._acquire() as conn:
-            with faults.statement(conn):
-                return await conn.fetchrow(sql, *args)
+        return await self._run("fetchrow", sql, args)
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
-        async with self._acquire() as conn:
-            with faults.statement(conn):
-                return await conn.fetchval(sql, *args)
+        return await self._run("fetchval", sql, args)
 
     async def _execute(self, sql: str, *args: Any) -> None:
-        async with self._acquire() as conn:
-            with faults.statement(conn):
-                await conn.execute(sql, *args)
+        await self._run("execute", sql, args)
 
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """Re-run a whole transaction that the server aborted as a deadlock victim: nothing
