@@ -456,9 +456,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
-            stored = await (
-                self._append([row]) if expected is None else self._append([row], expected)
-            )
+            stored = await self._append([row], expected)
         except StoreError:
             raise
         except Exception as exc:
@@ -475,9 +473,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         _one_session(rows, expected)
         await self._ready()
         try:
-            stored = await (
-                self._append(rows) if expected is None else self._append(rows, expected)
-            )
+            stored = await self._append(rows, expected)
         except StoreError:
             raise
         except Exception as exc:
@@ -517,10 +513,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
                     )
         await self._ready()
         try:
-            if expected is None:
-                stored = await self._flush(session, session_doc, run, run_doc, rows)
-            else:
-                stored = await self._flush(session, session_doc, run, run_doc, rows, expected)
+            stored = await self._flush(session, session_doc, run, run_doc, rows, expected)
         except StoreError:
             raise
         except Exception as exc:
@@ -977,6 +970,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         """Upsert session and run and append rows in one atomic unit; ``expected`` as for
         ``_append``, checked against the flushed session even with no rows."""
 
+    @abc.abstractmethod
     async def _import(
         self,
         session_id: str,
@@ -991,7 +985,6 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         or a number holding another id, is ``sequence_conflict`` and nothing is written. The
         session doc and runs are upserted as given (no ``updated_at`` touch) and the counter
         becomes max(counter, latest_sequence, highest number written)."""
-        raise StorageError(f"the {self.backend_name} store cannot import sessions yet")
 
     @abc.abstractmethod
     async def _get_events(self, query: EventQuery) -> list[Event]: ...
