@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
                 artifacts_url=args.artifacts_url,
                 host=args.host,
                 port=args.port,
-                token=args.token,
+                token=args.token or os.environ.get("AGENT_SESSION_STORE_TOKEN"),
                 read_only=not args.read_write,
             )
         )
@@ -41,12 +41,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--url", dest="serve_url", help="session store URL (default: the global --url)")
     p.add_argument("--artifacts", dest="artifacts_url", help="artifact store URL (file://, s3://)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
     p.add_argument(
         "--token",
-        default=os.environ.get("AGENT_SESSION_STORE_TOKEN"),
         help="bearer token every request needs; required for a non-loopback --host "
-        "(default: $AGENT_SESSION_STORE_TOKEN)",
+        "(or set $AGENT_SESSION_STORE_TOKEN; never shown in this help)",
     )
     p.add_argument(
         "--read-write", action="store_true", help="enable the write endpoints (needs a token)"
