@@ -762,3 +762,90 @@ async def test_since_skips_older_blocks_through_the_zone_map(
     assert calls <= 25  # two blocks of 1,024 read row by row, the other three skipped
     calls = 0
     assert await rstore.get_events("s", since=since, order=order, limit=2) == got[:2]
+
+
+# ---------------------------------------------------------------- v2, Redis-specific
+
+
+async def test_a_refused_conditional_append_or_import_leaves_no_claim(
+    rstore: RedisSessionStore,
+) -> None:
+    """Cluster: ids are claimed before the counter check; a refused call gives its claims
+    back, so it consumed nothing (on a single node there are no claims to leave)."""
+    await rstore.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s", id="e0"))
+    before = sorted(await _all_keys(rstore))
+    with pytest.raises(StoreError) as info:
+        await rstore.append_events(
+            [Event(type=EventType.MESSAGE_SENT, session_id="s", id=f"n{i}") for i in range(3)],
+            expected_sequence=0,
+        )
+    assert info.value.code == "sequence_conflict"
+    clash = SessionExport(
+        Session(id="s", agent_id="a"),
+        [],
+        [
+            Event(id="m1", type=EventType.MESSAGE_SENT, session_id="s", sequence_number=5),
+            Event(id="e0", type=EventType.MESSAGE_SENT, session_id="s", sequence_number=6),
+        ],
+        6,
+    )
+    with pytest.raises(StoreError) as info:
+        await rstore.import_session(clash)
+    assert info.value.code == "sequence_conflict"
+    assert sorted(await _all_keys(rstore)) == before
+    # the refused ids are free: a plain append of one of them stores it now
+    got = await rstore.append_event_with_sequence(
+        Event(type=EventType.MESSAGE_SENT, session_id="t", id="n1")
+    )
+    assert (got.session_id, got.sequence_number) == ("t", 1)
+
+
+async def test_sequence_numbers_beyond_the_index_width_are_refused(
+    rstore: RedisSessionStore,
+) -> None:
+    big = 10**12
+    export = SessionExport(
+        Session(id="s", agent_id="a"),
+        [],
+        [Event(id="x", type=EventType.MESSAGE_SENT, session_id="s", sequence_number=big)],
+        big,
+    )
+    with pytest.raises(StoreError) as info:
+        await rstore.import_session(export)
+    assert info.value.code == "validation_error"
+    ok = SessionExport(export.session, [], [export.events[0].replace(sequence_number=big - 1)], 0)
+    ok = SessionExport(export.session, [], ok.events, big - 1)
+    assert (await rstore.import_session(ok)).events_imported == 1
+    assert [e.sequence_number for e in await rstore.get_events("s", order="desc")] == [big - 1]
+    assert await rstore.get_events("s", after=big - 2) == await rstore.get_events("s")
+
+
+async def test_a_write_to_a_session_fenced_for_ever_gives_up_by_its_deadline(
+    redis_cluster: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every retry loop is bounded (issue 12.1): a fence that never lifts (here without a
+    TTL) makes the write fail with storage_error once the retry deadline has passed."""
+    from agent_session_store.retry import RetryPolicy
+
+    policy = RetryPolicy(timeout=0.5, first_delay=0.001, max_delay=0.05)
+    monkeypatch.setattr("agent_session_store.redis.cluster.WRITE_RETRY", policy)
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            await store.client.set(f"{store.keys.tag('s')}:del", "busy")
+            started = time.monotonic()
+            with pytest.raises(StoreError) as info:
+                await asyncio.wait_for(
+                    store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s")), 10
+                )
+            assert info.value.code == "storage_error" and "gave up" in info.value.message
+            assert 0.4 < time.monotonic() - started < 5
+            await store.client.delete(f"{store.keys.tag('s')}:del")
+            assert (
+                await store.append_event_with_sequence(
+                    Event(type=EventType.MESSAGE_SENT, session_id="s")
+                )
+            ).sequence_number == 1
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)

@@ -18,10 +18,10 @@ __all__ = [
 
 # get_events: candidates one read script examines at most (a few ms of server time); a read
 # needing more continues in another call, so other clients are served in between.
-READ_BUDGET = 4096
+READ_BUDGET = 2048
 
 # delete_session: ids cleaned per script call (single node) or per pipeline (cluster claims).
-GC_BATCH = 1000
+GC_BATCH = 500
 
 BUSY_TTL_MS = 30_000  # cluster: a delete's fence, should its client die before lifting it
 DONE_TTL_MS = 10_000  # cluster: "just deleted"; old claims found now must be claimed afresh

@@ -150,20 +150,19 @@ class SingleNode:
             await self.collect(leftover[1], leftover[0])
 
     async def collect(self, session_id: str, garbage: str) -> None:
-        """Remove the id index entries a deleted session left, GC_BATCH per script call."""
+        """Remove the id index entries a deleted session left: one HSCAN pass over its
+        garbage key, GC_BATCH ids per script call (a pass always ends)."""
         store = self._store
         keys = store.keys
-        cursor, passes = "0", 0
-        while passes < 3:  # one full HSCAN pass suffices; a concurrent resize may need another
-            cursor, left = await store.eval(
+        cursor = "0"
+        while True:
+            cursor = await store.eval(
                 "gc",
                 [keys.event_index, keys.session(session_id)[IDS], garbage, keys.gc],
                 [session_id, cursor, GC_BATCH],
             )
-            if not int(left):
-                return
             if cursor == "0":
-                passes += 1
+                return
 
     async def run_session(self, run_id: str) -> str | None:
         sid: str | None = await self._store.client.hget(self._store.keys.run_index, run_id)
