@@ -6,14 +6,10 @@ Each URL gets its own SQLite file, PostgreSQL schema or Redis key prefix, droppe
 from __future__ import annotations
 
 import asyncio
-import functools
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from agent_session_store.errors import StoreError
 
 BACKENDS = ("memory", "sqlite", "postgres", "redis")
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -69,31 +65,3 @@ def backend(kind: str, tmp: Path) -> Iterator[str]:
         yield backend_url(kind, name, tmp)
     finally:
         drop(kind, name)
-
-
-@functools.cache
-def v2_missing(kind: str) -> str | None:
-    """Why this backend cannot run the adapters yet (its v2 primitives are not merged), or None.
-
-    The adapters need conditional append (contract 3.12); each backend's owner lands it on
-    its own branch. The probe asks the backend itself, on a throw-away database.
-    """
-    from agent_session_store import Event, open_session_store
-    from agent_session_store.models import to_event_type
-
-    async def probe(url: str) -> str | None:
-        async with open_session_store(url) as store:
-            try:
-                await store.append_events(
-                    [Event(type=to_event_type("probe.v2"), session_id="probe")], expected_sequence=0
-                )
-            except StoreError as exc:
-                return f"the {kind} backend has no conditional append yet ({exc.code})"
-            return None
-
-    name = fresh_name()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return asyncio.run(probe(backend_url(kind, name, Path(tmp))))
-        finally:
-            drop(kind, name)

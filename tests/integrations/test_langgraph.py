@@ -16,7 +16,7 @@ from langgraph.checkpoint.conformance.capabilities import (
     BASE_CAPABILITIES,
     EXTENDED_CAPABILITIES,
 )
-from olg_backends import BACKENDS, backend, v2_missing
+from olg_backends import BACKENDS, backend
 
 from agent_session_store import open_session_store
 from agent_session_store.errors import ValidationError
@@ -29,8 +29,6 @@ DURABLE = [k for k in BACKENDS if k != "memory"]
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if (why := v2_missing(request.param)) is not None:
-        pytest.skip(why)
     with backend(request.param, tmp_path) as u:
         yield u
 
@@ -130,8 +128,6 @@ def test_sync_api_on_a_store_loop(url: str) -> None:
 
 @pytest.mark.parametrize("kind", DURABLE)
 def test_graph_interrupted_in_one_process_resumes_in_another(kind: str, tmp_path: Path) -> None:
-    if (why := v2_missing(kind)) is not None:
-        pytest.skip(why)
     import olg_workers
 
     with backend(kind, tmp_path) as u:
@@ -148,8 +144,6 @@ def test_graph_interrupted_in_one_process_resumes_in_another(kind: str, tmp_path
 def test_two_processes_writing_one_thread(kind: str, tmp_path: Path) -> None:
     """The documented outcome: both writers' checkpoints are kept, whole; each one's chain of
     parents is intact; the thread's latest is the one appended last."""
-    if (why := v2_missing(kind)) is not None:
-        pytest.skip(why)
     import olg_workers
 
     count = 25

@@ -17,7 +17,7 @@ from agents import Agent, Runner, function_tool
 from agents.items import TResponseInputItem
 from agents.memory import Session as SDKSession
 from agents.testing import ScriptedModel, assistant_message, function_call
-from olg_backends import BACKENDS, backend, v2_missing
+from olg_backends import BACKENDS, backend
 
 from agent_session_store import open_session_store
 from agent_session_store.errors import ValidationError
@@ -36,8 +36,6 @@ def _items(*texts: str) -> list[TResponseInputItem]:
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if (why := v2_missing(request.param)) is not None:
-        pytest.skip(why)
     with backend(request.param, tmp_path) as u:
         yield u
 
@@ -197,8 +195,6 @@ async def test_concurrent_pops_in_one_process_pop_distinct_items(store: SessionS
 @pytest.mark.parametrize("kind", DURABLE)
 def test_two_processes_popping_never_pop_the_same_item(kind: str, tmp_path: Path) -> None:
     """Each item is popped by exactly one of two processes racing on one session."""
-    if (why := v2_missing(kind)) is not None:
-        pytest.skip(why)
     count = 60
     with backend(kind, tmp_path) as u:
 
