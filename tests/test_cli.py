@@ -206,15 +206,17 @@ def test_sessions_list_newest_activity_first_and_says_when_more_exist(tmp_path: 
                     updated_at=t0 + timedelta(days=1, minutes=-i),
                 )
             )
-    table = run_cli("--url", url, "sessions", "list")
+    table = run_cli("--url", url, "sessions", "list", columns=300)
     assert "50 of 60 session(s), newest activity first" in table.stdout
-    assert "next: --offset 50" in table.stdout
-    listed = json.loads(run_cli("--url", url, "sessions", "list", "--json").stdout)
-    assert [s["id"] for s in listed] == [f"s{i:02d}" for i in range(50)]
-    rest = run_cli("--url", url, "sessions", "list", "--json", "--offset", "50")
+    # --cursor where the backend pages by keyset (contract 7.2), --offset until then
+    hint = re.search(r"next: (--offset 50|--cursor \S+)", table.stdout)
+    assert hint, table.stdout
+    listed = run_cli("--url", url, "sessions", "list", "--json")
+    assert [s["id"] for s in json.loads(listed.stdout)] == [f"s{i:02d}" for i in range(50)]
+    assert hint.group(0) in listed.stderr
+    rest = run_cli("--url", url, "sessions", "list", "--json", *hint.group(1).split())
     assert [s["id"] for s in json.loads(rest.stdout)] == [f"s{i:02d}" for i in range(50, 60)]
-    assert "more exist" not in rest.stderr
-    assert "next: --offset 50" in run_cli("--url", url, "sessions", "list", "--json").stderr
+    assert "next:" not in rest.stderr
 
 
 def test_ids_are_never_truncated_at_80_columns(tmp_path: Path) -> None:
@@ -578,3 +580,38 @@ def test_fork_copies_the_visible_history(tmp_path: Path) -> None:
     assert "into mine" in named.stdout
     beyond = run_cli("--url", url, "fork", "src", "--at", "99", check=False)
     assert beyond.returncode == 2 and "beyond" in beyond.stderr
+
+
+def test_sessions_list_pages_by_cursor_where_the_backend_can(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The keyset path (contract 7.2), in-process on the memory backend, which has it."""
+    from agent_session_store import cli
+    from agent_session_store.codec import encode_session
+    from agent_session_store.memory import InMemorySessionStore
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    sessions = [
+        Session(id=f"s{i:02d}", agent_id="a", updated_at=t0 + timedelta(days=1, minutes=-i))
+        for i in range(60)
+    ]
+
+    class Filled(InMemorySessionStore):
+        async def _open(self) -> None:
+            await super()._open()
+            for s in sessions:
+                await self._save_session(s, encode_session(s))
+
+    monkeypatch.setattr(cli, "_open", lambda url: Filled())
+    monkeypatch.setenv("COLUMNS", "300")
+    assert cli.main(["sessions", "list", "--json"]) == 0
+    first = capsys.readouterr()
+    assert [s["id"] for s in json.loads(first.out)] == [f"s{i:02d}" for i in range(50)]
+    hint = re.search(
+        r"50 of 60 session\(s\), newest activity first — next: --cursor (\S+)", first.err
+    )
+    assert hint, first.err
+    assert cli.main(["sessions", "list", "--json", "--cursor", hint.group(1)]) == 0
+    rest = capsys.readouterr()
+    assert [s["id"] for s in json.loads(rest.out)] == [f"s{i:02d}" for i in range(50, 60)]
+    assert "next:" not in rest.err
