@@ -167,9 +167,9 @@ def test_exit_codes_tell_usage_from_store_errors(tmp_path: Path, pg_schema: str)
     assert bad_url.returncode == 2 and "unknown session store URL scheme" in bad_url.stderr
     assert "Traceback" not in bad_url.stderr
     missing = run_cli("--url", url, "sessions", "show", "nope", check=False)
-    assert missing.returncode == 3 and "[session_not_found]" in missing.stderr
+    assert missing.returncode == 1 and "[session_not_found]" in missing.stderr
     schema = run_cli("--url", pg_schema, "sessions", "list", check=False)
-    assert schema.returncode == 4 and "migrate" in schema.stderr
+    assert schema.returncode == 3 and "migrate" in schema.stderr
     down = run_cli("--url", "postgresql://postgres@127.0.0.1:1/x", "sessions", "list", check=False)
     assert down.returncode == 1 and "[storage_connection_failed]" in down.stderr
     no_extra = subprocess.run(
@@ -184,7 +184,7 @@ def test_exit_codes_tell_usage_from_store_errors(tmp_path: Path, pg_schema: str)
         text=True,
         timeout=60,
     )
-    assert no_extra.returncode == 5 and "[dependency_not_available]" in no_extra.stderr
+    assert no_extra.returncode == 4 and "[dependency_not_available]" in no_extra.stderr
     copy_both = run_cli("copy", "--from", url, "--to", url, "s", "--all", check=False)
     assert copy_both.returncode == 2
 
@@ -450,7 +450,7 @@ def test_a_database_without_our_schema_says_how_to_migrate(tmp_path: Path) -> No
         conn.execute("CREATE TABLE unrelated (x)")
     url = f"sqlite:///{tmp_path / 'other.db'}"
     proc = run_cli("--url", url, "sessions", "list", check=False)
-    assert proc.returncode == 4
+    assert proc.returncode == 3
     assert "[migration_required]" in proc.stderr and "migrate" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "would bring it to version" in run_cli("migrate", url, "--dry-run").stdout
@@ -461,7 +461,7 @@ def test_a_database_without_our_schema_says_how_to_migrate(tmp_path: Path) -> No
 def test_migrate_then_use_a_postgres_schema(pg_schema: str) -> None:
     url = pg_schema
     proc = run_cli("--url", url, "sessions", "list", check=False)
-    assert proc.returncode == 4
+    assert proc.returncode == 3
     assert "[migration_required]" in proc.stderr
     run_cli("migrate", url)
     run_cli("demo", "--store", url)
@@ -517,7 +517,7 @@ def test_export_then_import_round_trips_and_reimport_changes_nothing(tmp_path: P
     changed[3]["event"]["id"] = "another_id"  # a different event at number 1
     conflict.write_text("\n".join(json.dumps(x) for x in changed) + "\n")
     refused = run_cli("--url", dst, "import", str(conflict), check=False)
-    assert refused.returncode == 6 and "[sequence_conflict]" in refused.stderr
+    assert refused.returncode == 5 and "[sequence_conflict]" in refused.stderr
     assert (
         run_cli("--url", dst, "import", str(tmp_path / "none.jsonl"), check=False).returncode == 2
     )

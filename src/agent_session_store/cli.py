@@ -50,12 +50,12 @@ URL_ENV = "AGENT_SESSION_STORE_URL"
 #: Exit status -> meaning; also printed at the end of ``--help``.
 EXIT_CODES = {
     0: "success",
-    1: "the store failed (storage_error, storage_connection_failed, ...)",
+    1: "the store said no or failed: not found (session_not_found, ...), storage_error, "
+    "storage_connection_failed",
     2: "usage error: bad arguments, bad URL or bad input (validation_error)",
-    3: "not found (session_not_found, run_not_found, not_found)",
-    4: "the schema needs `agent-session-store migrate` (migration_required)",
-    5: "an optional extra is not installed (dependency_not_available)",
-    6: "an import or copy conflicts with what the target holds (sequence_conflict)",
+    3: "the schema needs `agent-session-store migrate` (migration_required)",
+    4: "an optional extra is not installed (dependency_not_available)",
+    5: "an import or copy conflicts with what the target holds (sequence_conflict)",
     130: "interrupted (Ctrl-C)",
 }
 _EXIT_BY_CODE = {
@@ -63,12 +63,9 @@ _EXIT_BY_CODE = {
     "invalid_event_type": 2,
     "invalid_status": 2,
     "invalid_cursor": 2,
-    "session_not_found": 3,
-    "run_not_found": 3,
-    "not_found": 3,
-    "migration_required": 4,
-    "dependency_not_available": 5,
-    "sequence_conflict": 6,
+    "migration_required": 3,
+    "dependency_not_available": 4,
+    "sequence_conflict": 5,
 }
 
 _FAMILY_STYLE = {
