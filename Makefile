@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo-data/demo.db
 
-.PHONY: demo test lint typecheck docs dist bench services clean
+.PHONY: demo test lint typecheck docs dist bench services chromium clean
 
 $(BIN)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,13 @@ demo: $(BIN)/.installed-base
 services:
 	bash scripts/ensure-services.sh
 
+## Debian's chromium for the web inspector's browser tests (Playwright drives it; no download).
+chromium:
+	bash scripts/ensure-chromium.sh
+
 ## Every test on every backend against real servers (tests/test_imports.py also builds the
 ## wheel and sdist and installs the wheel in a fresh venv), then ruff, mypy --strict, the docs.
-test: $(BIN)/.installed-dev services
+test: $(BIN)/.installed-dev services chromium
 	$(BIN)/python -m pytest
 	$(MAKE) lint typecheck docs
 

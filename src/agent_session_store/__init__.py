@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    AlreadyExistsError,
     DependencyNotAvailableError,
     InvalidCursorError,
     InvalidEventTypeError,
@@ -74,6 +75,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "EVENT_FAMILIES",
+    "AlreadyExistsError",
     "ArtifactStat",
     "ArtifactStore",
     "CompositeSessionStore",

@@ -1050,6 +1050,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register(commands)
+    from .server.cli import register as register_serve
+
+    register_serve(commands)
     _defaults_everywhere(parser)
     return parser
 

@@ -367,8 +367,14 @@ class ArtifactStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
-        """Store ``data`` under ``key``, replacing any old object atomically."""
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
+        """Store ``data`` under ``key``, replacing any old object atomically.
+
+        With ``if_absent=True`` the put only creates: when ``key`` is already stored it
+        raises ``already_exists`` and changes nothing, and of several writers racing to
+        create one key (in any number of processes) exactly one succeeds."""
 
     async def get(self, key: str, **opts: Any) -> bytes:
         """The whole object; ``not_found`` when absent."""

@@ -1,0 +1,461 @@
+"""The server's bars (issue 11), each measured against something in the same run:
+
+* API: ``GET /api/sessions/{id}`` (session and stats) and ``GET …/events?limit=100`` under 50
+  concurrent keep-alive clients against a uvicorn process serving SQLite: p99 latency and
+  throughput, the latter against 50 tasks calling the store directly for the same work.
+* SSE fan-out: N subscribers on one session (1,000; 200 with ``--quick``) while 100 events/s
+  are appended: every subscriber must get every event in order (a cut-off one resumes by
+  ``Last-Event-ID``), delivery p99, and the server's RSS growth.
+* The HTML page of a 1,000-event session: server time to render it.
+
+The load generators are plain asyncio sockets (no HTTP client library) so the client side
+costs as little as possible; the server runs in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent_session_store import Event, EventType, Run, RunStatus, Session, open_session_store
+
+from .common import Row, check_max, percentile, rate
+
+SID = "ses_bench"
+N_EVENTS = 1000
+CLIENTS = 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _seed(url: str) -> None:
+    async with open_session_store(url) as store:
+        await store.save_session(Session(id=SID, agent_id="bench", tags=["bench"]))
+        run = Run(
+            id="run_bench",
+            session_id=SID,
+            status=RunStatus.COMPLETED,
+            token_usage={"input_tokens": 100, "output_tokens": 20},
+            cost_usd=0.001,
+        )
+        await store.save_run(run)
+        kinds = [
+            EventType.MESSAGE_SENT,
+            EventType.TOOL_CALL_STARTED,
+            EventType.TOOL_CALL_COMPLETED,
+            EventType.MESSAGE_RECEIVED,
+        ]
+        events = [
+            Event(
+                type=kinds[i % 4],
+                session_id=SID,
+                run_id=run.id,
+                data={
+                    "role": "user",
+                    "content": f"message {i} " + "lorem ipsum " * 8,
+                    "tool_name": "t",
+                    "tool_call_id": f"c{i // 4}",
+                },
+            )
+            for i in range(N_EVENTS)
+        ]
+        for start in range(0, N_EVENTS, 200):
+            await store.append_events(events[start : start + 200])
+
+
+class _ServerProcess:
+    def __init__(self, url: str) -> None:
+        self.port = _free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent_session_store",
+                "serve",
+                "--url",
+                url,
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", self.port)
+                w.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return float(t.user + t.system)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# ---------------------------------------------------------------- API load
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    m = re.search(rb"content-length: (\d+)", head, re.I)
+    if m is None:
+        raise RuntimeError("no content-length")
+    await reader.readexactly(int(m.group(1)))
+    return status
+
+
+async def _http_load(port: int, path: str, seconds: float) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                status = await _get(reader, writer, path)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"{path}: HTTP {status}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return len(latencies), latencies
+
+
+async def _direct_load(url: str, work: str, seconds: float) -> int:
+    from agent_session_store.server import queries
+
+    done = 0
+    async with open_session_store(url) as store:
+        stop = time.perf_counter() + seconds
+
+        async def task() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                if work == "session":
+                    s = await store.get_session(SID)
+                    st = await queries.session_stats(store, SID)
+                    json.dumps({"session": s.to_dict(), "stats": queries.to_json(st)})
+                else:
+                    ev = await store.get_events(SID, limit=100)
+                    json.dumps([e.to_dict() for e in ev])
+                done += 1
+
+        await asyncio.gather(*(task() for _ in range(CLIENTS)))
+    return done
+
+
+async def _api_rows(url: str, port: int, seconds: float) -> list[Row]:
+    rows = []
+    for case, path, work in (
+        ("GET session (+stats)", f"/api/sessions/{SID}", "session"),
+        ("GET 100-event page", f"/api/sessions/{SID}/events?limit=100", "events"),
+    ):
+        await _http_load(port, path, 0.5)  # warm up
+        n, lat = await _http_load(port, path, seconds)
+        direct = await _direct_load(url, work, seconds)
+        p99 = percentile(lat, 99) * 1000
+        rows.append(
+            check_max(
+                Row(
+                    "sqlite",
+                    f"{case}, {CLIENTS} clients: p99",
+                    p99,
+                    "ms",
+                    extra={"p50_ms": percentile(lat, 50) * 1000, "requests": n},
+                ),
+                50,
+                "<= 50 ms",
+            )
+        )
+        served, called = rate(n, seconds), rate(direct, seconds)
+        row = Row(
+            "sqlite",
+            f"{case}: throughput vs direct store calls",
+            served,
+            "req/s",
+            raw=called,
+            bar=">= 0.5 x direct",
+        )
+        row.passed = served >= 0.5 * called
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- SSE fan-out
+
+_ID = re.compile(rb"\nid: (\d+)\ndata: \{[^\n]*?\"t\": ?([0-9.]+)")
+
+
+class _Subscriber(asyncio.Protocol):
+    def __init__(self, fan: _FanOut) -> None:
+        self.fan = fan
+        self.buf = b""
+        self.last = N_EVENTS
+        self.ok = True
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buf + data
+        cut = buf.rfind(b"\n\n")
+        if cut < 0:
+            self.buf = buf
+            return
+        self.buf = buf[cut + 2 :]
+        for m in _ID.finditer(b"\n" + buf[: cut + 2]):
+            seq = int(m.group(1))
+            if seq != self.last + 1:
+                self.ok = False
+            self.last = seq
+            self.fan.latencies.append(now - float(m.group(2)))
+        if len(self.fan.latencies) >= self.fan.target:
+            self.fan.all_in.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _FanOut:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self.reconnects = 0
+        self.target = 1 << 62
+        self.all_in = asyncio.Event()
+
+    async def follow(
+        self, until: asyncio.Event, ready: asyncio.Event, count: list[int]
+    ) -> _Subscriber:
+        loop = asyncio.get_running_loop()
+        last = N_EVENTS
+        first = True
+        while True:
+            transport, sub = await loop.create_connection(
+                lambda: _Subscriber(self), "127.0.0.1", self.port
+            )
+            sub.last = last
+            headers = f"Last-Event-ID: {last}\r\n"
+            transport.write(
+                f"GET /api/sessions/{SID}/events/stream?after={N_EVENTS} HTTP/1.1\r\n"
+                f"Host: bench\r\n{headers}\r\n".encode()
+            )
+            if first:
+                count[0] += 1
+                if count[0] == self.total:
+                    ready.set()
+                first = False
+            stopping = asyncio.ensure_future(until.wait())
+            waits: list[asyncio.Future[Any]] = [sub.closed, stopping]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if until.is_set():
+                transport.close()
+                return sub
+            self.reconnects += 1
+            last = sub.last
+
+    total = 0
+
+
+_APPENDER = """
+import asyncio, time
+from agent_session_store import Event, EventType, open_session_store
+async def main():
+    async with open_session_store({url!r}) as store:
+        start = time.perf_counter()
+        for i in range({n}):
+            delay = start + i / 100 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await store.append_event(Event(type=EventType.MESSAGE_STREAMED, session_id={sid!r},
+                                           data={{"t": time.time(), "delta": "x" * 40}}))
+        print({n} / (time.perf_counter() - start))
+asyncio.run(main())
+"""
+
+
+async def _fanout_rows(
+    url: str, server: _ServerProcess, subscribers: int, seconds: float
+) -> list[Row]:
+    fan = _FanOut(server.port)
+    fan.total = subscribers
+    rss0 = server.rss_mb()
+    cpu0 = server.cpu_s(), _own_cpu()
+    until, ready = asyncio.Event(), asyncio.Event()
+    count = [0]
+    tasks = [asyncio.create_task(fan.follow(until, ready, count)) for _ in range(subscribers)]
+    await asyncio.wait_for(ready.wait(), 60)
+    await asyncio.sleep(1.0)  # let every subscription reach the server
+    rss1 = server.rss_mb()
+    n = int(seconds * 100)
+    # The appender is its own process: this one is busy reading 1,000 streams.
+    script = _APPENDER.format(url=url, sid=SID, n=n)
+    started = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    achieved = float(out.decode().strip() or "nan")
+    del started
+    expected = N_EVENTS + n
+    fan.target = subscribers * n
+    if len(fan.latencies) >= fan.target:
+        fan.all_in.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(fan.all_in.wait(), 30)
+    rss2 = server.rss_mb()
+    cpu1 = server.cpu_s(), _own_cpu()
+    until.set()
+    subs = await asyncio.gather(*tasks)
+    complete = sum(1 for s in subs if s.ok and s.last == expected)
+    p99 = percentile(fan.latencies, 99) * 1000 if fan.latencies else float("inf")
+    info = {
+        "subscribers": subscribers,
+        "events": n,
+        "append_rate": achieved,
+        "deliveries": len(fan.latencies),
+        "reconnects": fan.reconnects,
+        "server_cpu_s": cpu1[0] - cpu0[0],
+        "client_cpu_s": cpu1[1] - cpu0[1],
+        "rss_before_mb": rss0,
+        "rss_subscribed_mb": rss1,
+        "rss_end_mb": rss2,
+    }
+    rows = [
+        Row(
+            "sqlite",
+            f"SSE {subscribers} subscribers, 100 appends/s: complete and in order",
+            complete,
+            "subscribers",
+            bar=f"= {subscribers}",
+            passed=complete == subscribers,
+            extra=info,
+        ),
+        check_max(
+            Row(
+                "sqlite",
+                f"SSE {subscribers} subscribers: delivery p99",
+                p99,
+                "ms",
+                extra={"p50_ms": percentile(fan.latencies, 50) * 1000},
+            ),
+            100,
+            "<= 100 ms",
+        ),
+        Row(
+            "sqlite",
+            f"SSE {subscribers} subscribers: server RSS growth",
+            rss2 - rss0,
+            "MB",
+            higher_is_better=False,
+            bar="bounded (reported)",
+            extra=info,
+        ),
+    ]
+    return rows
+
+
+# ---------------------------------------------------------------- page render
+
+
+async def _page_row(url: str, repeats: int) -> Row:
+    import httpx
+
+    from agent_session_store.server import create_app
+
+    async with open_session_store(url) as store:
+        app = create_app(store)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            times = []
+            for _ in range(repeats + 2):
+                t0 = time.perf_counter()
+                r = await client.get(f"/sessions/{SID}")
+                times.append(time.perf_counter() - t0)
+                assert r.status_code == 200 and r.text.count('<li id="e') == N_EVENTS, r.status_code
+    times = times[2:]
+    return check_max(
+        Row(
+            "sqlite",
+            f"session page, {N_EVENTS} events: server time (median)",
+            sorted(times)[len(times) // 2] * 1000,
+            "ms",
+            extra={"max_ms": max(times) * 1000, "bytes": len(r.content)},
+        ),
+        100,
+        "<= 100 ms",
+    )
+
+
+async def run(quick: bool = False) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}?auto_migrate=true"
+        await _seed(url)
+        rows = [await _page_row(url, 5 if quick else 20)]
+        server = _ServerProcess(url.split("?")[0])
+        try:
+            await server.ready()
+            rows += await _api_rows(url, server.port, 2.0 if quick else 5.0)
+            subscribers = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", 200 if quick else 1000))
+            rows += await _fanout_rows(url, server, subscribers, 3.0 if quick else 10.0)
+        finally:
+            server.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    from .__main__ import table
+
+    quick = "--quick" in sys.argv
+    got = asyncio.run(run(quick=quick))
+    print(table(got))
+    for r in got:
+        if r.extra:
+            print(r.case, json.dumps(r.extra))
+    with contextlib.suppress(Exception):
+        os.sync()
