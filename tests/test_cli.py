@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,20 +112,6 @@ def test_demo_writes_a_session_and_shows_its_timeline(tmp_path: Path) -> None:
     assert "tool_call_started" not in table.stdout
 
 
-def test_missing_schema_says_how_to_migrate(tmp_path: Path) -> None:
-    # A blank file gets its schema on open; a database holding other tables is not changed.
-    with contextlib.closing(sqlite3.connect(tmp_path / "fresh.db")) as conn:
-        conn.execute("CREATE TABLE unrelated (x)")
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
-    proc = run_cli("--url", url, "sessions", "list", check=False)
-    assert proc.returncode == 4  # a store error of its own kind
-    assert "[migration_required]" in proc.stderr
-    assert "migrate" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    run_cli("migrate", url)
-    assert json.loads(run_cli("--url", url, "sessions", "list", "--json").stdout) == []
-
-
 def test_demo_hint_works_from_any_directory(tmp_path: Path) -> None:
     """The printed follow-up command uses an absolute URL and an absolute executable."""
     (tmp_path / "repo").mkdir()
@@ -153,8 +137,8 @@ def _walk(parser: argparse.ArgumentParser, path: str = "") -> Iterator[tuple[str
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                if name == "artifacts":
-                    continue  # the artifacts group is registered by its own module
+                if name in ("artifacts", "serve"):
+                    continue  # registered by their own modules (artifacts/cli.py, server/cli.py)
                 yield from _walk(sub, f"{path} {name}")
         else:
             yield path, action, parser.format_help()
@@ -183,9 +167,9 @@ def test_exit_codes_tell_usage_from_store_errors(tmp_path: Path, pg_schema: str)
     assert bad_url.returncode == 2 and "unknown session store URL scheme" in bad_url.stderr
     assert "Traceback" not in bad_url.stderr
     missing = run_cli("--url", url, "sessions", "show", "nope", check=False)
-    assert missing.returncode == 3 and "[session_not_found]" in missing.stderr
+    assert missing.returncode == 1 and "[session_not_found]" in missing.stderr
     schema = run_cli("--url", pg_schema, "sessions", "list", check=False)
-    assert schema.returncode == 4 and "migrate" in schema.stderr
+    assert schema.returncode == 3 and "migrate" in schema.stderr
     down = run_cli("--url", "postgresql://postgres@127.0.0.1:1/x", "sessions", "list", check=False)
     assert down.returncode == 1 and "[storage_connection_failed]" in down.stderr
     no_extra = subprocess.run(
@@ -200,7 +184,7 @@ def test_exit_codes_tell_usage_from_store_errors(tmp_path: Path, pg_schema: str)
         text=True,
         timeout=60,
     )
-    assert no_extra.returncode == 5 and "[dependency_not_available]" in no_extra.stderr
+    assert no_extra.returncode == 4 and "[dependency_not_available]" in no_extra.stderr
     copy_both = run_cli("copy", "--from", url, "--to", url, "s", "--all", check=False)
     assert copy_both.returncode == 2
 
@@ -222,15 +206,17 @@ def test_sessions_list_newest_activity_first_and_says_when_more_exist(tmp_path: 
                     updated_at=t0 + timedelta(days=1, minutes=-i),
                 )
             )
-    table = run_cli("--url", url, "sessions", "list")
+    table = run_cli("--url", url, "sessions", "list", columns=300)
     assert "50 of 60 session(s), newest activity first" in table.stdout
-    assert "next: --offset 50" in table.stdout
-    listed = json.loads(run_cli("--url", url, "sessions", "list", "--json").stdout)
-    assert [s["id"] for s in listed] == [f"s{i:02d}" for i in range(50)]
-    rest = run_cli("--url", url, "sessions", "list", "--json", "--offset", "50")
+    # --cursor where the backend pages by keyset (contract 7.2), --offset until then
+    hint = re.search(r"next: (--offset 50|--cursor \S+)", table.stdout)
+    assert hint, table.stdout
+    listed = run_cli("--url", url, "sessions", "list", "--json")
+    assert [s["id"] for s in json.loads(listed.stdout)] == [f"s{i:02d}" for i in range(50)]
+    assert hint.group(0) in listed.stderr
+    rest = run_cli("--url", url, "sessions", "list", "--json", *hint.group(1).split())
     assert [s["id"] for s in json.loads(rest.stdout)] == [f"s{i:02d}" for i in range(50, 60)]
-    assert "more exist" not in rest.stderr
-    assert "next: --offset 50" in run_cli("--url", url, "sessions", "list", "--json").stderr
+    assert "next:" not in rest.stderr
 
 
 def test_ids_are_never_truncated_at_80_columns(tmp_path: Path) -> None:
@@ -464,7 +450,7 @@ def test_a_database_without_our_schema_says_how_to_migrate(tmp_path: Path) -> No
         conn.execute("CREATE TABLE unrelated (x)")
     url = f"sqlite:///{tmp_path / 'other.db'}"
     proc = run_cli("--url", url, "sessions", "list", check=False)
-    assert proc.returncode == 4
+    assert proc.returncode == 3
     assert "[migration_required]" in proc.stderr and "migrate" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "would bring it to version" in run_cli("migrate", url, "--dry-run").stdout
@@ -475,7 +461,7 @@ def test_a_database_without_our_schema_says_how_to_migrate(tmp_path: Path) -> No
 def test_migrate_then_use_a_postgres_schema(pg_schema: str) -> None:
     url = pg_schema
     proc = run_cli("--url", url, "sessions", "list", check=False)
-    assert proc.returncode == 4
+    assert proc.returncode == 3
     assert "[migration_required]" in proc.stderr
     run_cli("migrate", url)
     run_cli("demo", "--store", url)
@@ -531,7 +517,7 @@ def test_export_then_import_round_trips_and_reimport_changes_nothing(tmp_path: P
     changed[3]["event"]["id"] = "another_id"  # a different event at number 1
     conflict.write_text("\n".join(json.dumps(x) for x in changed) + "\n")
     refused = run_cli("--url", dst, "import", str(conflict), check=False)
-    assert refused.returncode == 6 and "[sequence_conflict]" in refused.stderr
+    assert refused.returncode == 5 and "[sequence_conflict]" in refused.stderr
     assert (
         run_cli("--url", dst, "import", str(tmp_path / "none.jsonl"), check=False).returncode == 2
     )
@@ -594,3 +580,38 @@ def test_fork_copies_the_visible_history(tmp_path: Path) -> None:
     assert "into mine" in named.stdout
     beyond = run_cli("--url", url, "fork", "src", "--at", "99", check=False)
     assert beyond.returncode == 2 and "beyond" in beyond.stderr
+
+
+def test_sessions_list_pages_by_cursor_where_the_backend_can(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The keyset path (contract 7.2), in-process on the memory backend, which has it."""
+    from agent_session_store import cli
+    from agent_session_store.codec import encode_session
+    from agent_session_store.memory import InMemorySessionStore
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    sessions = [
+        Session(id=f"s{i:02d}", agent_id="a", updated_at=t0 + timedelta(days=1, minutes=-i))
+        for i in range(60)
+    ]
+
+    class Filled(InMemorySessionStore):
+        async def _open(self) -> None:
+            await super()._open()
+            for s in sessions:
+                await self._save_session(s, encode_session(s))
+
+    monkeypatch.setattr(cli, "_open", lambda url: Filled())
+    monkeypatch.setenv("COLUMNS", "300")
+    assert cli.main(["sessions", "list", "--json"]) == 0
+    first = capsys.readouterr()
+    assert [s["id"] for s in json.loads(first.out)] == [f"s{i:02d}" for i in range(50)]
+    hint = re.search(
+        r"50 of 60 session\(s\), newest activity first — next: --cursor (\S+)", first.err
+    )
+    assert hint, first.err
+    assert cli.main(["sessions", "list", "--json", "--cursor", hint.group(1)]) == 0
+    rest = capsys.readouterr()
+    assert [s["id"] for s in json.loads(rest.out)] == [f"s{i:02d}" for i in range(50, 60)]
+    assert "next:" not in rest.err

@@ -38,6 +38,7 @@ from .models import (
     SessionStatus,
     to_event_type,
 )
+from .querying import QueryAndMaintenance
 from .transfer import ImportReport, copy_session, dump_record, load_record
 from .urls import open_session_store
 
@@ -49,12 +50,12 @@ URL_ENV = "AGENT_SESSION_STORE_URL"
 #: Exit status -> meaning; also printed at the end of ``--help``.
 EXIT_CODES = {
     0: "success",
-    1: "the store failed (storage_error, storage_connection_failed, ...)",
+    1: "the store said no or failed: not found (session_not_found, ...), storage_error, "
+    "storage_connection_failed",
     2: "usage error: bad arguments, bad URL or bad input (validation_error)",
-    3: "not found (session_not_found, run_not_found, not_found)",
-    4: "the schema needs `agent-session-store migrate` (migration_required)",
-    5: "an optional extra is not installed (dependency_not_available)",
-    6: "an import or copy conflicts with what the target holds (sequence_conflict)",
+    3: "the schema needs `agent-session-store migrate` (migration_required)",
+    4: "an optional extra is not installed (dependency_not_available)",
+    5: "an import or copy conflicts with what the target holds (sequence_conflict)",
     130: "interrupted (Ctrl-C)",
 }
 _EXIT_BY_CODE = {
@@ -62,12 +63,9 @@ _EXIT_BY_CODE = {
     "invalid_event_type": 2,
     "invalid_status": 2,
     "invalid_cursor": 2,
-    "session_not_found": 3,
-    "run_not_found": 3,
-    "not_found": 3,
-    "migration_required": 4,
-    "dependency_not_available": 5,
-    "sequence_conflict": 6,
+    "migration_required": 3,
+    "dependency_not_available": 4,
+    "sequence_conflict": 5,
 }
 
 _FAMILY_STYLE = {
@@ -291,24 +289,46 @@ def _open(url: str) -> SessionStoreBase:
 # ---------------------------------------------------------------- sessions
 
 
+def _has_queries(store: SessionStoreBase) -> bool:
+    """Whether the backend implements contract 7 yet (the others get a fallback)."""
+    return type(store)._search_sessions is not QueryAndMaintenance._search_sessions
+
+
 async def _sessions_list(args: argparse.Namespace) -> int:
     async with _open(args.url) as store:
-        # Newest activity first. list_sessions orders by creation, so sort here; this reads
-        # every matching session record (not their events).
-        found = await store.list_sessions(status=args.status, agent_id=args.agent)
-    found.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
-    page = found[args.offset : args.offset + args.limit]
-    end = args.offset + len(page)
-    more = end < len(found)
-    shown = f"{args.offset + 1}–{end}" if args.offset and page else str(len(page))
-    title = f"{shown} of {len(found)} session(s), newest activity first"
-    hint = f"next: --offset {end}" if more else ""
+        if _has_queries(store) and not args.offset:
+            # Newest activity first, a keyset page at a time (contract 7.2).
+            page = await store.search_sessions(
+                status=args.status,
+                agent_id=args.agent,
+                include_deleted=True,
+                limit=args.limit,
+                cursor=args.cursor,
+                include_total=True,
+            )
+            found, total = page.items, page.total_count or 0
+            more = page.cursor is not None and len(found) == args.limit and total > len(found)
+            hint = f"next: --cursor {page.cursor}" if more else ""
+            title = f"{len(found)} of {total} session(s), newest activity first"
+        else:
+            if args.cursor is not None:
+                raise UsageError("this store cannot page by cursor yet: use --offset")
+            # list_sessions orders by creation, so sort here; this reads every matching
+            # session record (not their events).
+            every = await store.list_sessions(status=args.status, agent_id=args.agent)
+            every.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
+            found = every[args.offset : args.offset + args.limit]
+            end = args.offset + len(found)
+            more = end < len(every)
+            shown = f"{args.offset + 1}–{end}" if args.offset and found else str(len(found))
+            title = f"{shown} of {len(every)} session(s), newest activity first"
+            hint = f"next: --offset {end}" if more else ""
     if args.json:
-        _print_json([s.to_dict() for s in page])
+        _print_json([s.to_dict() for s in found])
         if more:
             _note(f"{title} — {hint}")
     else:
-        _out().print(_sessions_table(title + (f" — {hint}" if hint else ""), page))
+        _out().print(_sessions_table(title + (f" — {hint}" if hint else ""), found))
     return 0
 
 
@@ -932,6 +952,7 @@ def build_parser() -> argparse.ArgumentParser:
     s_list.add_argument("--agent", help="only this agent_id")
     s_list.add_argument("--limit", type=_positive, default=50, help="show at most N")
     s_list.add_argument("--offset", type=_positive, default=0, help="skip the first N")
+    s_list.add_argument("--cursor", help="the next page, as the previous page's hint says")
     json_flag(s_list, "one JSON array (a note on stderr says when more exist)")
     s_show = command(s_cmds, "show", "one session with its runs", _sessions_show)
     s_show.add_argument("session_id", metavar="SESSION", help="the session id")

@@ -21,6 +21,7 @@ codes as their async counterparts (docs/contract.md).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
 from datetime import datetime
@@ -99,10 +100,25 @@ class _LoopThread:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            raise StorageError("the sync store was closed while this call was running") from None
         except BaseException:
             # KeyboardInterrupt or another interruption of the waiting thread: stop the work too.
             future.cancel()
             raise
+
+    async def drain(self, seconds: float) -> None:
+        """Let calls still running finish (a close just released the long-polls), then cancel
+        what is left, so no calling thread waits on a loop that has stopped."""
+        current = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not current]
+        if not others:
+            return
+        _, pending = await asyncio.wait(others, timeout=seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=seconds)
 
     def stop(self) -> None:
         if self.loop.is_closed():
@@ -152,7 +168,10 @@ class _SyncBridge:
         try:
             self._call(self._target.close())
         finally:
-            self._runner.stop()
+            try:
+                self._call(self._runner.drain(5.0))
+            finally:
+                self._runner.stop()
 
     def __enter__(self) -> Self:
         return self.open()
