@@ -88,3 +88,17 @@ def test_large_file_is_streamed(tmp_path: Path) -> None:
             hashlib.file_digest(a, "sha256").hexdigest()
             == hashlib.file_digest(b, "sha256").hexdigest()
         )
+
+
+def test_put_if_absent_and_cleanup(tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/root"
+    ok("put", url, "once", "-", "--if-absent", stdin=b"first")
+    out = cli("put", url, "once", "-", "--if-absent", stdin=b"second")
+    assert out.returncode == 1 and b"[already_exists]" in out.stderr
+    assert ok("get", url, "once") == b"first"
+    leftover = tmp_path / "root" / ".tmp-0123456789abcdef"
+    leftover.write_bytes(b"a killed writer's temp file")
+    assert ok("cleanup", url).strip() == b"removed 0"  # younger than the grace period
+    assert ok("cleanup", url, "--older-than", "0").strip() == b"removed 1"
+    assert not leftover.exists()
+    assert ok("cleanup", "memory://").strip() == b"removed 0"

@@ -204,6 +204,7 @@ def test_error_shape_and_codes() -> None:
         and cls is not errors.StoreError
     }
     assert codes == {
+        "already_exists",
         "validation_error",
         "invalid_event_type",
         "invalid_status",

@@ -94,12 +94,20 @@ class CompositeSessionStore(OpenClose):
     # ------------------------------------------------------------ lifecycle
 
     async def open(self) -> Self:
-        """Connect the owned backends now rather than on first use (fails fast)."""
+        """Connect the owned backends now rather than on first use (fails fast). When one
+        fails, both are closed again: ``async with`` never reaches ``close`` after a failed
+        open, so what was already opened would leak (connections, threads)."""
         if self.owns:
-            for backend in (self.session_store, self.artifact_store):
-                opener = getattr(backend, "open", None)
-                if opener is not None:
-                    await opener()
+            try:
+                for backend in (self.session_store, self.artifact_store):
+                    opener = getattr(backend, "open", None)
+                    if opener is not None:
+                        await opener()
+            except BaseException:
+                for backend in (self.session_store, self.artifact_store):
+                    with contextlib.suppress(Exception):
+                        await backend.close()
+                raise
         return self
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""``agent-session-store artifacts put|get|ls|rm|stat``: artifact stores from the shell.
+"""``agent-session-store artifacts put|get|ls|rm|stat|cleanup``: artifact stores from the shell.
 
 Transfers stream in 1 MiB chunks both ways, so an artifact of any size passes through a
 small, constant amount of memory; a progress bar shows on a terminal for large ones.
@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = command("put", "store FILE (or stdin with -) under KEY", _put)
     p.add_argument("key")
     p.add_argument("source", metavar="FILE", help="a file, or - for stdin")
+    p.add_argument(
+        "--if-absent", action="store_true", help="only create: fail if KEY already exists"
+    )
     p = command("get", "write KEY's bytes to stdout or -o FILE", _get)
     p.add_argument("key")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
@@ -58,6 +61,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = command("stat", "size, SHA-256 and modification time of KEY", _stat)
     p.add_argument("key")
     p.add_argument("--json", action="store_true")
+    p = command(
+        "cleanup",
+        "remove what killed writers left (file temp files, S3 incomplete multipart uploads)",
+        _cleanup,
+    )
+    p.add_argument(
+        "--older-than",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="only leftovers at least this old (default: the store's grace period)",
+    )
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -99,7 +114,9 @@ def _put(args: argparse.Namespace) -> int:
             async with open_artifact_store(args.store_url) as store:
                 with _progress(total, f"put {args.key}") as progress:
                     task = progress.add_task(f"put {args.key}", total=total)
-                    await store.put(args.key, _read_chunks(stream, progress, task))
+                    await store.put(
+                        args.key, _read_chunks(stream, progress, task), if_absent=args.if_absent
+                    )
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
@@ -179,6 +196,17 @@ def _stat(args: argparse.Namespace) -> int:
         else:
             for name, value in doc.items():
                 print(f"{name}: {value}")
+        return 0
+
+    return _run(run())
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    async def run() -> int:
+        async with open_artifact_store(args.store_url) as store:
+            options = {} if args.older_than is None else {"older_than": args.older_than}
+            removed = await store.cleanup(**options)
+        print(f"removed {removed}")
         return 0
 
     return _run(run())

@@ -730,10 +730,10 @@ class _Writer:
             self.write(view)
 
     def commit(self) -> None:
+        # The temp file stays open (and flocked, so no sweeper takes it) until it has its
+        # final name.
         if self.store.fsync:
             os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
         if self.if_absent:
             try:
                 os.link(
@@ -746,10 +746,15 @@ class _Writer:
             except FileExistsError:
                 self.abort()
                 raise already_exists(self.key) from None
-            os.unlink(self.tmp, dir_fd=self.pfd)
+            # The object exists now; a temp name left behind is only a second link to it,
+            # which a sweep removes without touching the object.
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=self.pfd)
         else:
             os.rename(self.tmp, self.name, src_dir_fd=self.pfd, dst_dir_fd=self.pfd)
         self.tmp = ""
+        os.close(self.fd)
+        self.fd = -1
         if self.store.fsync:
             os.fsync(self.pfd)
         os.close(self.pfd)
@@ -791,9 +796,21 @@ def _create_temp(root_fd: int, dirs: list[str], tmp: str, fsync: bool) -> tuple[
             if pfd >= 0:
                 os.close(pfd)
             raise
-        # Held until the put ends: the sweeper removes only temp files nobody holds.
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return pfd, fd
+        # Held until the put ends: the sweeper removes only temp files nobody holds. A
+        # sweeper (with a grace period near zero) may have taken the new file first and
+        # unlinked it: then make another.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return pfd, fd
+        except BaseException:
+            os.close(fd)
+            os.close(pfd)
+            raise
+        os.close(fd)
+        os.close(pfd)
+        if time.monotonic() >= deadline:
+            raise FileNotFoundError(errno.ENOENT, "temp file removed as soon as made")
 
 
 def _remove_if_stale(dfd: int, name: str, cutoff_ns: int) -> bool:

@@ -73,6 +73,11 @@ class InMemoryArtifactStore(OpenClose):
         self._objects.clear()
         self._keys.clear()
 
+    async def cleanup(self, *, older_than: float = 0.0) -> int:
+        """Nothing is ever left half-written in memory (the same call as on file and S3)."""
+        self._check_open("cleanup")
+        return 0
+
     def _check_open(self, operation: str) -> None:
         if self._closed:
             raise closed_error(self.backend_name, operation)

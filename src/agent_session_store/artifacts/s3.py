@@ -12,9 +12,9 @@ spooled to an anonymous temp file while it is hashed, so memory stays at a few p
 large the object. A get is one request up to ``multipart_threshold``; beyond it the rest is
 fetched as parallel ranges, each pinned with If-Match to the first
 response's ETag, so a concurrent overwrite restarts the read instead of mixing versions.
-``get_stream`` reads ranges of ``part_size`` the same way, one ahead of the caller, each read
-whole before it is handed over: an open stream holds no pooled connection between chunks,
-so open streams can never starve the pool and hang every other call.
+``get_stream`` is one GET whose connection stays open as long as the caller keeps the
+stream open; those connections come from a second client whose pool has no limit, so open
+streams can never exhaust the pool every other call waits on (with no timeout).
 
 A create-only put (``if_absent=True``) sends ``If-None-Match: *`` with the PutObject or the
 CompleteMultipartUpload that makes the object visible: S3 decides, atomically, and answers
@@ -172,19 +172,26 @@ class S3ArtifactStore(OpenClose):
             s3_config["addressing_style"] = addressing_style
         elif endpoint_url is not None:
             s3_config["addressing_style"] = "path"  # local servers have no bucket DNS names
-        self._config = AioConfig(
-            s3=s3_config,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_pool_connections=max_pool_connections,
+        options: dict[str, Any] = {
+            "s3": s3_config,
+            "retries": {"max_attempts": max_attempts, "mode": "standard"},
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_pool_connections": max_pool_connections,
             # CRC32 on every upload (S3 rejects a body damaged in transit) and checked on
             # every download S3 returns a checksum for (whole-object GETs).
-            request_checksum_calculation="when_supported",
-            response_checksum_validation="when_supported",
-        )
+            "request_checksum_calculation": "when_supported",
+            "response_checksum_validation": "when_supported",
+        }
+        self._config = AioConfig(**options)
+        # An open stream holds its connection until it is read to the end or closed: give
+        # streams their own pool without a limit (0 means none to aiohttp), so that however
+        # many the caller leaves open, they never exhaust the pool the other calls wait on.
+        self._stream_config = AioConfig(**{**options, "max_pool_connections": 0})
         self._client: S3Client | None = None
         self._client_cm: Any = None
+        self._stream_client: S3Client | None = None
+        self._stream_client_cm: Any = None
         self._closed = False
         self._open_lock = asyncio.Lock()
 
@@ -227,36 +234,48 @@ class S3ArtifactStore(OpenClose):
         if self._closed:
             return
         self._closed = True
-        cm, self._client_cm, self._client = self._client_cm, None, None
-        if cm is not None:
-            with contextlib.suppress(Exception):
-                await cm.__aexit__(None, None, None)
+        managers = [self._client_cm, self._stream_client_cm]
+        self._client = self._client_cm = self._stream_client = self._stream_client_cm = None
+        for cm in managers:
+            if cm is not None:
+                with contextlib.suppress(Exception):
+                    await cm.__aexit__(None, None, None)
 
-    async def _ready(self, operation: str) -> S3Client:
+    async def _ready(self, operation: str, *, stream: bool = False) -> S3Client:
+        """The client (for ``stream``, the one whose pool open streams use)."""
         if self._closed:
             raise closed_error(self.backend_name, operation)
-        client = self._client
+        client = self._stream_client if stream else self._client
         if client is not None:
             return client
         async with self._open_lock:
+            if self._closed:
+                raise closed_error(self.backend_name, operation)
             if self._client is None:
-                if self._closed:
-                    raise closed_error(self.backend_name, operation)
-                cm = get_session().create_client(
-                    "s3",
-                    endpoint_url=self.endpoint_url,
-                    region_name=self.region,
-                    config=self._config,
-                    aws_access_key_id=self._credentials.get("aws_access_key_id"),
-                    aws_secret_access_key=self._credentials.get("aws_secret_access_key"),
-                    aws_session_token=self._credentials.get("aws_session_token"),
+                self._client, self._client_cm = await self._connect(operation, self._config)
+            if stream and self._stream_client is None:
+                self._stream_client, self._stream_client_cm = await self._connect(
+                    operation, self._stream_config
                 )
-                try:
-                    self._client = await cm.__aenter__()
-                except Exception as exc:
-                    raise self._wrap(exc, operation) from exc
-                self._client_cm = cm
-            return self._client
+            client = self._stream_client if stream else self._client
+            assert client is not None
+            return client
+
+    async def _connect(self, operation: str, config: AioConfig) -> tuple[S3Client, Any]:
+        cm = get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            config=config,
+            aws_access_key_id=self._credentials.get("aws_access_key_id"),
+            aws_secret_access_key=self._credentials.get("aws_secret_access_key"),
+            aws_session_token=self._credentials.get("aws_session_token"),
+        )
+        try:
+            client = await cm.__aenter__()
+        except Exception as exc:
+            raise self._wrap(exc, operation) from exc
+        return client, cm
 
     # ------------------------------------------------------------ errors
 
@@ -302,9 +321,14 @@ class S3ArtifactStore(OpenClose):
         )
 
     async def _call(
-        self, operation: str, key: str | None, fn: Callable[[S3Client], Awaitable[Any]]
+        self,
+        operation: str,
+        key: str | None,
+        fn: Callable[[S3Client], Awaitable[Any]],
+        *,
+        stream: bool = False,
     ) -> Any:
-        client = await self._ready(operation)
+        client = await self._ready(operation, stream=stream)
         try:
             return await fn(client)
         except StoreError:
@@ -581,11 +605,29 @@ class S3ArtifactStore(OpenClose):
         check_no_opts("get", opts)
         name = self.prefix + key
         for _attempt in range(5):
-            head, etag, total = await self._first_range(key, name, self.multipart_threshold)
+            try:
+                first = await self._call(
+                    "get",
+                    key,
+                    lambda c: c.get_object(
+                        Bucket=self.bucket,
+                        Key=name,
+                        Range=f"bytes=0-{self.multipart_threshold - 1}",
+                    ),
+                )
+            except StorageError as err:
+                if err.details.get("s3_code") != "InvalidRange":
+                    raise
+                # An empty object has no byte 0 to range over.
+                first = await self._call(
+                    "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
+                )
+            head = await self._read_body(first, key)
+            total = _total_size(first.get("ContentRange"), len(head))
             if total <= len(head):
                 return head
             try:
-                return head + await self._get_rest(key, name, etag, len(head), total)
+                return head + await self._get_rest(key, name, first["ETag"], len(head), total)
             except _Changed:
                 continue  # overwritten between ranges: read the new version from the start
         raise StorageError(
@@ -622,7 +664,21 @@ class S3ArtifactStore(OpenClose):
 
         async def fetch(i: int, lo: int, hi: int) -> None:
             async with limit:
-                parts[i] = await self._range(key, name, etag, lo, hi)
+                try:
+                    response = await self._call(
+                        "get",
+                        key,
+                        lambda c: c.get_object(
+                            Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
+                        ),
+                    )
+                except StoreError as err:
+                    if err.details.get("s3_code") in ("PreconditionFailed", "412"):
+                        raise _Changed from None
+                    if isinstance(err, NotFoundError):
+                        raise _Changed from None
+                    raise
+                parts[i] = await self._read_body(response, key)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -634,74 +690,26 @@ class S3ArtifactStore(OpenClose):
         return b"".join(parts)
 
     async def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """Ranges of ``part_size`` (at least ``chunk_size``), each read whole before its
-        chunks are yielded and the next fetched one ahead: a stream the caller leaves open
-        holds memory, never a pooled connection. An overwrite mid-stream is an error
-        rather than a mix of two versions."""
+        """One GET read as the caller asks, on the streams' own connection pool (see the
+        module docstring); it keeps serving the version it started on."""
         check_key(key)
         check_chunk_size(chunk_size)
         name = self.prefix + key
-        step = max(self.part_size, chunk_size)
-        head, etag, total = await self._first_range(key, name, step)
-        pending: asyncio.Task[bytes] | None = None
+        response = await self._call(
+            "get_stream", key, lambda c: c.get_object(Bucket=self.bucket, Key=name), stream=True
+        )
+        body = response["Body"]
         try:
-            start = len(head)
-            block = head
             while True:
-                if start < total:
-                    lo, hi = start, min(start + step, total) - 1
-                    pending = asyncio.ensure_future(self._range(key, name, etag, lo, hi))
-                    start = hi + 1
-                for at in range(0, len(block), chunk_size):
-                    yield block[at : at + chunk_size]
-                if pending is None:
-                    return
                 try:
-                    block = await pending
-                except _Changed:
-                    raise StorageError(
-                        f"s3 get_stream of {key!r}: the object was replaced while being read",
-                        details={"operation": "get_stream", "key": key},
-                    ) from None
-                pending = None
+                    block: bytes = await body.read(chunk_size)
+                except Exception as exc:
+                    raise self._wrap(exc, "get_stream", key) from exc
+                if not block:
+                    return
+                yield block
         finally:
-            if pending is not None:
-                pending.cancel()
-                await asyncio.wait([pending])
-
-    async def _first_range(self, key: str, name: str, size: int) -> tuple[bytes, str, int]:
-        """(the first ``size`` bytes, the ETag, the total size); an empty object has no
-        byte 0 to range over, so that one is fetched whole."""
-        try:
-            first = await self._call(
-                "get",
-                key,
-                lambda c: c.get_object(Bucket=self.bucket, Key=name, Range=f"bytes=0-{size - 1}"),
-            )
-        except StorageError as err:
-            if err.details.get("s3_code") != "InvalidRange":
-                raise
-            first = await self._call(
-                "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
-            )
-        head = await self._read_body(first, key)
-        return head, first["ETag"], _total_size(first.get("ContentRange"), len(head))
-
-    async def _range(self, key: str, name: str, etag: str, lo: int, hi: int) -> bytes:
-        """Bytes lo..hi of exactly the version ``etag``; ``_Changed`` if it was replaced."""
-        try:
-            response = await self._call(
-                "get",
-                key,
-                lambda c: c.get_object(
-                    Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
-                ),
-            )
-        except StoreError as err:
-            if isinstance(err, NotFoundError) or err.details.get("s3_code") in _PRECONDITION:
-                raise _Changed from None
-            raise
-        return await self._read_body(response, key)
+            body.close()
 
     async def delete(self, key: str, **opts: Any) -> None:
         check_key(key)
