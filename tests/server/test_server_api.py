@@ -19,7 +19,8 @@ from agent_session_store.ports import ArtifactStore, SessionStore
 from agent_session_store.server import create_app
 from agent_session_store.server.openapi import SPEC
 from agent_session_store.server.security import CSP
-from conftest import asgi_client
+
+from .conftest import asgi_client
 
 TOKEN = "s3cret-token-for-tests"
 

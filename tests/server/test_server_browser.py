@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from seed import PATCH, seed_demo
 
 from agent_session_store import open_artifact_store, open_session_store
-from conftest import CHROMIUM_ARGS, LiveServer, run_async
+
+from .conftest import CHROMIUM_ARGS, LiveServer, run_async
+from .seed import PATCH, seed_demo
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright

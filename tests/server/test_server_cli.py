@@ -91,3 +91,13 @@ def test_serve_answers_and_stops_with_streams_open(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_read_write_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    env_token = os.environ.pop("AGENT_SESSION_STORE_TOKEN", None)
+    try:
+        assert main(["--url", "memory://", "serve", "--read-write"]) == 2
+    finally:
+        if env_token is not None:
+            os.environ["AGENT_SESSION_STORE_TOKEN"] = env_token
+    assert "--read-write needs --token" in capsys.readouterr().err
