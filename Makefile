@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo-data/demo.db
 
-.PHONY: demo test lint typecheck bench services chromium clean
+.PHONY: demo test lint typecheck docs dist bench services chromium clean
 
 $(BIN)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,11 @@ services:
 chromium:
 	bash scripts/ensure-chromium.sh
 
-## Every test on every backend against real servers, then ruff and mypy --strict.
+## Every test on every backend against real servers (tests/test_imports.py also builds the
+## wheel and sdist and installs the wheel in a fresh venv), then ruff, mypy --strict, the docs.
 test: $(BIN)/.installed-dev services chromium
 	$(BIN)/python -m pytest
-	$(MAKE) lint typecheck
+	$(MAKE) lint typecheck docs
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check src tests bench
@@ -41,9 +42,18 @@ lint: $(BIN)/.installed-dev
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy
 
+## The documentation site (docs/ + the API reference from the docstrings), strict: a broken
+## link, anchor or reference fails the build. Output in site/.
+docs: $(BIN)/.installed-dev
+	$(BIN)/mkdocs build --strict --quiet
+
+## A wheel and an sdist in dist/.
+dist: $(BIN)/.installed-dev
+	$(BIN)/python -m build --outdir dist .
+
 ## Our stores against the raw drivers doing the same work; markdown table + bench/results.json.
 bench: $(BIN)/.installed-dev services
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache site dist

@@ -15,7 +15,16 @@ from typing import Any
 
 from .common import Row
 
-MODULES = ["core", "postgres", "redis_bench", "artifacts", "history", "server"]
+MODULES = [
+    "core",
+    "postgres",
+    "redis_bench",
+    "artifacts",
+    "history",
+    "integrations_openai_langgraph",
+    "integrations_adk",
+    "server",
+]
 
 
 def _fmt(value: float | None) -> str:

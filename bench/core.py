@@ -25,7 +25,9 @@ from typing import Any
 from agent_session_store.base import SessionStoreBase
 from agent_session_store.memory import InMemorySessionStore
 from agent_session_store.models import Event, EventType, Session, SessionStatus
-from agent_session_store.sqlite import MIGRATIONS, SQLiteSessionStore
+from agent_session_store.sqlite import SQLiteSessionStore
+from agent_session_store.sqlite.connection import Database
+from agent_session_store.sqlite.schema import migrate
 
 from .common import Row, check_max, check_ratio, median, percentile, rate
 
@@ -53,12 +55,10 @@ def _event(sid: str, i: int) -> Event:
 
 
 def _raw_open(path: str) -> sqlite3.Connection:
+    """A plain connection to a file with the store's schema (made the store's way)."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    for _, statements in MIGRATIONS:
-        for statement in statements:
-            conn.execute(statement)
+    migrate(Database(path, "full", 30.0), conn)  # WAL too
     return conn
 
 
@@ -103,6 +103,15 @@ def _raw_page(conn: sqlite3.Connection, sid: str, after: int, limit: int) -> lis
     ]
 
 
+def _raw_newest(conn: sqlite3.Connection, sid: str, limit: int) -> list[Any]:
+    """Raw newest-first fetch-and-decode: what get_events(order="desc", limit=N) does."""
+    sql = f"SELECT {_COLS} FROM events WHERE session_id = ? AND seq > 0 ORDER BY seq DESC LIMIT ?"
+    return [
+        (*r[:5], json.loads(r[5]), json.loads(r[6]), *r[7:])
+        for r in conn.execute(sql, (sid, limit))
+    ]
+
+
 def _raw_list_sessions(conn: sqlite3.Connection, limit: int) -> list[Any]:
     sql = "SELECT doc FROM sessions ORDER BY created_at_us, id LIMIT ?"
     return [json.loads(r[0]) for r in conn.execute(sql, (limit,))]
@@ -131,14 +140,15 @@ async def _sqlite(path: str) -> SQLiteSessionStore:
 def _commit_clock(store: SQLiteSessionStore, clock: Callable[[], float]) -> list[float]:
     """Record when each of the store's write transactions committed (bench-only hook)."""
     times: list[float] = []
-    original = store._transaction
+    writer = store._writer
+    original = writer._transaction
 
     def timed(*args: Any) -> Any:
         result = original(*args)
         times.append(clock())
         return result
 
-    store._transaction = timed  # type: ignore[method-assign, assignment]
+    writer._transaction = timed  # type: ignore[method-assign, assignment]
     return times
 
 
@@ -291,6 +301,46 @@ def _raw_page_cost(path: str, sid: str, total: int, pages: int) -> float:
         assert len(got) == 1000
     conn.close()
     return median(times)
+
+
+async def _newest_costs(
+    store: SessionStoreBase, path: str, sid: str, total: int, n: int
+) -> tuple[float, float, float]:
+    """Median seconds of the newest 1000 events: ours desc, ours asc (the same 1000, oldest
+    first), raw desc; alternated so noise hits all three alike."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    costs: tuple[list[float], list[float], list[float]] = ([], [], [])
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            got = await store.get_events(sid, order="desc", limit=1000)
+            costs[0].append(time.perf_counter() - start)
+            assert len(got) == 1000 and got[0].sequence_number == total
+            start = time.perf_counter()
+            got = await store.get_events(sid, after=total - 1000, limit=1000)
+            costs[1].append(time.perf_counter() - start)
+            assert len(got) == 1000
+            start = time.perf_counter()
+            assert len(_raw_newest(conn, sid, 1000)) == 1000
+            costs[2].append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    return median(costs[0]), median(costs[1]), median(costs[2])
+
+
+async def _conditional_cost(store: SessionStoreBase, n: int) -> tuple[float, float]:
+    """Median seconds of one append_event: conditional and plain, alternated event by event
+    in the same file (so WAL growth and outside load bill both alike)."""
+    plain: list[float] = []
+    cond: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        await store.append_event(_event("plain", i))
+        plain.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await store.append_event(_event("cond", i), expected_sequence=i)
+        cond.append(time.perf_counter() - start)
+    return median(cond), median(plain)
 
 
 async def _fill_sessions(store: SessionStoreBase, total: int) -> None:
@@ -484,6 +534,19 @@ async def run(quick: bool) -> list[Row]:
                 0.5,
             )
         )
+        # (a2) conditional append vs plain append, same store, alternated
+        async with await _sqlite(tmp.db()) as store:
+            t_cond, t_plain = await _conditional_cost(store, seq_n)
+        row = Row(
+            "sqlite",
+            "append_event(expected_sequence=…) (raw = ours, plain append_event)",
+            t_cond * 1e6,
+            "µs",
+            raw=t_plain * 1e6,
+            higher_is_better=False,
+        )
+        row.bar, row.passed = "<= 1.1 x plain", t_cond <= 1.1 * t_plain
+        rows.append(row)
         # (b) 64 concurrent appenders vs the raw SEQUENTIAL single-append rate
         async with await _sqlite(tmp.db()) as store:
             ours_conc = await _concurrent(store, 64, conc_each)
@@ -529,6 +592,32 @@ async def run(quick: bool) -> list[Row]:
                     0.5,
                 )
             )
+            # (d2) the newest 1000, newest first, vs raw and vs the same page oldest first
+            t_desc, t_asc, t_raw = await _newest_costs(store, path, "big", big_session, 30)
+            rows.append(
+                check_ratio(
+                    Row(
+                        "sqlite",
+                        f"get_events(order='desc', limit=1000), session of {big_session:,}"
+                        " (raw = fetch-and-decode)",
+                        t_desc * 1000,
+                        "ms",
+                        raw=t_raw * 1000,
+                        higher_is_better=False,
+                    ),
+                    0.5,
+                )
+            )
+            row = Row(
+                "sqlite",
+                "order='desc' limit 1000 (raw = ours, asc, the same 1000)",
+                t_desc * 1000,
+                "ms",
+                raw=t_asc * 1000,
+                higher_is_better=False,
+            )
+            row.bar, row.passed = "desc <= 1.5 x asc", t_desc <= 1.5 * t_asc
+            rows.append(row)
             # (e) list_sessions(limit=50) among many sessions
             await _fill_sessions(store, many_sessions)
             ours_list = await _list_cost(store, 30)

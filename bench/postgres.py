@@ -184,6 +184,8 @@ async def run(quick: bool) -> list[Row]:
             )
         )
         rows += await _pages(store, raw, 100_000 if quick else 1_000_000)
+        rows += await _newest(store, raw, 20_000 if quick else 100_000)
+        rows += await _conditional(store, 200 if quick else 1000)
     finally:
         await raw.close()
         await store.close()
@@ -349,3 +351,87 @@ async def _paired(ours: Any, plain: Any, rounds: int) -> tuple[float, float]:
             await work()
             into.append(time.perf_counter() - start)
     return median(t_ours), median(t_raw)
+
+
+async def _newest(store: PostgresSessionStore, raw: asyncpg.Pool, size: int) -> list[Row]:
+    """``order="desc", limit=1000`` (the newest 1000) of a ``size``-event session, against
+    asyncpg running the same SELECT and decoding it, and against the same page read ``asc``."""
+    s = f'"{store.schema}"'
+    sid = "newest"
+    async with raw.acquire() as conn:
+        await conn.execute(
+            f"""
+            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data,
+                                    metadata, schema_version)
+            SELECT $1, g, $1 || '_' || g, 'message_streamed', 'run_' || (g / 1000),
+                   1700000000000000 + g,
+                   '{{"text":"some streamed tokens of an answer","i":' || g
+                   || ',"tags":["a","b"]}}',
+                   '{{"model":"m"}}', 1
+            FROM generate_series(1, $2::bigint) AS g
+            """,
+            sid,
+            size,
+        )
+        await conn.execute(f"INSERT INTO {s}.counters VALUES ($1, $2)", sid, size)
+        await conn.execute(f"ANALYZE {s}.events")
+    reads = 10
+    desc_sql, _ = store.events_sql(EventQuery(sid, limit=1, desc=True))
+
+    async def ours_desc() -> None:
+        for _ in range(reads):
+            assert len(await store.get_events(sid, order="desc", limit=1000)) == 1000
+
+    async def ours_asc() -> None:
+        for _ in range(reads):
+            assert len(await store.get_events(sid, after=size - 1000, limit=1000)) == 1000
+
+    async def raw_desc() -> None:
+        for _ in range(reads):
+            async with raw.acquire() as conn:
+                assert len(_raw_decode(await conn.fetch(desc_sql, sid, 1000))) == 1000
+
+    t_desc, t_raw = await _paired(ours_desc, raw_desc, 9)
+    t_desc2, t_asc = await _paired(ours_desc, ours_asc, 9)
+    vs_raw = Row(
+        "postgres",
+        f'get_events(order="desc", limit=1000), {size:,}-event session',
+        reads / t_desc,
+        "pages/s",
+        reads / t_raw,
+        extra={"ms_per_page": t_desc / reads * 1e3, "raw_ms_per_page": t_raw / reads * 1e3},
+    )
+    vs_asc = Row(
+        "postgres",
+        f"desc vs asc page time, {size:,}-event session",
+        t_desc2 / t_asc,
+        "x",
+        higher_is_better=False,
+        extra={"ms_desc": t_desc2 / reads * 1e3, "ms_asc": t_asc / reads * 1e3},
+    )
+    return [check_ratio(vs_raw, 0.5), check_max(vs_asc, 1.5, "<= 1.5 x")]
+
+
+async def _conditional(store: PostgresSessionStore, count: int) -> list[Row]:
+    """One event per call with ``expected_sequence`` against the same without, alternated."""
+    sid_plain, sid_cond = uuid.uuid4().hex, uuid.uuid4().hex
+    t_plain: list[float] = []
+    t_cond: list[float] = []
+    for i in range(count):
+        plain, cond = _event(sid_plain, i), _event(sid_cond, i)
+        for conditional in (False, True) if i % 2 == 0 else (True, False):
+            start = time.perf_counter()
+            if conditional:
+                await store.append_event(cond, expected_sequence=i)
+            else:
+                await store.append_event(plain)
+            (t_cond if conditional else t_plain).append(time.perf_counter() - start)
+    row = Row(
+        "postgres",
+        "conditional append (expected_sequence) vs plain, p50",
+        median(t_cond) * 1e6,
+        "µs",
+        median(t_plain) * 1e6,
+        higher_is_better=False,
+    )
+    return [check_max(row, 1.1 * median(t_plain) * 1e6, "<= 1.1 x plain")]

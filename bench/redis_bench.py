@@ -162,6 +162,95 @@ async def _wake_latency(
     return ours, raws, ours_call, raws_call
 
 
+# ------------------------------------------------------------------ contract v2 cases
+
+
+async def _alternate(rounds: int, *works: Any) -> list[list[float]]:
+    """Per-call times in ms of each work, run in turn, so load drifts hit them alike."""
+    times: list[list[float]] = [[] for _ in works]
+    for i in range(rounds):
+        for j, work in enumerate(works):
+            t = time.perf_counter()
+            await work(i)
+            times[j].append((time.perf_counter() - t) * 1000)
+    return times
+
+
+async def _v2_cases(store: RedisSessionStore, client: Any, size: int, rounds: int) -> list[Row]:
+    """``order="desc", limit=1000`` in a ``size``-event session against plain redis-py
+    fetching and decoding the same rows, and against ``asc``; a conditional append against
+    a plain one."""
+    sid = uuid.uuid4().hex
+    for start in range(0, size, 1000):
+        await store.append_events([_event(sid, i) for i in range(start, start + 1000)])
+    k = store.keys.session(sid)
+
+    async def desc(_: int) -> None:
+        got = await store.get_events(sid, order="desc", limit=1000)
+        assert len(got) == 1000 and got[0].sequence_number == size
+
+    async def asc(_: int) -> None:
+        assert len(await store.get_events(sid, limit=1000)) == 1000
+
+    async def raw(_: int) -> None:
+        latest = int(await client.get(k[0]))
+        blobs = await client.hmget(k[1], list(range(latest, latest - 1000, -1)))
+        decoded = []
+        for b in blobs:
+            f = b.split("\0")
+            decoded.append((f[0], f[2], int(f[4]), json.loads(f[8]), json.loads(f[9])))
+        assert len(decoded) == 1000
+
+    t_desc, t_asc, t_raw = await _alternate(max(20, rounds // 5), desc, asc, raw)
+    out = [
+        Row(
+            "redis",
+            f"get_events(desc, limit=1000) in {size:,} vs raw fetch+decode (median)",
+            median(t_desc),
+            "ms",
+            median(t_raw),
+            higher_is_better=False,
+            bar=">= 0.5 x raw",
+            passed=median(t_raw) / median(t_desc) >= 0.5,
+        ),
+        Row(
+            "redis",
+            f"get_events(desc, limit=1000) in {size:,} vs asc (median)",
+            median(t_desc),
+            "ms",
+            median(t_asc),
+            higher_is_better=False,
+            bar="desc <= 1.5 x asc",
+            passed=median(t_desc) <= 1.5 * median(t_asc),
+        ),
+    ]
+
+    cond_sid, plain_sid = uuid.uuid4().hex, uuid.uuid4().hex
+
+    async def conditional(i: int) -> None:
+        await store.append_event(_event(cond_sid, i), expected_sequence=i)
+
+    async def plain(i: int) -> None:
+        await store.append_event(_event(plain_sid, i))
+
+    n = 5 * rounds
+    t_cond, t_plain = await _alternate(n, conditional, plain)
+    out.append(
+        Row(
+            "redis",
+            "conditional append vs plain append (median)",
+            median(t_cond),
+            "ms",
+            median(t_plain),
+            higher_is_better=False,
+            bar="<= 1.1 x plain",
+            passed=median(t_cond) <= 1.1 * median(t_plain),
+            extra={"p90": percentile(t_cond, 90), "plain_p90": percentile(t_plain, 90)},
+        )
+    )
+    return out
+
+
 # ------------------------------------------------------------------ the cases
 
 
@@ -238,7 +327,7 @@ async def run(quick: bool) -> list[Row]:
             sid = uuid.uuid4().hex
             for _ in range(10):
                 await store.append_events([_event(sid, i) for i in range(batch)])
-            k = store._skeys(sid)
+            k = store.keys.session(sid)
             page_times: list[float] = []
             raw_times: list[float] = []
             for j in range(200):
@@ -261,6 +350,8 @@ async def run(quick: bool) -> list[Row]:
                     higher_is_better=False,
                 )
             )
+
+            rows += await _v2_cases(store, client, 10_000 if quick else 100_000, rounds)
 
             # list_sessions among many sessions
             for start in range(0, n_sessions, 1000):
@@ -296,8 +387,10 @@ async def run(quick: bool) -> list[Row]:
                 off = int(kwargs.get("offset", 0))
                 for _ in range(200):
                     t = time.perf_counter()
-                    members = await client.zrange(store._ix[0], off, off + 49)
-                    docs = await client.hmget(store._ix[5], [m.rsplit("\0", 1)[1] for m in members])
+                    members = await client.zrange(store.keys.list_index[0], off, off + 49)
+                    docs = await client.hmget(
+                        store.keys.list_index[5], [m.rsplit("\0", 1)[1] for m in members]
+                    )
                     _ = [json.loads(d) for d in docs]
                     raw_l.append((time.perf_counter() - t) * 1000)
                 rows.append(

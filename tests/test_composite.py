@@ -17,11 +17,13 @@ from agent_session_store.errors import StoreError
 from agent_session_store.memory import InMemorySessionStore
 from agent_session_store.models import Event, EventType, Session
 from agent_session_store.ports import ArtifactStore, SessionStore
+from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import ArtifactStoreContract, SessionStoreContract
+from agent_session_store.testing.contract_query import QueryContract
 from agent_session_store.urls import open_store
 
 
-class TestSessionContractThroughComposite(SessionStoreContract):
+class TestSessionContractThroughComposite(SessionStoreContract, QueryContract):
     @pytest.fixture
     def store_url(self) -> str:
         return "memory://"
@@ -227,3 +229,26 @@ async def test_failing_artifact_close_still_closes_sessions() -> None:
     assert info.value.code == "storage_error" and "close" in info.value.message
     with pytest.raises(StoreError):
         await sessions.get_session("x")
+
+
+async def test_hard_delete_removes_the_sessions_artifacts() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    async with open_store("memory://", "memory://") as store:
+        for sid, deleted in (("old", now - timedelta(days=40)), ("new", None)):
+            await store.save_session(Session(id=sid, agent_id="a", deleted_at=deleted))
+            for name in ("a.txt", "dir/b.bin"):
+                await store.put(store.session_artifact_key(sid, name), b"x")
+        await store.put("elsewhere/old/c", b"kept")
+        dry = await store.run_maintenance(RetentionPolicy(), dry_run=True, now=now)
+        assert (dry.sessions_hard_deleted, dry.artifacts_deleted) == (1, 2)
+        assert await store.exists("sessions/old/a.txt")
+        report = await store.run_maintenance(RetentionPolicy(), now=now)
+        assert (report.sessions_hard_deleted, report.artifacts_deleted) == (1, 2)
+        assert (await store.list_keys("sessions/")).keys == [
+            "sessions/new/a.txt",
+            "sessions/new/dir/b.bin",
+        ]
+        assert await store.exists("elsewhere/old/c")
+        assert await store.hard_delete_expired_sessions(RetentionPolicy(), now=now) == 0

@@ -3,6 +3,7 @@ symlinks are not followed, the layout stays readable, a killed put leaves the ol
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import signal
@@ -18,6 +19,8 @@ import pytest
 
 from agent_session_store.artifacts.files import FileArtifactStore
 from agent_session_store.errors import StoreError
+from agent_session_store.testing.workers import run_processes
+from agent_session_store.urls import open_artifact_store
 
 HOSTILE_KEYS = [
     "..",
@@ -261,26 +264,42 @@ async def main():
         def endless():
             while True:
                 yield b"new" * 100_000
-        await store.put("victim", endless())
+        await store.put(sys.argv[2], endless())
 
 asyncio.run(main())
 """
 
 
-def _kill_mid_put(root: Path) -> None:
-    """SIGKILL a writer process once its temp file holds more than 1 MB."""
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(root)])
+def _kill_mid_put(root: Path, key: str = "victim") -> Path:
+    """SIGKILL a writer process once its temp file holds more than 1 MB; the temp file."""
+    folder = FileArtifactStore(root).path_for(key).parent
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(root), key])
     try:
         deadline = time.monotonic() + 60
         # Readiness poll of the directory (not a timing assumption): wait for the temp file.
-        while not any(
-            p.name.startswith(".tmp-") and p.stat().st_size > 1_000_000 for p in root.iterdir()
-        ):
+        while True:
+            temps = [p for p in _temp_files(folder) if p.stat().st_size > 1_000_000]
+            if temps:
+                break
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    return temps[0]
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    except FileNotFoundError:
+        return []
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make a file look ``seconds`` old (what waiting out the grace period would do)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
 
 
 async def test_killed_put_leaves_old_object(tmp_path: Path) -> None:
@@ -296,3 +315,119 @@ async def test_root_must_be_absolute() -> None:
     with pytest.raises(StoreError) as info:
         FileArtifactStore("relative/root")
     assert info.value.code == "validation_error"
+
+
+async def test_killed_writers_temp_file_is_swept_on_open_after_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    temp = _kill_mid_put(tmp_path, "runs/r1/victim")
+    async with FileArtifactStore(tmp_path) as store:  # default grace: one hour
+        assert store.open_cleanup is not None
+        assert await store.open_cleanup == 0
+    assert temp.exists()  # young: it could be a live writer's on a slow producer
+    _age(temp, 7200)
+    async with FileArtifactStore(tmp_path) as store:
+        assert store.open_cleanup is not None
+        assert await store.open_cleanup == 1
+        assert not temp.exists()
+        assert (await store.list_keys()).keys == []
+
+
+async def test_live_writers_temp_file_is_never_swept(tmp_path: Path) -> None:
+    async with FileArtifactStore(tmp_path, temp_grace=0) as store:
+        halfway = asyncio.Event()
+        resume = asyncio.Event()
+
+        async def slow() -> AsyncIterator[bytes]:
+            yield b"part one;"
+            halfway.set()
+            await resume.wait()
+            yield b"part two"
+
+        writer = asyncio.create_task(store.put("d/slow", slow()))
+        await halfway.wait()
+        (temp,) = _temp_files(tmp_path / "d%")
+        _age(temp, 7200)
+        assert await store.cleanup(older_than=0) == 0  # its writer holds the flock
+        await store.put("d/other", b"x")
+        await store.delete("d/other")  # empties the folder but for the live temp file
+        assert temp.exists()
+        resume.set()
+        await writer
+        assert await store.get("d/slow") == b"part one;part two"
+        assert _temp_files(tmp_path / "d%") == []
+
+
+async def test_delete_sweeps_stale_temp_files_of_its_folder(tmp_path: Path) -> None:
+    async with FileArtifactStore(tmp_path) as store:
+        await store.put("runs/r1/keep", b"k")
+        await store.stat("runs/r1/keep")  # leaves a sidecar too
+        temp = _kill_mid_put(tmp_path, "runs/r1/victim")
+        await store.delete("runs/r1/keep")
+        assert temp.exists()  # within the grace period: the folder stays
+        assert (tmp_path / "runs%" / "r1%").is_dir()
+        await store.put("runs/r1/keep", b"k")
+        _age(temp, 7200)
+        await store.delete("runs/r1/keep")
+        assert _names(tmp_path) == set()  # temp and folders gone
+
+
+async def test_new_folders_are_fsynced_into_their_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    def inode(path: Path) -> tuple[int, int]:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    root = tmp_path / "new" / "root"
+    async with FileArtifactStore(root) as store:
+        assert {inode(tmp_path), inode(tmp_path / "new")} <= synced
+        await store.put("a/b/c/k", b"v")
+    folders = [root, root / "a%", root / "a%" / "b%", root / "a%" / "b%" / "c%"]
+    missing = [str(f) for f in folders if inode(f) not in synced]
+    assert missing == []
+
+
+async def _put_many(barrier: Any, url: str, key: str, count: int) -> list[str]:
+    failures: list[str] = []
+    async with open_artifact_store(url) as store:
+        barrier.wait(timeout=60)
+        for i in range(count):
+            try:
+                await store.put(key, b"v%d" % i)
+            except StoreError as err:
+                failures.append(str(err))
+    return failures
+
+
+async def _delete_many(barrier: Any, url: str, key: str, count: int) -> list[str]:
+    async with open_artifact_store(url) as store:
+        barrier.wait(timeout=60)
+        for _ in range(count):
+            await store.delete(key)
+    return []
+
+
+def test_put_survives_a_concurrent_delete_removing_its_folders(tmp_path: Path) -> None:
+    """One process puts a deep key while another deletes it (removing the emptied folders)."""
+    url = f"file://{tmp_path}/root?fsync=false"
+    key = "d1/d2/d3/d4/k"
+    results = run_processes(
+        _race_target, [("put", url, key, 3000), ("delete", url, key, 3000)], timeout=300
+    )
+    assert results[0] == [], f"{len(results[0])} puts failed, first: {results[0][:1]}"
+
+
+async def _race_target(barrier: Any, role: str, url: str, key: str, count: int) -> list[str]:
+    if role == "put":
+        return await _put_many(barrier, url, key, count)
+    return await _delete_many(barrier, url, key, count)

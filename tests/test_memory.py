@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from agent_session_store.testing import SessionStoreContract
+from agent_session_store.testing.contract_query import QueryContract
 
 
-class TestInMemorySessionStore(SessionStoreContract):
+class TestInMemorySessionStore(SessionStoreContract, QueryContract):
     @pytest.fixture
     def store_url(self) -> str:
         return "memory://"

@@ -6,19 +6,25 @@ Every test works in its own schema of the local ``test`` database and drops it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import pickle
+import shutil
+import socket
 import subprocess
-import time
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.errors import (
     MigrationRequiredError,
@@ -31,7 +37,14 @@ from agent_session_store.errors import (
 from agent_session_store.models import Event, EventType, Run, Session
 from agent_session_store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresSessionStore
 from agent_session_store.testing import DurableSessionStoreContract, workers
-from agent_session_store.urls import open_session_store
+
+
+def open_session_store(url: str) -> PostgresSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, PostgresSessionStore), store
+    return store
+
 
 BASE_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_VERSION = os.environ.get("PG_VERSION") or sorted(os.listdir("/etc/postgresql"))[0]
@@ -222,6 +235,15 @@ async def test_every_read_is_an_index_scan(schema: str, pg: PostgresSessionStore
                 False,
             ),
             (EventQuery("ses_7", since_us=1700000000100000, limit=20), "events_pkey", True),
+            # order="desc": the same indexes, read backwards
+            (EventQuery("ses_7", limit=1000, desc=True), "events_pkey", True),
+            (EventQuery("ses_7", before=4000, limit=100, desc=True), "events_pkey", True),
+            (
+                EventQuery("ses_7", type="tool_call_started", limit=50, desc=True),
+                "events_type",
+                True,
+            ),
+            (EventQuery("ses_7", run_id="run_1", limit=50, desc=True), "events_run", True),
         ]:
             sql, args = pg.events_sql(q)
             cases.append((sql, args, index, paged))
@@ -499,30 +521,75 @@ async def test_given_pool_is_used_and_left_open(pg_url: str, schema: str) -> Non
 # ---------------------------------------------------------------------------- faults
 
 
-def _pg_ctl(*args: str) -> None:
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, "main", *args],
-        check=True,
-        capture_output=True,
-    )
+class OwnCluster:
+    """A throw-away PostgreSQL cluster in a temp dir on a free port, with password auth:
+    the tests that stop, crash or misconfigure a server use it, never the shared one."""
+
+    password = "own-cluster-s3cret"
+
+    def __init__(self) -> None:
+        self.bin = f"/usr/lib/postgresql/{PG_VERSION}/bin"
+        self.dir = tempfile.mkdtemp(prefix="ass-pg-")
+        self.data = os.path.join(self.dir, "data")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(self.password)
+        if os.geteuid() == 0:  # initdb refuses root: the cluster belongs to 'postgres'
+            shutil.chown(self.dir, "postgres")
+            shutil.chown(pwfile, "postgres")
+        try:
+            self._run(
+                "initdb", "-D", self.data, "-U", "postgres", "-A", "scram-sha-256",
+                f"--pwfile={pwfile}", "--no-sync",
+            )  # fmt: skip
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [os.path.join(self.bin, tool), *args]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, cwd=self.dir, timeout=120)
+
+    def url(self, schema: str, password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql://postgres:{pw}@127.0.0.1:{self.port}/postgres?schema={schema}"
+
+    def start(self) -> None:
+        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.dir} -c fsync=off"
+        log = os.path.join(self.dir, "log")  # the server must not inherit our pipes
+        self._run("pg_ctl", "-D", self.data, "-o", opts, "-l", log, "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _wait_until_ready() -> None:
-    for _ in range(240):
-        ready = subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"])
-        if ready.returncode == 0:
-            return
-        time.sleep(0.25)
-    raise AssertionError("PostgreSQL did not come back")
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[OwnCluster]:
+    cluster = OwnCluster()  # removes itself if it cannot start
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
 
 
-async def test_server_crash_and_restart(pg_url: str) -> None:
+async def test_server_crash_and_restart(own_cluster: OwnCluster, unique_name: str) -> None:
     """Kill the real server mid-run (immediate stop: no clean shutdown), then start it again.
 
     While it is down every call fails fast with storage_connection_failed; afterwards the
     same store object works, the waiting reader is woken, and every append that returned
     is stored with the number it was given, without gaps."""
-    url = f"{pg_url}&connect_timeout=2&command_timeout=10"
+    url = f"{own_cluster.url(unique_name)}&auto_migrate=true&connect_timeout=2&command_timeout=10"
     async with PostgresSessionStore.from_url(url) as store:
         acked: dict[str, int] = {}
         outages: list[StoreError] = []
@@ -546,7 +613,7 @@ async def test_server_crash_and_restart(pg_url: str) -> None:
         reader = asyncio.create_task(store.get_events("waiting", wait_timeout_ms=240_000))
         await _until(lambda: len(acked) >= 100 and store._listen_conn is not None)
         try:
-            await asyncio.to_thread(_pg_ctl, "stop", "-m", "immediate")
+            await asyncio.to_thread(own_cluster.stop, "immediate")
             calls: list[Awaitable[Any]] = [
                 store.get_events("s"),
                 store.get_latest_sequence("s"),
@@ -559,8 +626,7 @@ async def test_server_crash_and_restart(pg_url: str) -> None:
                     await call
                 assert info.value.__cause__ is not None
         finally:
-            await asyncio.to_thread(_pg_ctl, "start")
-            await asyncio.to_thread(_wait_until_ready)
+            await asyncio.to_thread(own_cluster.start)
         resumed_at = len(acked)
         await _until(lambda: len(acked) >= resumed_at + 100)
         stop.set()
@@ -609,3 +675,405 @@ async def test_url_options(schema: str) -> None:
     async with open_session_store(url) as store:
         assert store._max_size == 2 and store.schema == schema
         assert (await store.append_event_with_sequence(_events("s", 1)[0])).sequence_number == 1
+
+
+# ---------------------------------------------------------------------------- write races
+
+
+async def _session_state(store: PostgresSessionStore, sid: str) -> tuple[bool, bool, list[Any]]:
+    try:
+        await store.get_session(sid)
+        has_session = True
+    except SessionNotFoundError:
+        has_session = False
+    runs = await store.list_runs(sid)
+    events = [(e.id, e.sequence_number) for e in await store.get_events(sid)]
+    return has_session, bool(runs), events
+
+
+async def test_delete_session_racing_flush_ends_in_a_serial_state(pg_url: str) -> None:
+    """Issue 12 item 2: a session with events but no record; a flush and a delete_session of
+    it race on separate connections. Each pair must end as one of the two serial orders."""
+    async with (
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as flusher,
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as deleter,
+    ):
+        bad: dict[str, Any] = {}
+        for rnd in range(4):
+            sids = [f"r{rnd}_{k}" for k in range(40)]
+            for sid in sids:
+                await flusher.append_events(_events(sid, 3))
+            flushed = {sid: _events(sid, 2) for sid in sids}
+            calls: list[Awaitable[Any]] = []
+            for sid in sids:
+                calls.append(
+                    flusher.flush(Session(id=sid, agent_id="a"), Run(session_id=sid), flushed[sid])
+                )
+                calls.append(deleter.delete_session(sid))
+            await asyncio.gather(*calls)
+            for sid in sids:
+                state = await _session_state(flusher, sid)
+                after_delete = (True, True, [(e.id, i + 1) for i, e in enumerate(flushed[sid])])
+                if state not in ((False, False, []), after_delete):
+                    bad[sid] = state
+        assert bad == {}, f"{len(bad)} of 160 races ended in a non-serial state: {bad}"
+
+
+async def test_re_append_racing_delete_session_is_one_or_the_other(pg_url: str) -> None:
+    """Issue 12 item 2: re-appending a stored event (naming its own session, or another one)
+    while its session is deleted returns an answer matching the final state; never an error."""
+    async with (
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as writer,
+        PostgresSessionStore.from_url(f"{pg_url}&max_size=20") as deleter,
+    ):
+        bad: dict[str, Any] = {}
+        for rnd in range(30):
+            sids = [f"r{rnd}_{k}" for k in range(20)]
+            again: dict[str, Event] = {}
+            for k, sid in enumerate(sids):
+                stored = await writer.append_events(_events(sid, 3))
+                target = sid if k % 3 == 0 else f"{sid}_other"
+                again[sid] = Event(
+                    id=stored[1].id,
+                    type=stored[1].type,
+                    session_id=target,
+                    timestamp=stored[1].timestamp,
+                    data=stored[1].data,
+                )
+            calls: list[Awaitable[Any]] = []
+            for sid in sids:
+                calls.append(writer.append_event_with_sequence(again[sid]))
+                calls.append(deleter.delete_session(sid))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            for i, sid in enumerate(sids):
+                got = results[2 * i]
+                if isinstance(got, BaseException):
+                    bad[sid] = repr(got)
+                    continue
+                target = again[sid].session_id
+                left = [(e.id, e.sequence_number) for e in await writer.get_events(target)]
+                if (got.session_id, got.sequence_number) == (sid, 2):
+                    ok = left == []  # it saw the stored event; the delete came after
+                else:  # the delete came first: stored afresh in the session it names
+                    ok = (got.session_id, got.sequence_number) == (target, 1)
+                    ok = ok and left == [(got.id, 1)]
+                if not ok:
+                    bad[sid] = (got.session_id, got.sequence_number, left)
+        assert bad == {}, f"{len(bad)} of 600 races went wrong: {bad}"
+
+
+# ---------------------------------------------------------------------------- plan staleness
+
+
+async def _statement_reads(conn: Any, schema: str) -> tuple[int, int]:
+    """Rows read by sequential scans and blocks fetched, in the schema, so far in this
+    transaction (the server's per-transaction counters)."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_xact_user_tables "
+        "        WHERE schemaname = $1), "
+        "       (SELECT coalesce(sum(pg_stat_get_xact_blocks_fetched(c.oid)), 0) "
+        "        FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "        WHERE n.nspname = $1)",
+        schema,
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
+    """Issue 13: the functions' plans are kept per pooled connection. Made while the table
+    was nearly empty, they must not scan it whole once it has grown: an append reads no
+    more blocks into a 100,000-event table than into a 10-event one (plus index depth)."""
+    pool = await asyncpg.create_pool(BASE_DSN, min_size=1, max_size=1)
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store:
+            await _raw(f'ALTER TABLE "{schema}".events SET (autovacuum_enabled = false)')
+            for _ in range(10):  # past the five calls after which a generic plan may stick
+                await store.append_events(_events("s", 1))
+                await store.flush(Session(id="f", agent_id="a"), Run(session_id="f"), [])
+
+            async def one_append() -> dict[str, tuple[int, int]]:
+                """An append and a flush exactly as the store sends them, on its one pooled
+                connection, in a transaction of their own (rolled back) to count reads."""
+                rows, _ = store._encode_batch(_events("s", 1))
+                flushed, _ = store._encode_batch(_events("f", 1))
+                costs = {}
+                async with pool.acquire() as conn:
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        for name, sql, args in (
+                            ("append", store._sql_append, store.append_args(rows)),
+                            (
+                                "flush",
+                                store._sql_flush,
+                                store.flush_args(
+                                    Session(id="f", agent_id="a"),
+                                    "{}",
+                                    Run(session_id="f"),
+                                    "{}",
+                                    flushed,
+                                ),
+                            ),
+                        ):
+                            seq0, blocks0 = await _statement_reads(conn, schema)
+                            await conn.fetch(sql, *args)
+                            seq1, blocks1 = await _statement_reads(conn, schema)
+                            costs[name] = (seq1 - seq0, blocks1 - blocks0)
+                    finally:
+                        await tx.rollback()
+                return costs
+
+            small = await one_append()
+            await _raw(
+                f"""INSERT INTO "{schema}".events (session_id, seq, id, type, ts_us, data,
+                                                 metadata, schema_version)
+                SELECT 'other_' || (g % 100), g, 'evt_bulk_' || g, 'message_sent', 0,
+                       repeat('x', 300), '{{}}', 1
+                FROM generate_series(1, 100000) AS g"""
+            )
+            big = await one_append()
+            for name in small:
+                # a few more levels in each of the events indexes, never the ~4,000 pages a
+                # scan of the table reads
+                assert big[name][0] == 0, f"{name} scans the events table: {big[name]}"
+                assert big[name][1] <= 3 * small[name][1], (name, small[name], big[name])
+    finally:
+        await pool.close()
+
+
+# ---------------------------------------------------------------------------- schema v1 -> v2
+
+V1_SCHEMA = (Path(__file__).parent / "postgres_v1_schema.sql").read_text(encoding="utf-8")
+
+
+async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
+    """A schema built by the released version 1 (its exact DDL and functions), written by
+    those functions, migrates in place: everything reads back, numbering continues, and
+    the v2 behaviour (conditional append, updated_at touch) works on the old rows."""
+    from agent_session_store.codec import encode_event, encode_run, encode_session
+    from agent_session_store.postgres.schema import render
+
+    v1 = render(V1_SCHEMA, schema)
+    q = f'"{schema}"'
+    session = Session(id="s", agent_id="a", updated_at=datetime(2020, 1, 2, 3, 4, 5, 6, UTC))
+    run = Run(session_id="s")
+    old = _events("s", 5) + _events("other", 2)
+    conn = await asyncpg.connect(BASE_DSN)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"CREATE SCHEMA {q}")
+            await conn.execute(
+                f"CREATE TABLE {q}.schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await conn.execute(v1)
+            await conn.execute(
+                f"INSERT INTO {q}.schema_migrations (version, name) VALUES (1, $1)",
+                MIGRATIONS[0][1],
+            )
+        rows = [encode_event(e, 1 << 20) for e in old]
+        flushed = await conn.fetch(
+            f"SELECT * FROM {q}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            "$11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+            session.id,
+            session.agent_id,
+            session.status.value,
+            int(session.created_at.timestamp() * 1_000_000),
+            encode_session(session),
+            run.id,
+            run.session_id,
+            run.status.value,
+            int(run.started_at.timestamp() * 1_000_000),
+            encode_run(run),
+            *zip(*rows),
+        )
+        assert sorted(r["seq"] for r in flushed) == [1, 1, 2, 2, 3, 4, 5]
+    finally:
+        await conn.close()
+
+    store = PostgresSessionStore.from_url(f"{BASE_DSN}?schema={schema}")
+    with pytest.raises(MigrationRequiredError):
+        await store.open()
+    await store.migrate()
+    async with store:
+        assert await store.get_session("s") == session  # updated_at as the doc has it
+        assert await store.list_sessions() == [session]
+        assert await store.get_run(run.id) == run
+        got = await store.get_events("s")
+        assert [(e.id, e.sequence_number, e.data) for e in got] == [
+            (e.id, i + 1, e.data) for i, e in enumerate(old[:5])
+        ]
+        assert [e.sequence_number for e in await store.get_events("other")] == [1, 2]
+        assert [e.id for e in await store.get_events("s", order="desc", limit=2)] == [
+            old[4].id,
+            old[3].id,
+        ]
+        with pytest.raises(StoreError) as info:
+            await store.append_events(_events("s", 1), expected_sequence=4)
+        assert info.value.code == "sequence_conflict"
+        [new] = await store.append_events(_events("s", 1), expected_sequence=5)
+        assert new.sequence_number == 6
+        assert (await store.get_session("s")).updated_at > session.updated_at  # touched
+    # workers still running version 1 code keep working during a rolling upgrade
+    late = encode_event(_events("s", 1)[0], 1 << 20)
+    again = await _raw(
+        f"SELECT seq FROM {q}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        *([value] for value in late),
+    )
+    assert [r["seq"] for r in again] == [7]
+    rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
+    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2]
+
+
+# ---------------------------------------------------------------------------- error codes
+
+
+async def test_terminated_backends_are_connection_failures(schema: str) -> None:
+    """Issue 12 item 9: backends killed under load (pg_terminate_backend, as a failover or an
+    admin does) give storage_connection_failed, never storage_error, whatever asyncpg calls
+    it (InternalClientError "cannot switch to state ..." among others); the store recovers."""
+    pids: set[int] = set()
+
+    async def remember(conn: asyncpg.Connection) -> None:
+        pids.add(conn.get_server_pid())
+
+    pool = await asyncpg.create_pool(BASE_DSN, min_size=4, max_size=4, init=remember)
+    codes: dict[str, int] = {}
+    raw: list[BaseException] = []
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store:
+            stop = asyncio.Event()
+
+            async def worker(w: int) -> None:
+                sid = f"s{w}"
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
+                    calls: list[Callable[[], Awaitable[Any]]] = [
+                        lambda: store.append_events(_events(sid, 20)),
+                        lambda: store.get_events(sid, limit=50, order="desc"),
+                        lambda: store.save_session(Session(id=sid, agent_id="a")),
+                        lambda: store.flush(
+                            Session(id=sid, agent_id="a"), Run(session_id=sid), _events(sid, 2)
+                        ),
+                    ]
+                    try:
+                        await calls[i % 4]()
+                        codes["ok"] = codes.get("ok", 0) + 1
+                    except StoreError as err:
+                        codes[err.code] = codes.get(err.code, 0) + 1
+                    except BaseException as exc:
+                        raw.append(exc)
+
+            workers_ = [asyncio.create_task(worker(w)) for w in range(8)]
+            killer = await asyncpg.connect(BASE_DSN)
+            try:
+                for _ in range(60):
+                    await asyncio.sleep(0.02)
+                    victims = list(pids)
+                    pids.clear()
+                    await killer.execute(
+                        "SELECT pg_terminate_backend(p) FROM unnest($1::int[]) AS p", victims
+                    )
+            finally:
+                stop.set()
+                await asyncio.gather(*workers_)
+                await killer.close()
+            assert raw == []
+            assert codes.get("storage_connection_failed", 0) > 0, codes  # the faults happened
+            assert set(codes) <= {"ok", "storage_connection_failed"}, codes
+            # and the store works again
+            await store.append_events(_events("after", 1))
+            assert await store.get_latest_sequence("after") == 1
+    finally:
+        await pool.close()
+
+
+async def test_command_timeout_is_not_an_unreachable_database(schema: str, pg_url: str) -> None:
+    """A statement stuck behind a lock past command_timeout says so (storage_error), instead of
+    'cannot reach the database'; the store keeps working once the lock is gone."""
+    async with PostgresSessionStore.from_url(f"{pg_url}&command_timeout=0.5") as store:
+        await store.append_events(_events("s", 1))
+        holder = await asyncpg.connect(BASE_DSN)
+        try:
+            tx = holder.transaction()
+            await tx.start()
+            await holder.execute(
+                f'SELECT 1 FROM "{schema}".counters WHERE session_id = $1 FOR UPDATE', "s"
+            )
+            with pytest.raises(StoreError) as info:
+                await store.append_events(_events("s", 1))
+            await tx.rollback()
+        finally:
+            await holder.close()
+        assert info.value.code == "storage_error"
+        assert info.value.details["reason"] == "command_timeout"
+        assert "command_timeout (0.5 s)" in info.value.message
+        assert "cannot reach" not in info.value.message
+        assert len(await store.append_events(_events("s", 1))) == 1
+
+
+async def test_wrong_credentials_and_missing_database_say_what_to_fix(
+    own_cluster: OwnCluster, schema: str
+) -> None:
+    """Issue 14 item 10: each of wrong password, unknown role and missing database has its own
+    message naming the fix; none is 'cannot reach the database' and none shows the password."""
+    wrong = own_cluster.url(schema, password="not-the-password")
+    cases = {
+        "password_rejected": (wrong, ["rejected the password", "PGPASSWORD", ".pgpass"]),
+        "unknown_role": (
+            f"postgresql://nosuchrole@127.0.0.1:5432/test?schema={schema}",
+            ["no role 'nosuchrole'", "CREATE ROLE"],
+        ),
+        "unknown_database": (
+            f"postgresql://postgres@127.0.0.1:5432/nosuchdb?schema={schema}",
+            ["no database 'nosuchdb'", "createdb", "CREATE DATABASE"],
+        ),
+    }
+    for reason, (url, phrases) in cases.items():
+        store = open_session_store(url)
+        for attempt in (store.open, store.migrate):
+            with pytest.raises(StoreError) as info:
+                await attempt()
+            err = info.value
+            assert err.code == "storage_error", (reason, err)
+            assert err.details.get("reason") == reason, (reason, err)
+            assert all(p in err.message for p in phrases), (reason, err.message)
+            assert "cannot reach" not in err.message
+            assert "not-the-password" not in str(err) + repr(err.details)
+            assert err.__cause__ is not None
+        await store.close()
+    # the right password works on the same server
+    async with open_session_store(f"{own_cluster.url(schema)}&auto_migrate=true") as store:
+        assert (await store.append_event_with_sequence(_events("s", 1)[0])).sequence_number == 1
+
+
+async def test_settings_the_server_refuses_are_validation_errors(schema: str) -> None:
+    """A startup parameter the server refuses (given in a DSN, which goes to the driver as
+    is) is a validation_error quoting the server, not 'cannot reach the database'."""
+    for dsn, phrase in (
+        (f"{BASE_DSN}?statement_timeout=soon", 'invalid value for parameter "statement_timeout"'),
+        (f"{BASE_DSN}?no_such_setting=1", 'unrecognized configuration parameter "no_such_setting"'),
+    ):
+        store = PostgresSessionStore(dsn, schema=schema, auto_migrate=True)
+        with pytest.raises(ValidationError) as info:
+            await store.open()
+        assert phrase in info.value.message and "cannot reach" not in info.value.message
+        await store.close()
+
+
+async def test_unknown_url_option_is_refused_with_the_valid_ones(schema: str) -> None:
+    """Issue 14 item 10: an unknown ?option is a validation_error listing the valid options,
+    raised before anything connects; known driver options still pass."""
+    with pytest.raises(ValidationError) as info:
+        open_session_store(f"{BASE_DSN}?schema={schema}&max_sise=3&pool=big")
+    message = info.value.message
+    assert "'max_sise', 'pool'" in message
+    for valid in ("schema", "max_size", "command_timeout", "sslmode", "application_name"):
+        assert valid in message
+    url = f"{BASE_DSN}?schema={schema}&auto_migrate=true&application_name=my-worker"
+    async with open_session_store(url) as store:
+        assert await store._fetchval("SELECT current_setting('application_name')") == "my-worker"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent_session_store import Event, EventType, StoreError
+from agent_session_store import CustomEventType, Event, EventType, StoreError
 from agent_session_store.redaction import (
     DEFAULT_CATEGORIES,
     NEVER_REDACTED,
@@ -71,10 +71,12 @@ def test_clean_text_is_left_alone_and_unmarked() -> None:
 def test_never_redacted_types_and_disabled_config() -> None:
     assert len(NEVER_REDACTED) == 14
     for name in NEVER_REDACTED:
-        event = Event(type=name, session_id="s", data={"content": SAMPLES["password"]})
+        event = Event(type=EventType(name), session_id="s", data={"content": SAMPLES["password"]})
         assert redact_event(event, RedactionConfig()).event is event
     assert redact_event(msg(SAMPLES["password"]), RedactionConfig(enabled=False)).count == 0
-    custom = Event(type="myapp.note", session_id="s", data={"x": SAMPLES["password"]})
+    custom = Event(
+        type=CustomEventType("myapp.note"), session_id="s", data={"x": SAMPLES["password"]}
+    )
     assert redact_event(custom, RedactionConfig()).count == 1
 
 

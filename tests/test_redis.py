@@ -14,19 +14,31 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from agent_session_store import urls
 from agent_session_store.codec import encode_event
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session, SessionStatus
-from agent_session_store.redis import RedisSessionStore, _blob
+from agent_session_store.models import Event, EventType, Run, Session, SessionStatus, new_id
+from agent_session_store.redis import RedisSessionStore
+from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.urls import open_session_store
+from agent_session_store.transfer import SessionExport
+
+
+def open_session_store(url: str) -> RedisSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, RedisSessionStore), store
+    return store
+
 
 SINGLE = "redis://127.0.0.1:6379/0"
 
@@ -216,8 +228,8 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
         Run(id=f"run-{sid}", session_id=sid),
         [Event(type=EventType.RUN_STARTED, session_id=sid, run_id=f"run-{sid}")],
     )
-    mine = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
-    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs"}
+    mine = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
+    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs", "z"}
     assert len({key_slot(k.encode()) for k in mine}) == 1
     # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
     slots = (
@@ -227,11 +239,11 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
     )
     assert len(slots) == 1
     # a session whose escaped id looks like another's never shares its keys
-    assert rstore._tag("a{b}c") != rstore._tag("a%7Bb%7Dc")
+    assert rstore.keys.tag("a{b}c") != rstore.keys.tag("a%7Bb%7Dc")
     await rstore.delete_session(sid)
-    left = [k for k in await _all_keys(rstore) if k.startswith(rstore._tag(sid) + ":")]
+    left = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
     if rstore.cluster:  # only the short-lived 'just deleted' fence stays, and it expires
-        assert left == [f"{rstore._tag(sid)}:del"]
+        assert left == [f"{rstore.keys.tag(sid)}:del"]
         assert 0 < await rstore._r.pttl(left[0]) <= 10_000
     else:
         assert left == []
@@ -282,7 +294,7 @@ async def test_a_stale_index_update_is_ignored(rstore: RedisSessionStore) -> Non
     await rstore.save_session(s)
     done = s.with_status(SessionStatus.COMPLETED)
     await rstore.save_session(done)
-    await rstore._index(s, '{"stale": true}', "1")  # version 1: far older than any real one
+    await rstore.index(s, '{"stale": true}', "1")  # version 1: far older than any real one
     assert [x.status for x in await rstore.list_sessions()] == [SessionStatus.COMPLETED]
     assert await rstore.list_sessions(status="pending") == []
 
@@ -297,7 +309,7 @@ async def test_cluster_orphan_claim_is_completed_by_the_next_append(
         async with open_session_store(url) as store:
             original = Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e1", data={"v": 1})
             row = encode_event(original)
-            await store._r.set(store._claim_key("e1"), _blob(row))  # what a dead writer left
+            await store._r.set(store.keys.claim("e1"), blob(row))  # what a dead writer left
             assert await store.get_events("s1") == []
             got = await store.append_event_with_sequence(
                 Event(type=EventType.ERROR_OCCURRED, session_id="s2", id="e1", data={"v": 2})
@@ -381,7 +393,7 @@ async def test_pubsub_reconnect_wakes_waiters_and_loses_nothing(own_server: _Ser
         open_session_store(writer_url) as writer,
     ):
         reader = asyncio.create_task(reader_store.get_events("s", wait_timeout_ms=60_000))
-        channel = reader_store._channel("s")
+        channel = reader_store.keys.channel("s")
         while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # until the reader's subscription is live
         # the reader's user may no longer subscribe: its subscriber drops and cannot come back
@@ -408,7 +420,7 @@ async def test_waiting_reader_gets_an_error_when_the_server_stops(own_server: _S
     url = f"redis://127.0.0.1:{own_server.port}/0?prefix=w&socket_timeout=2&connect_timeout=1"
     async with open_session_store(url) as store, redis.asyncio.Redis(port=own_server.port) as admin:
         reader = asyncio.create_task(store.get_events("s", wait_timeout_ms=120_000))
-        channel = store._channel("s")
+        channel = store.keys.channel("s")
         while (await admin.pubsub_numsub(channel))[0][1] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         own_server.stop()
@@ -448,7 +460,7 @@ async def test_cluster_slot_move_keeps_long_poll_working(
             reader = asyncio.create_task(
                 store.get_events("moving", after=1, wait_timeout_ms=60_000)
             )
-            channel = store._channel("moving")
+            channel = store.keys.channel("moving")
             slot = key_slot(channel.encode())
             nodes = [line.split() for line in _cli(seed, "cluster", "nodes").splitlines()]
             masters = {
@@ -469,7 +481,7 @@ async def test_cluster_slot_move_keeps_long_poll_working(
             later = await writer.append_event_with_sequence(
                 Event(type=EventType.MESSAGE_SENT, session_id="moving")
             )
-            assert later.sequence_number == first.sequence_number + 1 == 2
+            assert later.sequence_number == (first.sequence_number or 0) + 1 == 2
             assert await asyncio.wait_for(reader, 30) == [later]
     finally:
         await _drop_prefix(redis_cluster, unique_name)
@@ -496,3 +508,257 @@ async def test_many_operations_and_sessions_with_few_connections(
             assert [e.sequence_number for e in more] == [2] * 300
     finally:
         await _drop_prefix(base, unique_name)
+
+
+# ---------------------------------------------------------------- dangling pointers (issue 12.1)
+
+
+@pytest.mark.timeout(60)
+async def test_a_dangling_id_pointer_is_repaired_not_spun_on(unique_name: str) -> None:
+    """The global id index may name a session that no longer holds the id (an evicting
+    policy, a manual delete, a partial restore): the append stores the event where it
+    belongs, repairs the pointer, and returns; it used to retry without end."""
+    url = f"{SINGLE}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="ghost"))
+            eidx = store.keys.event_index
+            # e1 -> a session not in the call, e2 -> one in the same batch, e3 -> its own
+            await store.client.hset(eidx, mapping={"e1": "ghost", "e2": "s2", "e3": "s1"})
+            batch = [
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e1"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s2", id="x"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e2"),
+                Event(type=EventType.MESSAGE_SENT, session_id="s1", id="e3"),
+            ]
+            async with asyncio.timeout(10):
+                got = await store.append_events(batch)
+                again = await store.append_events(batch)  # now an idempotent no-op
+            assert [(e.id, e.session_id, e.sequence_number) for e in got] == [
+                ("e1", "s1", 1),
+                ("x", "s2", 1),
+                ("e2", "s1", 2),
+                ("e3", "s1", 3),
+            ]
+            assert again == got
+            pointers = await store.client.hmget(eidx, ["e1", "e2", "e3", "x"])
+            assert pointers == ["s1", "s1", "s1", "s2"]
+            assert [e.id for e in await store.get_events("s1")] == ["e1", "e2", "e3"]
+            assert await store.get_latest_sequence("ghost") == 1
+    finally:
+        await _drop_prefix(SINGLE, unique_name)
+
+
+# ---------------------------------------------------------------- a full server (issue 12.12)
+
+
+async def test_a_full_server_can_still_be_read_and_emptied(tmp_path: Path) -> None:
+    """At ``maxmemory`` with ``noeviction`` appends fail cleanly, while reads, lists and
+    ``delete_session`` still work (read scripts are ``no-writes``, delete scripts
+    ``allow-oom``), so a full store can be read and emptied."""
+    server = _Server(
+        tmp_path / "full", _free_port(), "--maxmemory", "3mb", "--maxmemory-policy", "noeviction"
+    )
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0?prefix=oom"
+        async with open_session_store(url) as store:
+            await store.save_session(Session(id="s", agent_id="a"))
+            await store.save_run(Run(id="r", session_id="s"))
+            stored: list[Event] = []
+            big = [
+                Event(type=EventType.MESSAGE_SENT, session_id="s", data={"x": "y" * 8000})
+                for _ in range(4)
+            ]
+            err: StoreError | None = None
+            for _ in range(10_000):  # far more than 3 MB
+                try:
+                    stored += await store.append_events([e.replace(id=new_id("evt_")) for e in big])
+                except StoreError as exc:
+                    err = exc
+                    break
+            assert err is not None
+            assert err.code == "storage_error" and "OutOfMemory" in err.message
+            assert await store.get_latest_sequence("s") == len(stored) > 0
+            assert await store.get_events("s") == stored
+            assert await store.get_events("s", order="desc", limit=2) == stored[:-3:-1]
+            assert await store.get_events("s", type="message_sent", limit=1) == stored[:1]
+            assert [x.id for x in await store.list_sessions()] == ["s"]
+            assert (await store.get_session("s")).id == "s"
+            assert [r.id for r in await store.list_runs("s")] == ["r"]
+            assert await store.get_visible_events("s", limit=1) == stored[-1:]
+            await store.delete_session("s")
+            assert await store.get_events("s") == []
+            assert await store.list_sessions() == []
+            again = await store.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="s")
+            )
+            assert again.sequence_number == 1
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- bounded reads (issue 13)
+
+
+async def test_reads_page_inside_the_store_and_agree_with_one_big_script(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a budget of a few candidates per script call, every query gives the same answer
+    as with the default budget: continuation after the budget runs out loses nothing."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    events = await rstore.append_events(
+        [
+            Event(
+                type=EventType.TOOL_CALL_STARTED if i % 3 == 0 else EventType.MESSAGE_SENT,
+                session_id="s",
+                run_id="r1" if i % 2 else None,
+                timestamp=t0 + timedelta(seconds=i % 17),
+            )
+            for i in range(60)
+        ]
+    )
+    # a sparse session (an import with gaps) takes the other path
+    sparse = [
+        Event(id=f"g{n}", type=EventType.MESSAGE_SENT, session_id="g", sequence_number=n)
+        for n in (2, 3, 7, 20, 21, 40)
+    ]
+    await rstore.import_session(SessionExport(Session(id="g", agent_id="a"), [], sparse, 45))
+    queries: list[dict[str, Any]] = [
+        {},
+        {"limit": 7},
+        {"after": 5, "before": 50, "limit": 9},
+        {"run_id": "r1", "limit": 5},
+        {"type": "tool_call_started"},
+        {"type": "tool_call_started", "run_id": "r1", "limit": 3},
+        {"since": t0 + timedelta(seconds=15), "limit": 4},
+        {"since": t0 + timedelta(seconds=16)},
+    ]
+    expected: dict[tuple[str, Literal["asc", "desc"], int], list[Event]] = {}
+    orders: tuple[Literal["asc", "desc"], ...] = ("asc", "desc")
+    for sid in ("s", "g"):
+        for order in orders:
+            for n, q in enumerate(queries):
+                expected[sid, order, n] = await rstore.get_events(sid, order=order, **q)
+    assert (
+        expected["s", "asc", 0] == events
+        and expected["g", "desc", 0] == (await rstore.get_events("g"))[::-1]
+    )
+    assert [e.sequence_number for e in expected["g", "asc", 0]] == [2, 3, 7, 20, 21, 40]
+    calls = 0
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        nonlocal calls
+        calls += name == "read"
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr("agent_session_store.redis.store.READ_BUDGET", 3)
+    monkeypatch.setattr(rstore, "eval", counting)
+    for (sid, order, n), want in expected.items():
+        assert await rstore.get_events(sid, order=order, **queries[n]) == want, (sid, order, n)
+    assert calls > 4 * len(expected)  # the small budget did split the reads
+
+
+@pytest.mark.parametrize("year", [1700, 2300, 9999])
+async def test_since_compares_microseconds_exactly_beyond_doubles(
+    rstore: RedisSessionStore, year: int
+) -> None:
+    """Timestamps in µs exceed 2^53 before ~1684 and after ~2255 (issue 12.5): ``since``
+    still tells neighbouring microseconds apart."""
+    t = datetime(year, 6, 1, 12, 0, 0, 3, tzinfo=UTC)
+    events = await rstore.append_events(
+        [
+            Event(
+                type=EventType.MESSAGE_SENT, session_id="s", timestamp=t + timedelta(microseconds=k)
+            )
+            for k in range(4)
+        ]
+    )
+    for k in range(4):
+        since = t + timedelta(microseconds=k)
+        assert await rstore.get_events("s", since=since) == events[k:], k
+        assert await rstore.get_events("s", since=since, order="desc") == events[k:][::-1], k
+
+
+async def test_delete_work_is_batched_and_an_interrupted_clean_up_is_finished(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """delete_session no longer walks the whole session in one script (issue 13): one
+    constant step, then the id index (single node) or the claims (cluster) in batches."""
+    monkeypatch.setattr("agent_session_store.redis.single.GC_BATCH", 100)
+    monkeypatch.setattr("agent_session_store.redis.cluster.GC_BATCH", 100)
+    for sid in ("a", "big"):
+        await rstore.append_events(
+            [
+                Event(type=EventType.MESSAGE_SENT, session_id=sid, id=f"{sid}{i}")
+                for i in range(1500)
+            ]
+        )
+    calls: list[str] = []
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        calls.append(name)
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr(rstore, "eval", counting)
+    keys = rstore.keys
+    if not rstore.cluster:
+        # a delete whose client died after its first step: the ids' pointers dangle ...
+        ks = [*keys.session("a"), keys.event_index, keys.run_index, *keys.list_index]
+        ks += [keys.gc, keys.garbage("a"), keys.touched_index]
+        assert await real_eval("delete", ks, ["a"]) == 1500
+        assert await rstore.get_events("a") == []
+        moved = await rstore.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="b", id="a7")
+        )
+        assert (moved.session_id, moved.sequence_number) == ("b", 1)  # ... and mean "free"
+    await rstore.delete_session("big")
+    assert await rstore.get_events("big") == []
+    if rstore.cluster:
+        claims = [k for k in await _all_keys(rstore) if k.startswith(f"{rstore.prefix}:e:")]
+        assert len(claims) == 1500  # only session a's
+    else:
+        assert calls.count("gc") >= 30  # both clean-ups, 100 ids per call
+        pointers = await rstore.client.hgetall(keys.event_index)
+        assert pointers == {"a7": "b"}
+        assert await rstore.client.exists(keys.gc) == 0
+        assert not [k for k in await _all_keys(rstore) if ":gc:" in k]
+    again = await rstore.append_event_with_sequence(
+        Event(type=EventType.ERROR_OCCURRED, session_id="c", id="big5")
+    )
+    assert (again.session_id, again.sequence_number) == ("c", 1)
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_since_skips_older_blocks_through_the_zone_map(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch, order: Literal["asc", "desc"]
+) -> None:
+    """``since`` over a long log reads only the blocks that can hold newer events: with a
+    budget of 100 candidates per call, 5,000 events cost about 20 calls, not 50."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    stamps = [t0 + timedelta(seconds=i) for i in range(5000)]
+    stamps[1500] = t0 + timedelta(days=1)  # one late event in an early block
+    events = await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="s", timestamp=t) for t in stamps]
+    )
+    since = t0 + timedelta(seconds=4995)
+    want = [e for e in events if e.timestamp >= since]
+    calls = 0
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        nonlocal calls
+        calls += name == "read"
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr("agent_session_store.redis.store.READ_BUDGET", 100)
+    monkeypatch.setattr(rstore, "eval", counting)
+    got = await rstore.get_events("s", since=since, order=order)
+    assert got == (want if order == "asc" else want[::-1])
+    assert [e.sequence_number for e in want] == [1501, 4996, 4997, 4998, 4999, 5000]
+    assert calls <= 25  # two blocks of 1,024 read row by row, the other three skipped
+    calls = 0
+    assert await rstore.get_events("s", since=since, order=order, limit=2) == got[:2]

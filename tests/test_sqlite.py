@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent_session_store import urls
 from agent_session_store.base import EventQuery
+from agent_session_store.codec import encode_event, encode_run, encode_session
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session
+from agent_session_store.models import Event, EventType, Run, Session, to_micros
 from agent_session_store.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -26,8 +31,16 @@ from agent_session_store.sqlite import (
     events_sql,
     sessions_sql,
 )
+from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
+from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.urls import open_session_store
+
+
+def open_session_store(url: str) -> SQLiteSessionStore:
+    """``urls.open_session_store``, narrowed for tests that read backend attributes."""
+    store = urls.open_session_store(url)
+    assert isinstance(store, SQLiteSessionStore), store
+    return store
 
 
 class TestSQLiteSessionStore(DurableSessionStoreContract):
@@ -60,6 +73,14 @@ async def eventually(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.001)
     raise AssertionError("condition never became true")
+
+
+def watched(store: SQLiteSessionStore) -> dict[str, int]:
+    """The sessions the store's cross-process watcher follows."""
+    return {} if store._watcher is None else store._watcher.watched(store)
+
+
+SCHEMA_VERSION_ROW = "SELECT value FROM meta WHERE key = 'schema_version'"
 
 
 def raw(path: Path | str) -> sqlite3.Connection:
@@ -105,12 +126,22 @@ def test_bad_urls_are_validation_errors(url: str) -> None:
 # ---------------------------------------------------------------- schema versions
 
 
-async def test_missing_database_needs_migration_and_is_not_created(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["missing", "zero bytes", "empty database"])
+async def test_a_blank_file_gets_its_schema_without_auto_migrate(tmp_path: Path, kind: str) -> None:
+    """Issue 14.5: the embedded default starts with no flag, as every peer's SQLite store does."""
     path = tmp_path / "new.db"
-    err = await expect("migration_required", SQLiteSessionStore(path).open())
-    assert "agent-session-store migrate" in err.message and "auto_migrate" in err.message
-    assert str(path) in err.message
-    assert not path.exists()
+    if kind == "zero bytes":
+        path.touch()
+    elif kind == "empty database":
+        with contextlib.closing(raw(path)) as conn:
+            conn.execute("PRAGMA user_version = 0")  # a valid SQLite file with no tables
+            conn.execute("VACUUM")
+    async with open_session_store(f"sqlite:///{path}") as store:
+        stored = await store.append_event_with_sequence(ev())
+        assert await store.get_events("s") == [stored]
+    with contextlib.closing(raw(path)) as conn:
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 async def test_database_without_schema_needs_migration(tmp_path: Path) -> None:
@@ -121,23 +152,112 @@ async def test_database_without_schema_needs_migration(tmp_path: Path) -> None:
     assert "has no schema" in err.message
 
 
-async def test_older_schema_needs_migration_then_explicit_migrate_opens(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with contextlib.closing(raw(path)) as conn:  # a file made by an older release
-        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute(f"INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION - 1}')")
+#: The schema version 1 made, verbatim: what a file written by the first release holds.
+V1_DDL = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS events (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        run_id TEXT,
+        timestamp_us INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        provider TEXT,
+        correlation_id TEXT,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS events_by_run ON events (session_id, run_id, seq)"
+    " WHERE run_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_by_type ON events (session_id, type, seq)",
+    "CREATE TABLE IF NOT EXISTS seqs (session_id TEXT PRIMARY KEY,"
+    " last_seq INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at_us INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_status ON sessions (status, created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_agent ON sessions (agent_id, created_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS sessions_by_agent_status"
+    " ON sessions (agent_id, status, created_at_us, id)",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_at_us INTEGER NOT NULL,
+        doc TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_session ON runs (session_id, started_at_us, id)",
+    "CREATE INDEX IF NOT EXISTS runs_by_session_status"
+    " ON runs (session_id, status, started_at_us, id)",
+    "INSERT INTO meta VALUES ('schema_version', '1')",
+)
+
+
+def make_v1_database(path: Path) -> tuple[Session, Run, list[Event]]:
+    """A version-1 file with a session, a run and events, written as release 1 wrote them."""
+    session = Session(id="old", agent_id="a", updated_at=datetime(2025, 5, 5, 1, 2, 3, 4, UTC))
+    run = Run(id="r1", session_id="old")
+    events = [
+        ev("old", id=f"e{n}", run_id="r1", data={"n": n}).replace(sequence_number=n)
+        for n in (1, 2, 3)
+    ]
+    with contextlib.closing(raw(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in V1_DDL:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            ("old", "a", "active", to_micros(session.created_at), encode_session(session)),
+        )
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            ("r1", "old", "running", to_micros(run.started_at), encode_run(run)),
+        )
+        for e in events:
+            conn.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*encode_event(e), e.sequence_number),
+            )
+        conn.execute("INSERT INTO seqs VALUES ('old', 3)")
+    return session, run, events
+
+
+async def test_a_v1_database_needs_migration_then_migrates_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    session, run, events = make_v1_database(path)
     store = SQLiteSessionStore(path)
     err = await expect("migration_required", store.open())
-    assert f"schema version {SCHEMA_VERSION - 1}" in err.message
-    assert err.details["needed"] == SCHEMA_VERSION
+    assert "schema version 1" in err.message and err.details["needed"] == SCHEMA_VERSION
     await store.migrate()
     await store.migrate()  # the explicit step is idempotent
     async with store:  # the same object opens once the schema is current
-        stored = await store.append_event_with_sequence(ev())
-        assert await store.get_events("s") == [stored]
+        assert await store.get_session("old") == session  # updated_at kept to the µs
+        assert await store.list_sessions() == [session]
+        assert await store.get_run("r1") == run
+        assert await store.get_events("old") == events
+        assert await store.get_events("old", order="desc", limit=2) == events[:0:-1]
+        assert await store.get_latest_sequence("old") == 3
+        stored = await store.append_event_with_sequence(ev("old"), expected_sequence=3)
+        assert stored.sequence_number == 4
+        assert (await store.get_session("old")).updated_at > session.updated_at  # C5
     with contextlib.closing(raw(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
+
+
+async def test_auto_migrate_upgrades_a_v1_database_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    session, _, events = make_v1_database(path)
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        assert await store.get_session("old") == session
+        assert await store.get_events("old") == events
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -167,7 +287,7 @@ async def test_processes_migrating_at_once_all_succeed(tmp_path: Path) -> None:
     async with SQLiteSessionStore(path) as store:  # no auto_migrate needed now
         assert await store.get_latest_sequence("s") == 0
     with contextlib.closing(raw(path)) as conn:
-        assert conn.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 # ---------------------------------------------------------------- damaged or unwritable files
@@ -269,9 +389,11 @@ async def test_flush_failing_inside_sqlite_leaves_nothing(tmp_path: Path) -> Non
         assert await store.get_events("s") == []
         # an existing session and run are not changed either
         await store.flush(session, run, [ev(id="ok")])
+        flushed = await store.get_session("s")  # updated_at touched by the flush (C5)
+        assert flushed.replace(updated_at=session.updated_at) == session
         changed = session.with_status("failed")
         await expect("storage_error", store.flush(changed, run.with_status("failed"), events))
-        assert await store.get_session("s") == session
+        assert await store.get_session("s") == flushed
         assert await store.get_run("r") == run
         assert [e.id for e in await store.get_events("s")] == ["ok"]
         # e1 was not kept: it is still new, and numbering goes on from 1
@@ -295,10 +417,10 @@ async def hold_writer_then_submit(
         other.execute("BEGIN IMMEDIATE")
         plug = asyncio.create_task(store.save_session(Session(id="plug", agent_id="a")))
         await asyncio.sleep(0)  # the plug is queued...
-        await eventually(lambda: store._queue.qsize() == 0)  # ...and the writer has taken it
+        await eventually(lambda: store._writer.queue.qsize() == 0)  # ...and the writer has taken it
         tasks = [asyncio.ensure_future(c) for c in calls]
         await asyncio.sleep(0)  # each task runs up to its queued request
-        assert store._queue.qsize() == len(calls)
+        assert store._writer.queue.qsize() == len(calls)
         other.execute("COMMIT")
     await plug
     return list(await asyncio.gather(*tasks, return_exceptions=True))
@@ -336,6 +458,96 @@ async def test_concurrent_appenders_share_a_commit_and_a_failure_stays_its_own(
         assert stored[1:10] == singles and stored[10] == x2
         assert "x1" not in {e.id for e in stored}  # rolled back with its own request only
         assert await store.get_latest_sequence("s") == 11
+
+
+async def limit_file_pages(store: SQLiteSessionStore, spare_pages: int) -> None:
+    """A real "database or disk is full": cap the writer connection's file size (SQLite's
+    max_page_count) a few pages above what the file holds now."""
+
+    def cap(_: None) -> None:
+        conn = store._writer.conn
+        assert conn is not None
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + spare_pages}")
+
+    await store._writer.submit(cap, in_tx=False)
+
+
+async def test_a_full_disk_fails_only_the_request_that_filled_it(tmp_path: Path) -> None:
+    """Issue 12.3: SQLITE_FULL rolls back the whole transaction, not just a savepoint; the
+    request that hit it gets its own error and the rest of the group is written anyway."""
+    path = tmp_path / "s.db"
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        await store.append_event(ev("s", id="first"))
+        await limit_file_pages(store, 30)
+        big = ev("s", id="big", data={"text": "x" * 1_000_000})  # ~250 pages
+        calls: list[Coroutine[Any, Any, Any]] = [
+            store.append_event_with_sequence(ev("s", id=f"a{i}")) for i in range(3)
+        ]
+        calls.append(store.append_event_with_sequence(big))
+        calls += [store.append_event_with_sequence(ev("s", id=f"b{i}")) for i in range(3)]
+        calls.append(store.save_session(Session(id="s", agent_id="a")))
+        results = await hold_writer_then_submit(store, path, calls)
+        failed = results[3]
+        assert isinstance(failed, StoreError) and failed.code == "storage_error", failed
+        assert "is full" in failed.message and "savepoint" not in failed.message
+        assert failed.details.get("sqlite_error") == "SQLITE_FULL"
+        others = [r for i, r in enumerate(results[:7]) if i != 3]
+        assert [e.id for e in others] == ["a0", "a1", "a2", "b0", "b1", "b2"]
+        assert [e.sequence_number for e in others] == [2, 3, 4, 5, 6, 7]
+        assert results[7] is None
+        assert await store.get_events("s", after=1) == others
+        assert (await store.get_session("s")).agent_id == "a"
+        assert await store.get_latest_sequence("s") == 7
+
+
+async def test_conditional_appends_in_one_group_see_each_other(tmp_path: Path) -> None:
+    """Within one group commit each request checks the counter the previous ones left, and a
+    refused one leaves it as it was."""
+    path = tmp_path / "s.db"
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        await store.append_event(ev("s", id="one"))
+        calls = [
+            store.append_event_with_sequence(ev("s", id="a"), expected_sequence=1),
+            store.append_event_with_sequence(ev("s", id="b"), expected_sequence=1),  # stale
+            store.append_events([ev("s", id="c"), ev("s", id="d")], expected_sequence=2),
+            store.append_event_with_sequence(ev("s", id="a"), expected_sequence=0),  # a retry
+            store.flush(
+                Session(id="s", agent_id="x"), Run(id="r", session_id="s"), [], expected_sequence=3
+            ),  # stale
+            store.append_event_with_sequence(ev("s", id="e"), expected_sequence=4),
+        ]
+        a, b, cd, retry, flushed, e = await hold_writer_then_submit(store, path, calls)
+        assert a.sequence_number == 2 and retry == a
+        assert isinstance(b, StoreError) and b.code == "sequence_conflict"
+        assert b.details == {"session_id": "s", "expected": 1, "actual": 2}
+        assert [x.sequence_number for x in cd] == [3, 4]
+        assert isinstance(flushed, StoreError) and flushed.details["actual"] == 4
+        assert e.sequence_number == 5
+        assert [x.id for x in await store.get_events("s")] == ["one", "a", "c", "d", "e"]
+        await expect("session_not_found", store.get_session("s"))
+
+
+async def test_updated_at_follows_the_order_of_requests_in_a_group(tmp_path: Path) -> None:
+    """C5 within one group commit: a save after an append keeps the saved value; an append
+    after a save moves it to the commit time."""
+    path = tmp_path / "s.db"
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        calls = [
+            store.append_event(ev("kept")),
+            store.save_session(Session(id="kept", agent_id="a", updated_at=old)),
+            store.save_session(Session(id="moved", agent_id="a", updated_at=old)),
+            store.append_event(ev("moved")),
+            store.append_event(ev("norecord")),
+        ]
+        await hold_writer_then_submit(store, path, calls)
+        assert (await store.get_session("kept")).updated_at == old
+        moved = await store.get_session("moved")
+        assert moved.updated_at > old
+        listed = {s.id: s.updated_at for s in await store.list_sessions()}
+        assert (listed["kept"], listed["moved"]) == (old, moved.updated_at)
+        await expect("session_not_found", store.get_session("norecord"))
 
 
 async def test_delete_inside_a_group_resets_numbering_for_later_requests(tmp_path: Path) -> None:
@@ -424,7 +636,7 @@ async def test_close_stops_every_thread(tmp_path: Path) -> None:
     waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=60_000))
     await store.append_events([ev("x") for _ in range(100)])  # decoded beside the commit
     await store.get_latest_sequence("s")
-    await eventually(lambda: bool(store._watched))  # the reader's session is watched
+    await eventually(lambda: bool(watched(store)))  # the reader's session is watched
     assert len(ours()) >= 3  # writer, readers, watcher
     await store.close()
     assert await waiting == []
@@ -432,15 +644,190 @@ async def test_close_stops_every_thread(tmp_path: Path) -> None:
     await expect("storage_error", store.append_event(ev()))
 
 
+@pytest.mark.parametrize("turns", [1, 2, 3, 4])
+async def test_readers_starting_while_the_store_closes_get_nothing(
+    tmp_path: Path, turns: int
+) -> None:
+    """Issue 12.7: a long-poll reader caught by close() at any step of its start returns []."""
+    store = await SQLiteSessionStore(tmp_path / "s.db", auto_migrate=True).open()
+    readers = [
+        asyncio.create_task(store.get_events(f"s{i}", wait_timeout_ms=30_000)) for i in range(20)
+    ]
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await store.close()
+    assert await asyncio.gather(*readers) == [[]] * 20
+
+
 async def test_watch_ends_with_the_last_waiter(store: SQLiteSessionStore) -> None:
     readers = [
         asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=30_000))
         for _ in range(3)
     ]
-    await eventually(lambda: "s" in store._watched)
+    await eventually(lambda: "s" in watched(store))
     stored = await store.append_event_with_sequence(ev())
     assert await asyncio.gather(*readers) == [[stored]] * 3
-    assert store._watched == {}
+    assert watched(store) == {}
+
+
+# ---------------------------------------------------------------- the cross-process watcher
+
+APPEND_FROM_ANOTHER_PROCESS = (
+    "import asyncio, sys\n"
+    "from agent_session_store.models import Event, EventType\n"
+    "from agent_session_store.sqlite import SQLiteSessionStore\n"
+    "async def main():\n"
+    "    async with SQLiteSessionStore(sys.argv[1]) as store:\n"
+    "        await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sys.argv[2]))\n"
+    "asyncio.run(main())\n"
+)
+
+
+async def append_from_another_process(path: Path | str, session_id: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", APPEND_FROM_ANOTHER_PROCESS, str(path), session_id
+    )
+    assert await proc.wait() == 0
+
+
+def test_the_watcher_outlives_the_event_loop_that_opened_the_store(tmp_path: Path) -> None:
+    """Issue 12.4: after the first asyncio.run() returns, a reader on a new loop is still woken
+    by another process's append, within seconds, not at its timeout."""
+    path = tmp_path / "s.db"
+    store = SQLiteSessionStore(path, auto_migrate=True)
+
+    async def first() -> None:
+        await store.open()
+        assert await store.get_events("s", wait_timeout_ms=50) == []  # the watcher ran here
+
+    async def second() -> float:
+        waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=30_000))
+        await eventually(lambda: "s" in watched(store))
+        await append_from_another_process(path, "s")
+        appended = time.monotonic()
+        assert len(await waiting) == 1
+        woken = time.monotonic() - appended
+        await store.close()
+        return woken
+
+    asyncio.run(first())
+    assert asyncio.run(second()) < 5
+
+
+def _forked_child_waits(path: str) -> None:
+    """In a child forked while the parent's watcher runs: is a reader here woken at once?"""
+
+    async def main() -> float:
+        async with SQLiteSessionStore(path) as store:
+            waiting = asyncio.create_task(store.get_events("child", wait_timeout_ms=30_000))
+            await eventually(lambda: "child" in watched(store))
+            await append_from_another_process(path, "child")
+            appended = time.monotonic()
+            assert len(await waiting) == 1
+            return time.monotonic() - appended
+
+    os._exit(0 if asyncio.run(main()) < 5 else 1)
+
+
+def test_a_process_forked_with_an_open_store_watches_for_itself(tmp_path: Path) -> None:
+    """One watcher per file per process: a forked child must not inherit the parent's (its
+    thread does not exist in the child)."""
+    path = str(tmp_path / "s.db")
+    ready, done = threading.Event(), threading.Event()
+
+    async def parent() -> None:  # on its own thread: the forking thread runs no event loop
+        async with SQLiteSessionStore(path, auto_migrate=True) as store:
+            waiting = asyncio.create_task(store.get_events("parent", wait_timeout_ms=60_000))
+            await eventually(lambda: "parent" in watched(store))
+            ready.set()
+            await asyncio.to_thread(done.wait)
+            await store.append_event(ev("parent"))
+            await waiting
+
+    side = threading.Thread(target=asyncio.run, args=(parent(),))
+    side.start()
+    try:
+        assert ready.wait(30)
+        child = multiprocessing.get_context("fork").Process(
+            target=_forked_child_waits, args=(path,)
+        )
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+    finally:
+        done.set()
+        side.join(30)
+
+
+async def test_a_session_watched_while_the_watcher_polls_is_not_missed(
+    store: SQLiteSessionStore,
+) -> None:
+    """Issue 12.4: the watcher reads data_version BEFORE it copies the watched sessions. Here a
+    session is watched, and changed by another connection, just after the copy; the next
+    version change must still reach it."""
+    watcher = store._watcher
+    assert watcher is not None
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    copy = watcher._watched_now
+    armed = True
+
+    def copy_then_race() -> list[str]:
+        nonlocal armed
+        sids = copy()
+        if armed:  # once: between the copy and the counters check of this poll
+            armed = False
+            watcher.watch("someone", "late", 0, lambda _: woken.set(), loop)
+            code = [sys.executable, "-c", APPEND_FROM_ANOTHER_PROCESS, store.path, "late"]
+            subprocess.run(code, check=True)
+        return sids
+
+    watcher._watched_now = copy_then_race  # type: ignore[method-assign]
+    waiting = asyncio.create_task(store.get_events("first", wait_timeout_ms=30_000))
+    try:
+        async with asyncio.timeout(5):
+            await woken.wait()
+    finally:
+        watcher.unwatch("someone", "late")
+        await store.append_event(ev("first"))
+        await waiting
+
+
+def watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "agent-session-store-sqlite-watcher"]
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    """CPU time one thread has used (Linux), so other work in the process does not count."""
+    stat = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text()
+    return int(stat.split()[0]) / 1e9
+
+
+async def test_one_idle_watcher_per_file_per_process(tmp_path: Path) -> None:
+    """Issue 12.15: ten stores on one file, 1,000 idle waiters: one watcher thread, using
+    well under 1 % of a CPU while nothing changes."""
+    path = tmp_path / "s.db"
+    stores = [await SQLiteSessionStore(path, auto_migrate=True).open() for _ in range(10)]
+    try:
+        waiting = [
+            asyncio.create_task(stores[i % 10].get_events(f"s{i}", wait_timeout_ms=60_000))
+            for i in range(1000)
+        ]
+        await eventually(lambda: all(len(watched(s)) == 100 for s in stores))
+        [thread] = watcher_threads()
+        await asyncio.sleep(0.6)  # past the quiet period
+        before, start = thread_cpu_seconds(thread), time.monotonic()
+        await asyncio.sleep(1)
+        busy = (thread_cpu_seconds(thread) - before) / (time.monotonic() - start)
+        assert busy < 0.01, f"the idle watcher used {busy:.1%} of a CPU"
+        # and it still wakes a reader of any of those stores at once
+        await append_from_another_process(path, "s7")
+        assert len(await waiting[7]) == 1
+    finally:
+        for s in stores:
+            await s.close()
+    assert watcher_threads() == []
+    assert all(t.done() for t in waiting)
 
 
 # ---------------------------------------------------------------- query plans
@@ -458,6 +845,10 @@ def plan(path: str, sql: str, params: list[Any]) -> str:
         (EventQuery("s", before=10), "PRIMARY KEY"),
         (EventQuery("s", run_id="r"), "events_by_run"),
         (EventQuery("s", type="tool_call_started", after=3), "events_by_type"),
+        (EventQuery("s", limit=1000, desc=True), "PRIMARY KEY"),
+        (EventQuery("s", after=10, before=500, limit=5, desc=True), "PRIMARY KEY"),
+        (EventQuery("s", run_id="r", limit=5, desc=True), "events_by_run"),
+        (EventQuery("s", type="tool_call_started", before=9, desc=True), "events_by_type"),
     ],
 )
 async def test_event_pages_are_index_ranges_without_sorting(
@@ -485,6 +876,23 @@ async def test_list_sessions_walks_an_index_in_list_order(
         await store.save_session(Session(id=f"s{i}", agent_id=f"a{i % 3}"))
     text = plan(store.path, *sessions_sql(status, agent_id, 50, 0))
     assert index in text and "TEMP B-TREE" not in text, text
+
+
+async def test_the_watchers_change_check_reads_only_what_changed(
+    store: SQLiteSessionStore,
+) -> None:
+    """Issue 12.15: the watcher's look at the file is an index range over the counters moved
+    since its last look, whatever the number of watched sessions."""
+    await store.append_events([ev(f"s{i}") for i in range(50)])
+    for sql, params in ((_CHANGED_SINCE, [10]), (LAST_CHANGE, [])):  # the writer's, per commit
+        text = plan(store.path, sql, params)
+        assert "seqs_by_change" in text and "SCAN" not in text and "TEMP B-TREE" not in text
+    with contextlib.closing(raw(store.path)) as conn:
+        assert {r[2] for r in conn.execute(_CHANGED_SINCE, (0,))} == {1}  # one commit
+        assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == []
+    await store.append_event(ev("s7"))
+    with contextlib.closing(raw(store.path)) as conn:
+        assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == [("s7", 2, 2)]
 
 
 def test_migrations_are_numbered_in_order() -> None:

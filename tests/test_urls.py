@@ -204,3 +204,17 @@ async def test_s3_errors_map_to_codes(s3_endpoint: S3Endpoint, unique_name: str)
             await store.get("absent")
         assert info.value.code == "not_found"
         await store.delete("absent")
+
+
+def test_an_empty_url_says_what_a_url_looks_like() -> None:
+    """Issue 14.10: `open_session_store("")` tells the reader what to write instead."""
+    with pytest.raises(StoreError) as info:
+        open_session_store("")
+    assert info.value.code == "validation_error"
+    for example in ("memory://", "sqlite:///", "postgresql://", "redis://"):
+        assert example in info.value.message
+    assert "empty string" in info.value.message
+    with pytest.raises(StoreError) as info:
+        open_artifact_store("")
+    for example in ("memory://", "file:///", "s3://"):
+        assert example in info.value.message

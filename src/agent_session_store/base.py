@@ -56,6 +56,7 @@ from .models import (
     to_session_status,
     utcnow,
 )
+from .ports import SessionStore
 from .querying import QueryAndMaintenance
 from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
@@ -198,8 +199,12 @@ class _Waiters:
         return bool(self._by_session)
 
 
-class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
-    """Implements the SessionStore port on top of a backend's primitives."""
+class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
+    """Implements the SessionStore port on top of a backend's primitives.
+
+    The port is a base class here (not only a structural type) so that ``help()`` on any
+    backend's method shows the port's docstring, and mypy checks every signature against it.
+    """
 
     #: Name used in error messages ("sqlite", "postgres", ...).
     backend_name = "store"
@@ -222,6 +227,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
         self._closed = False
         self._open_lock: asyncio.Lock | None = None
         self._watching: dict[str, asyncio.Future[None]] = {}
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
         self._shared: dict[tuple[EventQuery, int], asyncio.Future[list[Event]]] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -230,6 +236,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
         if self._closed:
             raise StorageError(f"the {self.backend_name} store is closed")
         if self._opened:
+            self._check_loop()
             return self
         if self._open_lock is None:
             self._open_lock = asyncio.Lock()
@@ -241,6 +248,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
                     raise
                 except Exception as exc:
                     raise self._wrap(exc, "open") from exc
+                self._bound_loop = asyncio.get_running_loop()
                 self._opened = True
         if self._closed:  # close() came while this was opening; it closes what was opened
             raise StorageError(f"the {self.backend_name} store is closed")
@@ -268,6 +276,20 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, abc.ABC):
     async def _ready(self) -> None:
         if not self._opened or self._closed:
             await self.open()
+        elif self._bound_loop is not asyncio.get_running_loop():
+            self._check_loop()
+
+    def _check_loop(self) -> None:
+        """Connections and futures belong to the loop the store was opened on; using them
+        from another loop hangs or fails late inside the driver, so refuse at once."""
+        if self._bound_loop is not None and self._bound_loop is not asyncio.get_running_loop():
+            raise StorageError(
+                f"this {self.backend_name} store was opened on another event loop (for example "
+                "by an earlier asyncio.run()); a store works only on the loop it was opened on. "
+                "Open one store per event loop, or use agent_session_store.sync from "
+                "blocking code",
+                details={"reason": "wrong_event_loop"},
+            )
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
         """Turn a driver exception into a StoreError; backends refine this for their driver."""

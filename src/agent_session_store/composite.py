@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, NoReturn, Self
 
@@ -21,7 +22,12 @@ from .errors import StorageError, StoreError, redact
 from .lifecycle import OpenClose
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .query import CostSummary, Page, SessionStats, UsageSummary
+from .retention import MaintenanceReport, RetentionPolicy
 from .transfer import ImportReport, SessionExport
+
+#: By convention a session's artifacts live under this prefix plus ``<session_id>/``.
+SESSION_ARTIFACTS = "sessions/"
 
 __all__ = ["CompositeSessionStore"]
 
@@ -47,6 +53,16 @@ _SESSION_METHODS = (
     "import_session",
     "import_records",
     "fork_session",
+    "search_sessions",
+    "get_session_stats",
+    "search_runs",
+    "get_usage_summary",
+    "get_cost_summary",
+    "search_events",
+    "count_events",
+    "soft_delete_expired_sessions",
+    "prune_session_events",
+    "health_check",
 )
 
 
@@ -237,6 +253,81 @@ class CompositeSessionStore(OpenClose):
         return await self.session_store.fork_session(
             session_id, at_sequence=at_sequence, new_session_id=new_session_id, agent_id=agent_id
         )
+
+    # ------------------------------------------------------------ query and retention
+
+    async def search_sessions(self, **filters: Any) -> Page[Session]:
+        return await self.session_store.search_sessions(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def get_session_stats(self, session_id: str) -> SessionStats:
+        return await self.session_store.get_session_stats(session_id)  # type: ignore[attr-defined, no-any-return]
+
+    async def search_runs(self, **filters: Any) -> Page[Run]:
+        return await self.session_store.search_runs(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def get_usage_summary(self, **filters: Any) -> UsageSummary:
+        return await self.session_store.get_usage_summary(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def get_cost_summary(self, **filters: Any) -> CostSummary:
+        return await self.session_store.get_cost_summary(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def search_events(self, **filters: Any) -> Page[Event]:
+        return await self.session_store.search_events(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def count_events(self, **filters: Any) -> int:
+        return await self.session_store.count_events(**filters)  # type: ignore[attr-defined, no-any-return]
+
+    async def soft_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int:
+        return await self.session_store.soft_delete_expired_sessions(policy, now=now)  # type: ignore[attr-defined, no-any-return]
+
+    async def prune_session_events(self, session_id: str, policy: RetentionPolicy) -> int:
+        return await self.session_store.prune_session_events(session_id, policy)  # type: ignore[attr-defined, no-any-return]
+
+    async def health_check(self) -> list[str]:
+        return await self.session_store.health_check()  # type: ignore[attr-defined, no-any-return]
+
+    @staticmethod
+    def session_artifact_key(session_id: str, name: str) -> str:
+        """Where a session's artifacts live by convention: hard deletion removes them too."""
+        return f"{SESSION_ARTIFACTS}{session_id}/{name}"
+
+    async def _delete_session_artifacts(self, session_ids: list[str], dry_run: bool) -> int:
+        count = 0
+        for sid in session_ids:
+            cursor: str | None = None
+            while True:
+                page = await self.list_keys(f"{SESSION_ARTIFACTS}{sid}/", cursor=cursor)
+                count += len(page.keys)
+                if not dry_run:
+                    for key in page.keys:
+                        await self.delete(key)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        return count
+
+    async def hard_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int:
+        """Hard-deletes sessions and, by the ``sessions/<id>/`` convention, their artifacts."""
+        report = await self.run_maintenance(
+            replace(policy, max_completed_session_age_days=None, max_events_per_session=None),
+            now=now,
+        )
+        if report.errors:
+            raise StorageError(report.errors[0])
+        return report.sessions_hard_deleted
+
+    async def run_maintenance(
+        self, policy: RetentionPolicy, *, dry_run: bool = False, now: datetime | None = None
+    ) -> MaintenanceReport:
+        """As on the session store, plus the hard-deleted sessions' artifacts (8.2)."""
+        report: MaintenanceReport = await self.session_store.run_maintenance(  # type: ignore[attr-defined]
+            policy, dry_run=dry_run, now=now, _artifacts=self._delete_session_artifacts
+        )
+        return report
 
     # ------------------------------------------------------------ artifacts (isolated)
 

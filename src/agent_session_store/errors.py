@@ -11,6 +11,7 @@ import re
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyExistsError",
     "DependencyNotAvailableError",
     "InvalidCursorError",
     "InvalidEventTypeError",
@@ -132,6 +133,12 @@ def sequence_conflict(
     return SequenceConflictError(
         message, details={"session_id": session_id, "expected": expected, "actual": actual}
     )
+
+
+class AlreadyExistsError(StoreError):
+    """A create-only write (``put(..., if_absent=True)``) found the key already stored."""
+
+    code = "already_exists"
 
 
 # userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.

@@ -13,9 +13,19 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
+from .query import CostSummary, Page, SessionStats, UsageSummary
+from .retention import MaintenanceReport, RetentionPolicy
 from .transfer import ImportReport, SessionExport
 
-__all__ = ["ArtifactData", "ArtifactStat", "ArtifactStore", "KeyPage", "SessionStore"]
+__all__ = [
+    "ArtifactData",
+    "ArtifactStat",
+    "ArtifactStore",
+    "KeyPage",
+    "SessionMaintenance",
+    "SessionQuery",
+    "SessionStore",
+]
 
 
 @runtime_checkable
@@ -183,6 +193,134 @@ class SessionStore(Protocol):
         ...
 
 
+@runtime_checkable
+class SessionQuery(Protocol):
+    """Read-only questions across sessions (contract 7). Every built-in store implements
+    it; a third-party backend may implement it apart from ``SessionStore``."""
+
+    async def search_sessions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: str | list[str] | None = None,
+        tags: list[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        include_deleted: bool = False,
+        order_by: str = "updated_at_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+        include_total: bool = False,
+    ) -> Page[Session]:
+        """Keyset pages of sessions; ``updated_at_desc`` (default), ``created_at_asc`` or
+        ``created_at_desc``; soft-deleted ones only with ``include_deleted`` (7.2)."""
+        ...
+
+    async def get_session_stats(self, session_id: str) -> SessionStats:
+        """Event and run counts, tokens, cost, providers, time span (7.3)."""
+        ...
+
+    async def search_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        status: str | list[str] | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        min_tokens: int | None = None,
+        order_by: str = "started_at_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        """Keyset pages of runs across sessions (7.4)."""
+        ...
+
+    async def get_usage_summary(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> UsageSummary:
+        """Token totals of runs started within [since, until], by provider (7.5)."""
+        ...
+
+    async def get_cost_summary(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        pricing: dict[str, dict[str, dict[str, float]]] | None = None,
+    ) -> CostSummary:
+        """Cost by provider and model; runs neither costed nor priced are ``unmapped`` (7.6)."""
+        ...
+
+    async def search_events(
+        self,
+        *,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
+        types: str | list[str] | None = None,
+        providers: str | list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        correlation_id: str | None = None,
+        order_by: str = "timestamp_asc",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Event]:
+        """Keyset pages of events across sessions (7.7)."""
+        ...
+
+    async def count_events(
+        self,
+        *,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
+        types: str | list[str] | None = None,
+        providers: str | list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> int:
+        """How many events ``search_events`` would page through (7.7)."""
+        ...
+
+
+@runtime_checkable
+class SessionMaintenance(Protocol):
+    """Retention, run when the caller chooses; nothing runs on a timer (contract 8)."""
+
+    async def soft_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int: ...
+
+    async def hard_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int: ...
+
+    async def prune_session_events(self, session_id: str, policy: RetentionPolicy) -> int: ...
+
+    async def run_maintenance(
+        self, policy: RetentionPolicy, *, dry_run: bool = False, now: datetime | None = None
+    ) -> MaintenanceReport:
+        """Soft delete, hard delete, prune, each step isolated; ``dry_run`` changes nothing."""
+        ...
+
+    async def health_check(self) -> list[str]:
+        """Problems found in the stored data; empty means healthy."""
+        ...
+
+
 #: What ``ArtifactStore.put`` accepts: bytes-like, or chunks of them (sync or async).
 ArtifactData = (
     bytes
@@ -229,8 +367,14 @@ class ArtifactStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
-        """Store ``data`` under ``key``, replacing any old object atomically."""
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
+        """Store ``data`` under ``key``, replacing any old object atomically.
+
+        With ``if_absent=True`` the put only creates: when ``key`` is already stored it
+        raises ``already_exists`` and changes nothing, and of several writers racing to
+        create one key (in any number of processes) exactly one succeeds."""
 
     async def get(self, key: str, **opts: Any) -> bytes:
         """The whole object; ``not_found`` when absent."""

@@ -335,8 +335,8 @@ class QueryAndMaintenance:
     async def search_events(
         self,
         *,
-        session_ids: list[str] | None = None,
-        run_ids: list[str] | None = None,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
         types: str | list[str] | None = None,
         providers: str | list[str] | None = None,
         since: datetime | None = None,
@@ -363,8 +363,8 @@ class QueryAndMaintenance:
     async def count_events(
         self,
         *,
-        session_ids: list[str] | None = None,
-        run_ids: list[str] | None = None,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
         types: str | list[str] | None = None,
         providers: str | list[str] | None = None,
         since: datetime | None = None,

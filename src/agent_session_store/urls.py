@@ -1,4 +1,4 @@
-"""Opening stores by URL (contract 6).
+"""Opening stores by URL (docs/contract.md section 6).
 
 Backends are imported only when their scheme is used, so ``memory://`` and ``sqlite://``
 work without any extra installed, and a missing extra is reported by name. Each backend
@@ -8,12 +8,18 @@ class parses its own URL in a ``from_url`` classmethod; this module only routes.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from .errors import DependencyNotAvailableError, StoreError, ValidationError, redact
 
+if TYPE_CHECKING:
+    from .base import SessionStoreBase
+    from .composite import CompositeSessionStore
+    from .ports import ArtifactStore
+
 __all__ = [
+    "missing_extra",
     "open_artifact_store",
     "open_session_store",
     "open_store",
@@ -47,9 +53,21 @@ def register_artifact_backend(scheme: str, target: str, extra: str | None = None
     _ARTIFACT_BACKENDS[scheme.lower()] = (target, extra)
 
 
+_EXAMPLES = {
+    "session store": "memory://, sqlite:///relative.db, sqlite:////abs/path.db, "
+    "postgresql://user@host:5432/db?schema=agents, redis://host:6379/0",
+    "artifact store": "memory://, file:///abs/root, s3://bucket/prefix?endpoint_url=...",
+}
+
+
 def _scheme(url: object, kind: str, table: dict[str, tuple[str, str | None]]) -> str:
     if type(url) is not str or not url:
-        raise ValidationError(f"{kind} URL must be a non-empty str, got {type(url).__name__}")
+        got = "an empty string" if url == "" else f"{type(url).__name__} {url!r}"
+        raise ValidationError(
+            f"a {kind} URL is a non-empty str such as {_EXAMPLES.get(kind, 'scheme://...')}; "
+            f"got {redact(got)}",
+            details={"field": "url"},
+        )
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:
@@ -72,22 +90,41 @@ def _load(scheme: str, table: dict[str, tuple[str, str | None]]) -> Any:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, DependencyNotAvailableError) as exc:
         if extra is None:
             raise
-        raise DependencyNotAvailableError(
-            f"the {scheme}:// backend needs the {extra!r} extra: "
-            f"pip install 'agent-session-store[{extra}]' ({exc.name or exc} is missing)",
-            details={"extra": extra, "scheme": scheme},
-        ) from exc
+        raise missing_extra(extra, f"the {scheme}:// backend", exc, scheme=scheme) from exc
     return getattr(module, attr)
 
 
-def open_session_store(url: str, **options: Any) -> Any:
-    """A session store for ``url``, not yet connected: use ``async with`` or ``await .open()``."""
+def missing_extra(
+    extra: str, what: str, exc: ImportError | StoreError, **details: str
+) -> DependencyNotAvailableError:
+    """The error for an optional driver that is not installed, with the command that fixes it
+    both for an installed package and for a checkout of this repository."""
+    missing = (exc.name if isinstance(exc, ImportError) else None) or _EXTRA_DRIVER.get(
+        extra, extra
+    )
+    return DependencyNotAvailableError(
+        f"{what} needs the {extra!r} extra ({missing} is not installed): "
+        f"pip install 'agent-session-store[{extra}]', or from a checkout of the repository "
+        f"pip install -e '.[{extra}]'",
+        details={"extra": extra, "missing": missing, **details},
+    )
+
+
+_EXTRA_DRIVER = {"postgres": "asyncpg", "redis": "redis", "s3": "aiobotocore"}
+
+
+def open_session_store(url: str, **options: Any) -> SessionStoreBase:
+    """A session store for ``url``, not yet connected: use ``async with`` or ``await .open()``.
+
+    Every backend implements the same contract (docs/contract.md); blocking code uses
+    ``agent_session_store.sync.open_session_store`` instead.
+    """
     cls = _load(_scheme(url, "session store", _SESSION_BACKENDS), _SESSION_BACKENDS)
     try:
-        return cls.from_url(url, **options)
+        return cast("SessionStoreBase", cls.from_url(url, **options))
     except StoreError:
         raise
     except (TypeError, ValueError) as exc:
@@ -96,10 +133,11 @@ def open_session_store(url: str, **options: Any) -> Any:
         ) from None
 
 
-def open_artifact_store(url: str, **options: Any) -> Any:
+def open_artifact_store(url: str, **options: Any) -> ArtifactStore:
+    """An artifact store for ``url``, not yet connected (docs/contract.md section 4)."""
     cls = _load(_scheme(url, "artifact store", _ARTIFACT_BACKENDS), _ARTIFACT_BACKENDS)
     try:
-        return cls.from_url(url, **options)
+        return cast("ArtifactStore", cls.from_url(url, **options))
     except StoreError:
         raise
     except (TypeError, ValueError) as exc:
@@ -108,8 +146,9 @@ def open_artifact_store(url: str, **options: Any) -> Any:
         ) from None
 
 
-def open_store(session_url: str, artifact_url: str, **options: Any) -> Any:
-    """One composite handle over a session store and an artifact store (contract 5)."""
+def open_store(session_url: str, artifact_url: str, **options: Any) -> CompositeSessionStore:
+    """One composite handle over a session store and an artifact store (docs/contract.md
+    section 5)."""
     from .composite import CompositeSessionStore
 
     return CompositeSessionStore(

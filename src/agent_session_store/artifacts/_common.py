@@ -14,12 +14,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import InvalidCursorError, StorageError, ValidationError
+from ..errors import AlreadyExistsError, InvalidCursorError, StorageError, ValidationError
 from ..ports import ArtifactData
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "already_exists",
     "check_chunk_size",
+    "check_if_absent",
     "check_key",
     "check_limit",
     "check_no_opts",
@@ -101,6 +103,22 @@ def check_no_opts(operation: str, opts: dict[str, Any], allowed: tuple[str, ...]
         raise ValidationError(
             f"{operation}: unknown option(s) {', '.join(unknown)}", details={"options": unknown}
         )
+
+
+def check_if_absent(if_absent: object) -> bool:
+    if type(if_absent) is not bool:
+        raise ValidationError(
+            f"if_absent must be a bool, got {type(if_absent).__name__}",
+            details={"field": "if_absent"},
+        )
+    return if_absent
+
+
+def already_exists(key: str) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"artifact {key!r} already exists (put with if_absent=True only creates)",
+        details={"key": key},
+    )
 
 
 def closed_error(backend: str, operation: str) -> StorageError:

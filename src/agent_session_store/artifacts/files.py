@@ -14,7 +14,16 @@ Safety: every path is walked one component at a time from a descriptor of the ro
 ``O_NOFOLLOW`` and ``dir_fd``, so no key and no planted symlink reaches outside the root, and
 paths longer than PATH_MAX still work. A put writes a temp file in the target directory,
 fsyncs it, renames it over the old file and fsyncs the directory: readers see the old or
-the new object, and a crash leaves the old one.
+the new object, and a crash leaves the old one. A create-only put (``if_absent=True``)
+links the finished temp file to the target name instead: ``link()`` fails when the name
+exists, so of racing writers exactly one creates it and nothing is ever overwritten.
+Directories a put creates are fsynced into their parents.
+
+A put races a delete that removes the directories it left empty: a directory can vanish
+between the put's walk and its temp file, so the put walks again (bounded by a deadline);
+once the temp file exists its directory is not empty and cannot be removed. Temp files of
+writers that died hold a flock no longer; those older than ``temp_grace`` seconds are
+removed in the background on open and when a delete empties their directory.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
 import stat as stat_mod
 import string
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -35,10 +46,12 @@ from urllib.parse import unquote, urlsplit
 from ..errors import NotFoundError, StorageError, StoreError, ValidationError
 from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
-from ..urls import bool_option, query_options
+from ..urls import bool_option, number_options, query_options
 from ._common import (
+    already_exists,
     check_chunk_size,
     check_data_type,
+    check_if_absent,
     check_key,
     check_limit,
     check_no_opts,
@@ -70,6 +83,7 @@ _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _BATCH = 256 << 10  # async chunks are handed to the writer thread in batches of this size
+_WALK_DEADLINE = 30.0  # seconds a put keeps re-walking directories a delete removes
 
 
 # ---------------------------------------------------------------- key <-> names
@@ -155,19 +169,32 @@ class FileArtifactStore(OpenClose):
 
     backend_name = "file"
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True, create: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        create: bool = True,
+        temp_grace: float = 3600.0,
+    ):
         self.root = Path(root)
         if not self.root.is_absolute():
             raise ValidationError(f"file artifact root must be an absolute path, got {root!s}")
+        if type(temp_grace) not in (int, float) or not temp_grace >= 0:
+            raise ValidationError(f"temp_grace must be a number >= 0, got {temp_grace!r}")
         self.fsync = fsync
         self.create = create
+        self.temp_grace = float(temp_grace)
+        #: The sweep of stale temp files that ``open`` starts in the background (its result
+        #: is the number removed); await it to know it is done.
+        self.open_cleanup: asyncio.Task[int] | None = None
         self._root_fd: int | None = None
         self._closed = False
         self._open_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> FileArtifactStore:
-        """``file:///abs/root[?fsync=false&create=false]``."""
+        """``file:///abs/root[?fsync=false&create=false&temp_grace=3600]``."""
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise ValidationError(
@@ -179,6 +206,7 @@ class FileArtifactStore(OpenClose):
         opts = query_options(url)
         options.setdefault("fsync", bool_option(opts, "fsync", True))
         options.setdefault("create", bool_option(opts, "create", True))
+        number_options(opts, options, {"temp_grace": float})
         if opts:
             raise ValidationError(f"unknown file:// option(s): {', '.join(sorted(opts))}")
         return cls(path, **options)
@@ -200,20 +228,48 @@ class FileArtifactStore(OpenClose):
             async with self._open_lock:
                 if self._root_fd is None:
                     self._root_fd = await self._io("open", self._open_root)
+                    self.open_cleanup = asyncio.create_task(
+                        self.cleanup(older_than=self.temp_grace)
+                    )
         return self
 
     def _open_root(self) -> int:
-        if self.create:
+        if self.create and not self.root.is_dir():
+            missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
             self.root.mkdir(parents=True, exist_ok=True)
+            if self.fsync:
+                for made in missing:  # make each new directory's entry durable
+                    fd = os.open(made.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
         # The root itself may be reached through a symlink the caller chose; only what is
         # below it is walked without following links.
         return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     async def close(self) -> None:
         self._closed = True
+        sweep, self.open_cleanup = self.open_cleanup, None
+        if sweep is not None:
+            # The sweep checks _closed between directories; its descriptor must be released
+            # before the root's is closed (a reused number could be written through).
+            await asyncio.wait([sweep])
+            if not sweep.cancelled():
+                sweep.exception()  # a failed background sweep is not the closer's error
         fd, self._root_fd = self._root_fd, None
         if fd is not None:
             os.close(fd)
+
+    async def cleanup(self, *, older_than: float | None = None) -> int:
+        """Remove temp files of dead writers older than ``older_than`` seconds (default
+        ``temp_grace``); return how many. A live writer's temp file is never removed:
+        writers hold a flock on it, which dies with their process."""
+        grace = self.temp_grace if older_than is None else older_than
+        if type(grace) not in (int, float) or not grace >= 0:
+            raise ValidationError(f"older_than must be a number >= 0, got {grace!r}")
+        root_fd = await self._ready("cleanup")
+        return await self._io_fd("cleanup", _sweep_tree, root_fd, float(grace), self)
 
     async def _ready(self, operation: str) -> int:
         if self._closed:
@@ -264,8 +320,12 @@ class FileArtifactStore(OpenClose):
     # ------------------------------------------------------------ sync helpers (threads)
 
     @staticmethod
-    def _walk(root_fd: int, dirs: list[str], create: bool) -> int | None:
-        """A descriptor of the directory ``dirs`` names, or None when it does not exist."""
+    def _walk(root_fd: int, dirs: list[str], create: bool, fsync: bool = False) -> int | None:
+        """A descriptor of the directory ``dirs`` names, or None when it does not exist.
+
+        With ``create`` it makes the missing ones (fsyncing each into its parent when
+        ``fsync``); FileNotFoundError then means a concurrent delete removed one of them
+        mid-walk, and the caller walks again."""
         fd = os.open(".", _O_DIR, dir_fd=root_fd)
         try:
             for name in dirs:
@@ -275,8 +335,13 @@ class FileArtifactStore(OpenClose):
                     if not create:
                         os.close(fd)
                         return None
-                    with contextlib.suppress(FileExistsError):
+                    try:
                         os.mkdir(name, 0o777, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    else:
+                        if fsync:
+                            os.fsync(fd)
                     nfd = os.open(name, _O_DIR, dir_fd=fd)
                 os.close(fd)
                 fd = nfd
@@ -366,8 +431,11 @@ class FileArtifactStore(OpenClose):
             if self.fsync:
                 os.fsync(pfd)
             # Drop the directories the delete left empty, climbing with ".." (one descriptor
-            # at a time); a put racing into one of them retries.
+            # at a time); a put racing into one of them walks again. Stale temp files and
+            # orphaned sidecars alone do not keep a directory alive.
             for d in reversed(dirs):
+                if not _clear_leftovers(pfd, self.temp_grace):
+                    break
                 up = os.open("..", _O_DIR, dir_fd=pfd)
                 os.close(pfd)
                 pfd = up
@@ -380,16 +448,23 @@ class FileArtifactStore(OpenClose):
 
     # ------------------------------------------------------------ operations
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
         check_key(key)
+        check_if_absent(if_absent)
         check_no_opts("put", opts)
         check_data_type(data)
         root_fd = await self._ready("put")
         if not is_async_chunks(data):
             # One thread hop for the whole put: open, write, fsync, rename.
-            await self._io_fd("put", _put_sync, self, root_fd, key, iter_sync_chunks(data))
+            await self._io_fd(
+                "put", _put_sync, self, root_fd, key, iter_sync_chunks(data), if_absent
+            )
             return
-        writer = await self._io_fd("put", _Writer, self, root_fd, key, undo=_Writer.abort)
+        writer = await self._io_fd(
+            "put", _Writer, self, root_fd, key, if_absent, undo=_Writer.abort
+        )
         try:
             batch: list[memoryview] = []
             size = 0
@@ -604,9 +679,13 @@ def _expand(fd: int, name: str, base: bytes, bodies: list[str]) -> list[bytes]:
 
 
 def _put_sync(
-    store: FileArtifactStore, root_fd: int, key: str, views: Iterator[memoryview]
+    store: FileArtifactStore,
+    root_fd: int,
+    key: str,
+    views: Iterator[memoryview],
+    if_absent: bool,
 ) -> None:
-    writer = _Writer(store, root_fd, key)
+    writer = _Writer(store, root_fd, key, if_absent)
     try:
         for view in views:
             writer.write(view)
@@ -617,34 +696,29 @@ def _put_sync(
 
 
 class _Writer:
-    """One put: a temp file beside the target, fsynced and renamed over it on commit.
+    """One put: a temp file beside the target, fsynced and renamed over it on commit (or,
+    create-only, linked to the target name, which fails if the name exists).
 
     The SHA-256 is not computed here: hashing costs about as much as writing, so ``stat``
     computes it on first use and caches it in a sidecar tagged with the file version."""
 
-    def __init__(self, store: FileArtifactStore, root_fd: int, key: str) -> None:
+    def __init__(
+        self, store: FileArtifactStore, root_fd: int, key: str, if_absent: bool = False
+    ) -> None:
         self.store = store
+        self.key = key
+        self.if_absent = if_absent
         self.dirs, self.name = key_to_segments(key)
-        self.pfd = -1
-        self.fd = -1
         self.tmp = _TMP + secrets.token_hex(8)
-        # A concurrent delete may remove an empty directory between our walk and the temp
-        # file's creation; once the temp file exists the directory cannot be removed.
-        for attempt in range(20):
-            pfd = FileArtifactStore._walk(root_fd, self.dirs, create=True)
-            assert pfd is not None
+        self.pfd, self.fd = _create_temp(root_fd, self.dirs, self.tmp, store.fsync)
+        if if_absent:
             try:
-                self.fd = os.open(self.tmp, _O_TEMP, 0o666, dir_fd=pfd)
+                os.stat(self.name, dir_fd=self.pfd, follow_symlinks=False)
             except FileNotFoundError:
-                os.close(pfd)
-                if attempt == 19:
-                    raise
-                continue
-            except BaseException:
-                os.close(pfd)
-                raise
-            self.pfd = pfd
-            break
+                pass  # early check only: the link at commit is what decides
+            else:
+                self.abort()
+                raise already_exists(key)
 
     def write(self, view: memoryview) -> None:
         while view:
@@ -660,7 +734,21 @@ class _Writer:
             os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
-        os.rename(self.tmp, self.name, src_dir_fd=self.pfd, dst_dir_fd=self.pfd)
+        if self.if_absent:
+            try:
+                os.link(
+                    self.tmp,
+                    self.name,
+                    src_dir_fd=self.pfd,
+                    dst_dir_fd=self.pfd,
+                    follow_symlinks=False,
+                )
+            except FileExistsError:
+                self.abort()
+                raise already_exists(self.key) from None
+            os.unlink(self.tmp, dir_fd=self.pfd)
+        else:
+            os.rename(self.tmp, self.name, src_dir_fd=self.pfd, dst_dir_fd=self.pfd)
         self.tmp = ""
         if self.store.fsync:
             os.fsync(self.pfd)
@@ -677,3 +765,126 @@ class _Writer:
                     os.unlink(self.tmp, dir_fd=self.pfd)
             os.close(self.pfd)
             self.pfd = -1
+
+
+def _create_temp(root_fd: int, dirs: list[str], tmp: str, fsync: bool) -> tuple[int, int]:
+    """(directory descriptor, temp file descriptor), the temp file created and flocked.
+
+    A concurrent delete may remove a directory mid-walk or between the walk and the temp
+    file's creation (both ENOENT): walk again until the temp file exists, bounded by a
+    deadline. Once it exists its directory is not empty, so no delete can remove it."""
+    deadline = time.monotonic() + _WALK_DEADLINE
+    while True:
+        pfd = -1
+        try:
+            walked = FileArtifactStore._walk(root_fd, dirs, create=True, fsync=fsync)
+            assert walked is not None
+            pfd = walked
+            fd = os.open(tmp, _O_TEMP, 0o666, dir_fd=pfd)
+        except FileNotFoundError:
+            if pfd >= 0:
+                os.close(pfd)
+            if time.monotonic() >= deadline:
+                raise
+            continue
+        except BaseException:
+            if pfd >= 0:
+                os.close(pfd)
+            raise
+        # Held until the put ends: the sweeper removes only temp files nobody holds.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return pfd, fd
+
+
+def _remove_if_stale(dfd: int, name: str, cutoff_ns: int) -> bool:
+    """Unlink temp file ``name`` if it is older than the cutoff and no live writer holds
+    its flock. Temp names are random and never reused, so the name still means the file
+    just checked."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime_ns > cutoff_ns:
+            return False
+        fd = os.open(name, _O_READ, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live writer holds it
+        os.unlink(name, dir_fd=dfd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _clear_leftovers(dfd: int, grace: float) -> bool:
+    """Whether the directory holds nothing but store leftovers, after removing its stale
+    temp files and orphaned sidecars (so that it can be removed). Stops reading at the
+    first entry that keeps the directory alive."""
+    cutoff = time.time_ns() - int(grace * 1e9)
+    leftovers: list[str] = []
+    with os.scandir(dfd) as it:
+        for entry in it:
+            if entry.name.startswith(_TMP):
+                leftovers.append(entry.name)
+            elif not entry.name.startswith(_META):
+                return False  # an object or a subdirectory (or not ours): keep it
+            # with no object left here, every sidecar is an orphan
+    alive = False
+    for name in leftovers:
+        if not _remove_if_stale(dfd, name, cutoff):
+            alive = True
+    if alive:
+        return False
+    with os.scandir(dfd) as it:
+        sidecars = [e.name for e in it if e.name.startswith(_META)]
+    for name in sidecars:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dfd)
+    return True
+
+
+def _sweep_tree(root_fd: int, grace: float, store: FileArtifactStore) -> int:
+    """Remove stale temp files everywhere under the root; return how many.
+
+    Iterative, holding one descriptor of its own at a time (it climbs back with ``..``), so
+    deep trees cost neither recursion nor descriptors; stops early when the store closes."""
+    cutoff = time.time_ns() - int(grace * 1e9)
+    removed = 0
+    cur = os.open(".", _O_DIR, dir_fd=root_fd)
+    try:
+        levels: list[tuple[list[str], int]] = []
+        while True:
+            subdirs: list[str] = []
+            with os.scandir(cur) as it:
+                for entry in it:
+                    if entry.name.startswith(_TMP):
+                        removed += _remove_if_stale(cur, entry.name, cutoff)
+                    elif not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                        subdirs.append(entry.name)
+            levels.append((subdirs, 0))
+            while levels:
+                if store._closed:
+                    return removed
+                names, i = levels[-1]
+                if i < len(names):
+                    levels[-1] = (names, i + 1)
+                    try:
+                        sub = os.open(names[i], _O_DIR, dir_fd=cur)
+                    except OSError:
+                        continue  # removed meanwhile
+                    os.close(cur)
+                    cur = sub
+                    break
+                levels.pop()
+                if levels:
+                    up = os.open("..", _O_DIR, dir_fd=cur)
+                    os.close(cur)
+                    cur = up
+            else:
+                return removed
+    finally:
+        os.close(cur)

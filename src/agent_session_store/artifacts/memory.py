@@ -17,8 +17,10 @@ from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
 from ..urls import query_options
 from ._common import (
+    already_exists,
     check_chunk_size,
     check_data_type,
+    check_if_absent,
     check_key,
     check_limit,
     check_no_opts,
@@ -81,11 +83,16 @@ class InMemoryArtifactStore(OpenClose):
             raise NotFoundError(f"no artifact with key {key!r}", details={"key": key})
         return obj
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
         check_key(key)
+        check_if_absent(if_absent)
         check_no_opts("put", opts)
         check_data_type(data)
         self._check_open("put")
+        if if_absent and key in self._objects:
+            raise already_exists(key)  # early: the data need not be read
         digest = hashlib.sha256()
         parts: list[bytes] = []
         if is_async_chunks(data):
@@ -98,7 +105,11 @@ class InMemoryArtifactStore(OpenClose):
                 parts.append(bytes(view))
         self._check_open("put")
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
-        if key not in self._objects:
+        # No await from this check to the assignment: nothing can run in between.
+        if key in self._objects:
+            if if_absent:
+                raise already_exists(key)
+        else:
             insort(self._keys, key)
         self._objects[key] = _Object(blob, digest.hexdigest())
 

@@ -12,6 +12,14 @@ spooled to an anonymous temp file while it is hashed, so memory stays at a few p
 large the object. A get is one request up to ``multipart_threshold``; beyond it the rest is
 fetched as parallel ranges, each pinned with If-Match to the first
 response's ETag, so a concurrent overwrite restarts the read instead of mixing versions.
+``get_stream`` reads ranges of ``part_size`` the same way, one ahead of the caller, each read
+whole before it is handed over: an open stream holds no pooled connection between chunks,
+so open streams can never starve the pool and hang every other call.
+
+A create-only put (``if_absent=True``) sends ``If-None-Match: *`` with the PutObject or the
+CompleteMultipartUpload that makes the object visible: S3 decides, atomically, and answers
+412 to every writer but the first (409 ConditionalRequestConflict, "a conflicting operation
+is in flight", is retried). Uploads carry CRC32 checksums that S3 verifies.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
 
@@ -50,8 +59,10 @@ from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
 from ..urls import number_options, query_options
 from ._common import (
+    already_exists,
     check_chunk_size,
     check_data_type,
+    check_if_absent,
     check_key,
     check_limit,
     check_no_opts,
@@ -66,6 +77,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 __all__ = ["S3ArtifactStore"]
 
@@ -73,6 +85,9 @@ _MiB = 1 << 20
 _MIN_PART = 5 * _MiB  # S3's floor for every part but the last
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _SHA_META = "sha256"
+_PRECONDITION = frozenset({"PreconditionFailed", "412"})
+_CONFLICT = "ConditionalRequestConflict"
+_CONFLICT_DEADLINE = 30.0  # seconds a create-only put retries S3's 409 conflicts
 _INT_OPTIONS = (
     "part_size",
     "multipart_threshold",
@@ -163,9 +178,10 @@ class S3ArtifactStore(OpenClose):
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
-            # Integrity is covered by our own SHA-256; skip botocore's extra CRC pass.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            # CRC32 on every upload (S3 rejects a body damaged in transit) and checked on
+            # every download S3 returns a checksum for (whole-object GETs).
+            request_checksum_calculation="when_supported",
+            response_checksum_validation="when_supported",
         )
         self._client: S3Client | None = None
         self._client_cm: Any = None
@@ -298,11 +314,16 @@ class S3ArtifactStore(OpenClose):
 
     # ------------------------------------------------------------ put
 
-    async def put(self, key: str, data: ArtifactData, **opts: Any) -> None:
+    async def put(
+        self, key: str, data: ArtifactData, *, if_absent: bool = False, **opts: Any
+    ) -> None:
         check_key(key)
+        check_if_absent(if_absent)
         check_no_opts("put", opts, ("content_type",))
         check_data_type(data)
         extra: dict[str, Any] = {}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
         if "content_type" in opts:
             if type(opts["content_type"]) is not str:
                 raise ValidationError("content_type must be a str")
@@ -328,13 +349,39 @@ class S3ArtifactStore(OpenClose):
     async def _put_single(
         self, key: str, name: str, blob: bytes, sha: str, extra: dict[str, Any]
     ) -> None:
-        await self._call(
-            "put",
-            key,
-            lambda c: c.put_object(
-                Bucket=self.bucket, Key=name, Body=blob, Metadata={_SHA_META: sha}, **extra
-            ),
-        )
+        async def once() -> None:
+            await self._call(
+                "put",
+                key,
+                lambda c: c.put_object(
+                    Bucket=self.bucket, Key=name, Body=blob, Metadata={_SHA_META: sha}, **extra
+                ),
+            )
+
+        await self._create_only(key, extra, once)
+
+    async def _create_only(
+        self, key: str, extra: dict[str, Any], once: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run one write; for a create-only write, 412 is ``already_exists`` and S3's 409
+        ("a conflicting write is in flight, retry") is retried until a deadline."""
+        if "IfNoneMatch" not in extra:
+            await once()
+            return
+        deadline = time.monotonic() + _CONFLICT_DEADLINE
+        delay = 0.05
+        while True:
+            try:
+                await once()
+                return
+            except StorageError as err:
+                code = err.details.get("s3_code")
+                if code in _PRECONDITION:
+                    raise already_exists(key) from None
+                if code != _CONFLICT or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     async def _put_chunks(
         self, key: str, name: str, data: ArtifactData, extra: dict[str, Any]
@@ -388,18 +435,48 @@ class S3ArtifactStore(OpenClose):
         extra: dict[str, Any],
     ) -> None:
         """Invisible until completed; aborted on any failure, so the old object stays."""
+        if "IfNoneMatch" in extra and await self._exists_name(key, name):
+            raise already_exists(key)  # early, to spare the upload; the completion decides
+
+        async def once() -> None:
+            await self._multipart_once(key, name, size, read, sha, extra)
+
+        await self._create_only(key, extra, once)
+
+    async def _exists_name(self, key: str, name: str) -> bool:
+        try:
+            await self._call("put", key, lambda c: c.head_object(Bucket=self.bucket, Key=name))
+        except NotFoundError:
+            return False
+        return True
+
+    async def _multipart_once(
+        self,
+        key: str,
+        name: str,
+        size: int,
+        read: Callable[[int, int], Awaitable[bytes]],
+        sha: str,
+        extra: dict[str, Any],
+    ) -> None:
+        condition = {k: v for k, v in extra.items() if k == "IfNoneMatch"}
+        headers = {k: v for k, v in extra.items() if k != "IfNoneMatch"}
         created = await self._call(
             "put",
             key,
             lambda c: c.create_multipart_upload(
-                Bucket=self.bucket, Key=name, Metadata={_SHA_META: sha}, **extra
+                Bucket=self.bucket,
+                Key=name,
+                Metadata={_SHA_META: sha},
+                ChecksumAlgorithm="CRC32",
+                **headers,
             ),
         )
         upload_id = created["UploadId"]
         limit = asyncio.Semaphore(self.concurrency)
         part_size = self.part_size
         count = (size + part_size - 1) // part_size
-        etags: list[str] = [""] * count
+        parts: list[CompletedPartTypeDef] = [{}] * count
 
         async def upload(index: int) -> None:
             async with limit:
@@ -414,9 +491,14 @@ class S3ArtifactStore(OpenClose):
                         UploadId=upload_id,
                         PartNumber=index + 1,
                         Body=body,
+                        ChecksumAlgorithm="CRC32",
                     ),
                 )
-                etags[index] = done["ETag"]
+                parts[index] = {
+                    "PartNumber": index + 1,
+                    "ETag": done["ETag"],
+                    "ChecksumCRC32": done["ChecksumCRC32"],
+                }
 
         try:
             # Each part is read inside the semaphore: at most `concurrency` are in memory.
@@ -430,9 +512,8 @@ class S3ArtifactStore(OpenClose):
                     Bucket=self.bucket,
                     Key=name,
                     UploadId=upload_id,
-                    MultipartUpload={
-                        "Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]
-                    },
+                    MultipartUpload={"Parts": parts},
+                    **condition,
                 ),
             )
         except BaseException as exc:
@@ -450,6 +531,49 @@ class S3ArtifactStore(OpenClose):
         if client is not None:
             await client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
 
+    # ------------------------------------------------------------ cleanup
+
+    async def cleanup(self, *, older_than: float = 86400.0) -> int:
+        """Abort the multipart uploads under this prefix started more than ``older_than``
+        seconds ago; return how many. Uploads of killed clients are invisible but stored
+        (and billed) until aborted; a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+        does the same server-side. An upload still running when it is aborted fails."""
+        if type(older_than) not in (int, float) or not older_than >= 0:
+            raise ValidationError(f"older_than must be a number >= 0, got {older_than!r}")
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            page = await self._call(
+                "cleanup",
+                None,
+                lambda c, m=markers: c.list_multipart_uploads(  # type: ignore[misc]
+                    Bucket=self.bucket, Prefix=self.prefix, **m
+                ),
+            )
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"] > cutoff:
+                    continue
+                try:
+                    await self._call(
+                        "cleanup",
+                        None,
+                        lambda c, u=upload: c.abort_multipart_upload(  # type: ignore[misc]
+                            Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                        ),
+                    )
+                except StorageError as err:
+                    if err.details.get("s3_code") != "NoSuchUpload":
+                        raise
+                    continue  # completed or aborted meanwhile
+                aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            markers = {
+                "KeyMarker": page.get("NextKeyMarker", ""),
+                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+            }
+
     # ------------------------------------------------------------ reads
 
     async def get(self, key: str, **opts: Any) -> bytes:
@@ -457,29 +581,11 @@ class S3ArtifactStore(OpenClose):
         check_no_opts("get", opts)
         name = self.prefix + key
         for _attempt in range(5):
-            try:
-                first = await self._call(
-                    "get",
-                    key,
-                    lambda c: c.get_object(
-                        Bucket=self.bucket,
-                        Key=name,
-                        Range=f"bytes=0-{self.multipart_threshold - 1}",
-                    ),
-                )
-            except StorageError as err:
-                if err.details.get("s3_code") != "InvalidRange":
-                    raise
-                # An empty object has no byte 0 to range over.
-                first = await self._call(
-                    "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
-                )
-            head = await self._read_body(first, key)
-            total = _total_size(first.get("ContentRange"), len(head))
+            head, etag, total = await self._first_range(key, name, self.multipart_threshold)
             if total <= len(head):
                 return head
             try:
-                return head + await self._get_rest(key, name, first["ETag"], len(head), total)
+                return head + await self._get_rest(key, name, etag, len(head), total)
             except _Changed:
                 continue  # overwritten between ranges: read the new version from the start
         raise StorageError(
@@ -516,21 +622,7 @@ class S3ArtifactStore(OpenClose):
 
         async def fetch(i: int, lo: int, hi: int) -> None:
             async with limit:
-                try:
-                    response = await self._call(
-                        "get",
-                        key,
-                        lambda c: c.get_object(
-                            Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
-                        ),
-                    )
-                except StoreError as err:
-                    if err.details.get("s3_code") in ("PreconditionFailed", "412"):
-                        raise _Changed from None
-                    if isinstance(err, NotFoundError):
-                        raise _Changed from None
-                    raise
-                parts[i] = await self._read_body(response, key)
+                parts[i] = await self._range(key, name, etag, lo, hi)
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -542,24 +634,74 @@ class S3ArtifactStore(OpenClose):
         return b"".join(parts)
 
     async def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Ranges of ``part_size`` (at least ``chunk_size``), each read whole before its
+        chunks are yielded and the next fetched one ahead: a stream the caller leaves open
+        holds memory, never a pooled connection. An overwrite mid-stream is an error
+        rather than a mix of two versions."""
         check_key(key)
         check_chunk_size(chunk_size)
         name = self.prefix + key
-        response = await self._call(
-            "get_stream", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
-        )
-        body = response["Body"]
+        step = max(self.part_size, chunk_size)
+        head, etag, total = await self._first_range(key, name, step)
+        pending: asyncio.Task[bytes] | None = None
         try:
+            start = len(head)
+            block = head
             while True:
-                try:
-                    block: bytes = await body.read(chunk_size)
-                except Exception as exc:
-                    raise self._wrap(exc, "get_stream", key) from exc
-                if not block:
+                if start < total:
+                    lo, hi = start, min(start + step, total) - 1
+                    pending = asyncio.ensure_future(self._range(key, name, etag, lo, hi))
+                    start = hi + 1
+                for at in range(0, len(block), chunk_size):
+                    yield block[at : at + chunk_size]
+                if pending is None:
                     return
-                yield block
+                try:
+                    block = await pending
+                except _Changed:
+                    raise StorageError(
+                        f"s3 get_stream of {key!r}: the object was replaced while being read",
+                        details={"operation": "get_stream", "key": key},
+                    ) from None
+                pending = None
         finally:
-            body.close()
+            if pending is not None:
+                pending.cancel()
+                await asyncio.wait([pending])
+
+    async def _first_range(self, key: str, name: str, size: int) -> tuple[bytes, str, int]:
+        """(the first ``size`` bytes, the ETag, the total size); an empty object has no
+        byte 0 to range over, so that one is fetched whole."""
+        try:
+            first = await self._call(
+                "get",
+                key,
+                lambda c: c.get_object(Bucket=self.bucket, Key=name, Range=f"bytes=0-{size - 1}"),
+            )
+        except StorageError as err:
+            if err.details.get("s3_code") != "InvalidRange":
+                raise
+            first = await self._call(
+                "get", key, lambda c: c.get_object(Bucket=self.bucket, Key=name)
+            )
+        head = await self._read_body(first, key)
+        return head, first["ETag"], _total_size(first.get("ContentRange"), len(head))
+
+    async def _range(self, key: str, name: str, etag: str, lo: int, hi: int) -> bytes:
+        """Bytes lo..hi of exactly the version ``etag``; ``_Changed`` if it was replaced."""
+        try:
+            response = await self._call(
+                "get",
+                key,
+                lambda c: c.get_object(
+                    Bucket=self.bucket, Key=name, Range=f"bytes={lo}-{hi}", IfMatch=etag
+                ),
+            )
+        except StoreError as err:
+            if isinstance(err, NotFoundError) or err.details.get("s3_code") in _PRECONDITION:
+                raise _Changed from None
+            raise
+        return await self._read_body(response, key)
 
     async def delete(self, key: str, **opts: Any) -> None:
         check_key(key)
@@ -631,10 +773,12 @@ class S3ArtifactStore(OpenClose):
 
 
 def _xml_safe(start_after: str) -> str:
-    """StartAfter cut before the first character XML 1.0 cannot carry (some servers echo it
-    in the XML response and fail on those); the keys it lets through again are dropped."""
+    """StartAfter cut before the first character XML 1.0 cannot carry: controls other than
+    tab/LF/CR and the noncharacters U+FFFE and U+FFFF (servers echo StartAfter in the XML
+    response and fail on those). The keys the shorter StartAfter lets through again are
+    dropped by the caller."""
     for i, ch in enumerate(start_after):
-        if ch < " " and ch not in "\t\n\r":
+        if (ch < " " and ch not in "\t\n\r") or ch in "\ufffe\uffff":
             return start_after[:i]
     return start_after
 

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.synchronize import Barrier
 from typing import Any, ClassVar
 
 import pytest
@@ -26,8 +27,9 @@ import pytest
 from ..errors import StoreError
 from ..ports import ArtifactStore
 from ..urls import open_artifact_store
+from .workers import run_processes
 
-__all__ = ["FAITHFUL_KEYS", "ArtifactStoreContract"]
+__all__ = ["FAITHFUL_KEYS", "ArtifactStoreContract", "put_if_absent_racer"]
 
 #: Keys that are valid and must come back exactly as given (contract 4).
 FAITHFUL_KEYS = [
@@ -53,6 +55,10 @@ FAITHFUL_KEYS = [
     "cr\rcontrol\x01del\x7f",
     "x" * 300,  # one component longer than a file name may be
     "é" * 512,  # exactly 1024 UTF-8 bytes
+    "nonchar\ufffe",  # not allowed in XML 1.0: S3 listings must still get past them
+    "nonchar\uffff",
+    "nonchar\uffff/after",
+    "\U0010ffff",  # the last code point
 ]
 
 
@@ -91,7 +97,141 @@ def blob(n: int, seed: int = 0) -> bytes:
     return bytes(out[:n])
 
 
-class ArtifactStoreContract:
+#: How many keys each multi-process race contends for, and how many processes race.
+RACE_KEYS = 12
+RACE_PROCESSES = 4
+
+
+async def put_if_absent_racer(
+    barrier: Barrier, url: str, prefix: str, keys: int, tag: int
+) -> list[bool]:
+    """In a child process: race the other children to create each key; True where won."""
+    won: list[bool] = []
+    async with open_artifact_store(url) as store:
+        await store.exists(f"{prefix}warm-up")  # connect before the race starts
+        for i in range(keys):
+            barrier.wait(timeout=60)
+            try:
+                await store.put(f"{prefix}{i}", race_value(tag, i), if_absent=True)
+                won.append(True)
+            except StoreError as err:
+                if err.code != "already_exists":
+                    raise
+                won.append(False)
+    return won
+
+
+def race_value(tag: int, i: int) -> bytes:
+    """Big enough that a write takes a while, distinct per writer."""
+    return f"writer {tag} key {i};".encode() + blob(200_000, seed=tag * 1000 + i)
+
+
+class CreateOnlyContract:
+    """``put(key, data, if_absent=True)``: create, never overwrite (mixed into the suite)."""
+
+    durable: ClassVar[bool]
+
+    async def test_put_if_absent_creates_only(self, artifact_store: ArtifactStore) -> None:
+        s = artifact_store
+        await s.put("once", b"first", if_absent=True)
+        before = await s.stat("once")
+        for data in (b"second", [b"chunk", b"s"], blob(300_000)):
+            err = await raises("already_exists", s.put("once", data, if_absent=True))
+            assert "once" in err.message and err.details.get("key") == "once"
+        assert await s.get("once") == b"first"
+        assert await s.stat("once") == before
+        assert await all_keys(s) == ["once"]
+        await s.put("once", b"plain puts still overwrite", if_absent=False)
+        assert await s.get("once") == b"plain puts still overwrite"
+        await s.delete("once")
+        await s.put("once", b"created again", if_absent=True)
+        assert await s.get("once") == b"created again"
+
+    async def test_put_if_absent_from_chunks(self, artifact_store: ArtifactStore) -> None:
+        s = artifact_store
+
+        async def agen() -> AsyncIterator[bytes]:
+            for part in (b"as", b"ync"):
+                await asyncio.sleep(0)
+                yield part
+
+        await s.put("dir/a", agen(), if_absent=True)
+        await s.put("dir/s", iter([b"sy", b"nc"]), if_absent=True)
+        await s.put("dir/e", b"", if_absent=True)
+        assert [await s.get(k) for k in ("dir/a", "dir/s", "dir/e")] == [b"async", b"sync", b""]
+        await raises("already_exists", s.put("dir/e", agen(), if_absent=True))
+        assert await s.get("dir/e") == b""
+
+    async def test_put_if_absent_bad_flag(self, artifact_store: ArtifactStore) -> None:
+        for flag in (1, "yes", None):
+            await raises(
+                "validation_error",
+                artifact_store.put("k", b"x", if_absent=flag),  # type: ignore[arg-type]
+            )
+        assert not await artifact_store.exists("k")
+
+    async def test_key_created_during_create_only_put_wins(
+        self, artifact_store: ArtifactStore
+    ) -> None:
+        """The create-only put is decided when it completes, not when it starts."""
+        s = artifact_store
+        halfway = asyncio.Event()
+        resume = asyncio.Event()
+
+        async def slow() -> AsyncIterator[bytes]:
+            yield b"create-only;"
+            halfway.set()
+            await resume.wait()
+            yield blob(100_000)
+
+        writer = asyncio.create_task(s.put("contested", slow(), if_absent=True))
+        await halfway.wait()
+        await s.put("contested", b"got there first")
+        resume.set()
+        await raises("already_exists", writer)
+        assert await s.get("contested") == b"got there first"
+        assert await all_keys(s) == ["contested"]
+
+    async def test_put_if_absent_concurrent_tasks(self, artifact_store: ArtifactStore) -> None:
+        s = artifact_store
+        for round_ in range(3):
+            key = f"race/{round_}"
+            values = [race_value(tag, round_) for tag in range(8)]
+            results = await asyncio.gather(
+                *(s.put(key, [v[:1000], v[1000:]], if_absent=True) for v in values),
+                return_exceptions=True,
+            )
+            winners = [i for i, r in enumerate(results) if r is None]
+            assert len(winners) == 1, results
+            for r in results:
+                assert r is None or (isinstance(r, StoreError) and r.code == "already_exists")
+            assert await s.get(key) == values[winners[0]]
+
+    def test_put_if_absent_race_across_processes(self, artifact_url: str) -> None:
+        """Separate OS processes, each with its own store object: exactly one creates."""
+        if not self.durable:
+            pytest.skip("a second store object on this URL does not share the data")
+        prefix = "xproc/"
+        results = run_processes(
+            put_if_absent_racer,
+            [(artifact_url, prefix, RACE_KEYS, tag) for tag in range(RACE_PROCESSES)],
+        )
+        winners = [
+            [tag for tag in range(RACE_PROCESSES) if results[tag][i]] for i in range(RACE_KEYS)
+        ]
+        assert all(len(w) == 1 for w in winners), winners
+
+        async def check() -> None:
+            async with open_artifact_store(artifact_url) as store:
+                for i, w in enumerate(winners):
+                    assert await store.get(f"{prefix}{i}") == race_value(w[0], i)
+                keys = await all_keys(store, prefix)
+                assert keys == sorted(f"{prefix}{i}" for i in range(RACE_KEYS))
+
+        asyncio.run(check())
+
+
+class ArtifactStoreContract(CreateOnlyContract):
     """Every rule of contract 4 that a store object can show."""
 
     durable: ClassVar[bool] = True

@@ -87,7 +87,7 @@ async def append_one_by_one(
                     data={"writer": tag, "i": i},
                 )
             )
-            out.append((ev.id, ev.sequence_number))
+            out.append((ev.id, ev.sequence_number or 0))
         return out
 
 
@@ -109,7 +109,7 @@ async def append_in_batches(
                 for i in range(size)
             ]
             stored = await store.append_events(events)
-            out.append([(e.id, e.sequence_number) for e in stored])
+            out.append([(e.id, e.sequence_number or 0) for e in stored])
         return out
 
 
@@ -130,7 +130,7 @@ async def append_shared_ids(
                     data={"writer": tag},
                 )
             )
-            out.append((ev.id, ev.sequence_number, ev.data["writer"]))
+            out.append((ev.id, ev.sequence_number or 0, ev.data["writer"]))
         return out
 
 

@@ -3,27 +3,27 @@
 URL: ``postgresql://user:pass@host:5432/db?schema=agents&auto_migrate=true`` (``postgres://``
 works too). Store options in the query string: ``schema`` (default ``agent_session_store``),
 ``auto_migrate``, ``min_size``/``max_size`` (pool), ``connect_timeout``/``command_timeout``
-(seconds), ``max_event_bytes``. Any other query option goes to the driver (``sslmode``...).
+(seconds), ``max_event_bytes``; the driver's own (``sslmode``...) pass through; anything
+else is a ``validation_error`` listing the valid ones.
 
-How the guarantees of contract 3 are met:
+How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
 
 * Every write is one server-side function call, so one round trip and one implicit
   transaction whatever the batch size (arrays, not one bind parameter per value).
-* Sequences: a per-session counter row is locked first (``INSERT ... ON CONFLICT DO UPDATE``,
-  sessions in sorted order so batches never deadlock), then the event ids are checked and the
-  new ones inserted and numbered, then the counter moves by exactly what was inserted. A
-  rolled-back transaction rolls its counter back too, so nothing is ever consumed by a failure.
-* Idempotency: a unique index on the event id. Appends of one id into one session are
-  serialized by the counter lock, so the later one sees the stored event. Into two different
-  sessions, ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one
-  committed, the rows just inserted are deleted again and the step re-runs with a fresh
-  snapshot inside the same transaction: no gap, no error for the caller.
+* Every writing function locks the counter rows of the sessions it touches first (sorted),
+  then sessions, runs, events: one global order, so no deadlock and no race that ends in a
+  state no serial order gives. The counter numbers the new events and moves by exactly what
+  was inserted; a rolled-back transaction rolls it back too, so a failure consumes nothing.
+* Idempotency: a unique index on the event id; the ids found stored are key-share locked, so
+  they are still there when the call answers. Into two different sessions at once,
+  ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one committed,
+  the attempt is undone and re-numbered inside the same transaction.
+* Conditional appends are checked in the function, under the counter lock.
 * Long-poll: each append sends ``NOTIFY`` (payload: the session id) in its own transaction,
   so it is delivered exactly when the events become visible. Each store keeps one dedicated
   listening connection; ``_watch_start`` returns only once ``LISTEN`` is active, and after a
   reconnect every waiter is woken to re-query, so no wake-up is lost.
-* Failures: driver errors become ``StoreError``s (connection problems are
-  ``storage_connection_failed``); the pool reconnects by itself once the server is back.
+* Failures: classified in ``faults.py``; the pool reconnects by itself once the server is back.
 """
 
 from __future__ import annotations
@@ -36,32 +36,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-try:
-    import asyncpg
-    from asyncpg.exceptions import PostgresError
-except ImportError as _missing:  # pragma: no cover - exercised only without the extra
-    from .errors import DependencyNotAvailableError
+import asyncpg
+from asyncpg.exceptions import PostgresError
 
-    raise DependencyNotAvailableError(
-        "the postgresql:// backend needs the 'postgres' extra: "
-        "pip install 'agent-session-store[postgres]'",
-        details={"extra": "postgres"},
-    ) from _missing
+from ..base import EventQuery, NumberedRow, SessionStoreBase
+from ..codec import EncodedEvent, decode_event, decode_run, decode_session
+from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
+from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
+from ..urls import bool_option, number_options, query_options
+from . import faults
+from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
 
-from .base import EventQuery, SessionStoreBase
-from .codec import EncodedEvent, decode_event, decode_run, decode_session
-from .errors import (
-    MigrationRequiredError,
-    StorageConnectionFailedError,
-    StorageError,
-    StoreError,
-    ValidationError,
-    redact,
-)
-from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros
-from .urls import bool_option, number_options, query_options
-
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "PostgresSessionStore"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresSessionStore"]
 
 log = logging.getLogger("agent_session_store.postgres")
 
@@ -72,225 +58,54 @@ _EVENT_COLUMNS = (
     "id, session_id, type, run_id, ts_us, data, metadata, schema_version, provider, "
     "correlation_id, seq"
 )  # EncodedEvent's order, then the sequence number: what decode_event expects
+_STORE_OPTIONS = (
+    "schema",
+    "auto_migrate",
+    "min_size",
+    "max_size",
+    "connect_timeout",
+    "command_timeout",
+    "max_event_bytes",
+)
+# what asyncpg takes from a DSN's query string; anything else it would send to the server
+_DRIVER_OPTIONS = (
+    "application_name",
+    "database",
+    "dbname",
+    "gsslib",
+    "host",
+    "krbsrvname",
+    "passfile",
+    "password",
+    "port",
+    "service",
+    "ssl_max_protocol_version",
+    "ssl_min_protocol_version",
+    "sslcert",
+    "sslcrl",
+    "sslkey",
+    "sslmode",
+    "sslnegotiation",
+    "sslpassword",
+    "sslrootcert",
+    "target_session_attrs",
+    "user",
+)
 _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
-_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
-_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})  # + class 08
 
 
-# ---------------------------------------------------------------------------- schema
-
-# Forward-only: a released migration is never edited; a change is a new entry at the end.
-# ``{s}`` is the quoted schema name, ``{channel}`` the NOTIFY channel as an SQL literal.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "sessions, runs, events, counters and the append functions",
-        """
-CREATE TABLE {s}.sessions (
-    id text COLLATE "C" PRIMARY KEY,
-    agent_id text COLLATE "C" NOT NULL,
-    status text NOT NULL,
-    created_us bigint NOT NULL,
-    doc text NOT NULL
-);
-CREATE INDEX sessions_order ON {s}.sessions (created_us, id);
-CREATE INDEX sessions_status ON {s}.sessions (status, created_us, id);
-CREATE INDEX sessions_agent ON {s}.sessions (agent_id, created_us, id);
-CREATE INDEX sessions_agent_status ON {s}.sessions (agent_id, status, created_us, id);
-
-CREATE TABLE {s}.runs (
-    id text COLLATE "C" PRIMARY KEY,
-    session_id text COLLATE "C" NOT NULL,
-    status text NOT NULL,
-    started_us bigint NOT NULL,
-    doc text NOT NULL
-);
-CREATE INDEX runs_session ON {s}.runs (session_id, started_us, id);
-CREATE INDEX runs_session_status ON {s}.runs (session_id, status, started_us, id);
-
-CREATE TABLE {s}.events (
-    session_id text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL,
-    id text COLLATE "C" NOT NULL,
-    type text NOT NULL,
-    run_id text COLLATE "C",
-    ts_us bigint NOT NULL,
-    data text NOT NULL,
-    metadata text NOT NULL,
-    schema_version integer NOT NULL,
-    provider text,
-    correlation_id text,
-    PRIMARY KEY (session_id, seq)
-);
-CREATE UNIQUE INDEX events_id ON {s}.events (id);
-CREATE INDEX events_run ON {s}.events (session_id, run_id, seq);
-CREATE INDEX events_type ON {s}.events (session_id, type, seq);
-
--- The highest sequence ever assigned per session; its row lock serializes a session's appends.
-CREATE TABLE {s}.counters (
-    session_id text COLLATE "C" PRIMARY KEY,
-    last_seq bigint NOT NULL
-);
-
-CREATE FUNCTION {s}.append_events(
-    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
-    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
-) RETURNS TABLE (
-    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
-    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
-) LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
--- Every step is an index probe per row, never a join whose plan hangs on a row estimate:
--- PL/pgSQL switches to a generic plan after five calls, and that plan thinks each array
--- holds ten elements, whatever the batch size.
-DECLARE
-    v_expected bigint;
-    v_sessions text[];
-    v_seqs bigint[];
-BEGIN
-    IF coalesce(cardinality(p_id), 0) = 0 THEN
-        RETURN;
-    END IF;
-    -- Lock every touched counter first, in one order for everybody (no deadlocks). Each
-    -- statement below then runs with a snapshot taken after the lock was granted, so it
-    -- sees every event committed by whoever held the lock before.
-    INSERT INTO {s}.counters AS c (session_id, last_seq)
-    SELECT DISTINCT u.sid, 0 FROM unnest(p_session) AS u(sid) ORDER BY 1
-    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
-    LOOP
-        WITH input AS (
-            SELECT * FROM unnest(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
-                                 p_provider, p_corr) WITH ORDINALITY
-                AS t(id, session_id, type, run_id, ts_us, data, metadata, schema_version,
-                     provider, correlation_id, ord)
-        ), fresh AS (
-            SELECT i.*, c.last_seq
-                       + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
-            FROM input AS i JOIN {s}.counters AS c ON c.session_id = i.session_id
-            WHERE NOT EXISTS (SELECT 1 FROM {s}.events AS e WHERE e.id = i.id)
-        ), ins AS (
-            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
-                                    schema_version, provider, correlation_id)
-            SELECT session_id, seq, id, type, run_id, ts_us, data, metadata, schema_version,
-                   provider, correlation_id
-            FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
-            ON CONFLICT (id) DO NOTHING
-            RETURNING session_id, seq
-        )
-        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
-        INTO v_expected, v_sessions, v_seqs
-        FROM ins;
-        EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_expected;
-        -- Another transaction committed one of these ids into another session while we
-        -- inserted: undo this attempt and number again from a snapshot that sees it.
-        DELETE FROM {s}.events AS e
-        USING unnest(v_sessions, v_seqs) AS d(sid, q)
-        WHERE e.session_id = d.sid AND e.seq = d.q;
-    END LOOP;
-    IF v_seqs IS NOT NULL THEN
-        UPDATE {s}.counters AS c SET last_seq = m.top
-        FROM (SELECT u.sid, max(u.q) AS top FROM unnest(v_sessions, v_seqs) AS u(sid, q)
-              GROUP BY u.sid) AS m
-        WHERE c.session_id = m.sid;
-        PERFORM pg_notify({channel},
-                          CASE WHEN char_length(d.sid) <= 200 THEN d.sid
-                               ELSE '#' || md5(d.sid) END)
-        FROM (SELECT DISTINCT u.sid FROM unnest(v_sessions) AS u(sid)) AS d;
-    END IF;
-    -- Every input id as stored now. Rows this transaction wrote ("mine") come back without
-    -- their payload, which the caller already has; rows stored earlier come back whole.
-    RETURN QUERY
-    SELECT e.seq, x.mine, e.id, e.session_id, e.type, e.run_id, e.ts_us,
-           CASE WHEN x.mine THEN NULL ELSE e.data END,
-           CASE WHEN x.mine THEN NULL ELSE e.metadata END,
-           e.schema_version, e.provider, e.correlation_id
-    FROM {s}.events AS e
-    CROSS JOIN LATERAL (SELECT e.xmin = pg_current_xact_id()::xid AS mine) AS x
-    WHERE e.id = ANY(p_id);
-END
-$fn$;
-
-CREATE FUNCTION {s}.flush(
-    s_id text, s_agent text, s_status text, s_created bigint, s_doc text,
-    r_id text, r_session text, r_status text, r_started bigint, r_doc text,
-    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
-    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[]
-) RETURNS TABLE (
-    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
-    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
-) LANGUAGE plpgsql AS $fn$
-#variable_conflict use_column
-BEGIN
-    -- Lock order session -> run -> counters, the same as delete_session.
-    INSERT INTO {s}.sessions (id, agent_id, status, created_us, doc)
-    VALUES (s_id, s_agent, s_status, s_created, s_doc)
-    ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id, status = EXCLUDED.status,
-        created_us = EXCLUDED.created_us, doc = EXCLUDED.doc;
-    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
-    VALUES (r_id, r_session, r_status, r_started, r_doc)
-    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
-        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
-    RETURN QUERY SELECT * FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts,
-                                                  p_data, p_meta, p_sv, p_provider, p_corr);
-END
-$fn$;
-
-CREATE FUNCTION {s}.delete_session(p_session text) RETURNS void LANGUAGE plpgsql AS $fn$
-BEGIN
-    DELETE FROM {s}.sessions WHERE id = p_session;
-    DELETE FROM {s}.runs WHERE session_id = p_session;
-    -- Wait for in-flight appends of the session, then remove what they committed too.
-    PERFORM 1 FROM {s}.counters WHERE session_id = p_session FOR UPDATE;
-    DELETE FROM {s}.events WHERE session_id = p_session;
-    DELETE FROM {s}.counters WHERE session_id = p_session;
-END
-$fn$;
-""",
-    ),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _channel_for(schema: str) -> str:
-    """One NOTIFY channel per schema; identifiers are capped at 63 bytes, so hash long ones."""
-    channel = f"ass_events.{schema}"
-    if len(channel.encode()) > 63:
-        channel = "ass_events." + hashlib.md5(schema.encode()).hexdigest()
-    return channel
-
-
-def _lock_key(schema: str) -> int:
-    """A signed 64-bit advisory-lock key for migrating this schema."""
-    digest = hashlib.sha256(f"agent_session_store.migrate:{schema}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+def _session(doc: str, updated_us: int | None) -> Session:
+    """The stored session with the updated_at the store keeps (contract C5) in a column
+    (NULL for sessions written by schema version 1: the doc's own value)."""
+    session = decode_session(doc)
+    if updated_us is None or updated_us == to_micros(session.updated_at):
+        return session
+    return session.replace(updated_at=from_micros(updated_us))
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """The store never changes session state on pooled connections, so skip the per-release
     reset query: it would be a second round trip on every single operation."""
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresConnectionError | OSError | TimeoutError):
-        return True
-    if isinstance(exc, PostgresError):
-        state = exc.sqlstate or ""
-        return state.startswith("08") or state in _CONNECTION_SQLSTATES
-    if isinstance(exc, asyncpg.InterfaceError):
-        text = str(exc).lower()
-        return "connection" in text and ("closed" in text or "lost" in text)
-    return False
 
 
 # ---------------------------------------------------------------------------- the store
@@ -332,13 +147,24 @@ class PostgresSessionStore(SessionStoreBase):
         self._max_size = max_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
-        self._channel = _channel_for(schema)
-        s = _quote_ident(schema)
+        self._channel = channel_for(schema)
+        named = dsn is not None and "application_name" in query_options(dsn)
+        self._server_settings = {} if named else {"application_name": "agent-session-store"}
+        s = quote_ident(schema)
         self._s = s
+        # plain and conditional forms (the function's p_expected defaults to NULL)
         self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
+        self._sql_append_if = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
         self._sql_flush = (
             f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             f"{_ARRAY_ARGS_FROM_11})"
+        )
+        self._sql_flush_if = f"{self._sql_flush[:-1]}, $21::bigint)"
+        self._sql_import = (
+            f"SELECT * FROM {s}.import_events($1, $2, $3, $4, $5, $6, $7::text[], $8::text[], "
+            "$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], "
+            "$15::bigint[], $16::text[], $17::text[], $18::integer[], $19::text[], $20::text[], "
+            "$21::bigint[], $22)"
         )
         # the dedicated LISTEN connection (see _watch_start)
         self._listen_conn: asyncpg.Connection | None = None
@@ -366,6 +192,15 @@ class PostgresSessionStore(SessionStoreBase):
                 "command_timeout": float,
             },
         )
+        unknown = sorted(set(opts) - set(_DRIVER_OPTIONS))
+        if unknown:
+            # asyncpg would send them to the server as settings, which refuses the connection
+            raise ValidationError(
+                f"unknown PostgreSQL URL option{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; store options: {', '.join(_STORE_OPTIONS)}; "
+                f"driver options: {', '.join(_DRIVER_OPTIONS)}",
+                details={"field": unknown[0], "valid": [*_STORE_OPTIONS, *_DRIVER_OPTIONS]},
+            )
         rest = urlencode(opts)  # what is left is for the driver (sslmode, ...)
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
         for key, value in ours.items():
@@ -379,18 +214,10 @@ class PostgresSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ errors
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
-        if isinstance(exc, StoreError):
-            return exc
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        details = {"operation": operation}
-        if isinstance(exc, PostgresError) and exc.sqlstate in ("42P01", "3F000", "42883"):
+        if isinstance(exc, PostgresError) and exc.sqlstate in faults.MISSING_SQLSTATES:
+            text = f"{type(exc).__name__}: {exc}"
             return self._migration_error(f"a table or function is missing ({text})")
-        if _is_connection_error(exc):
-            return StorageConnectionFailedError(
-                f"postgres {operation} failed: cannot reach the database ({text})",
-                details=details,
-            )
-        return StorageError(f"postgres {operation} failed: {text}", details=details)
+        return faults.wrap(exc, operation, dsn=self._dsn, command_timeout=self._command_timeout)
 
     def _migration_error(self, why: str) -> MigrationRequiredError:
         where = redact(self._dsn) if self._dsn else "<your database URL>"
@@ -410,7 +237,7 @@ class PostgresSessionStore(SessionStoreBase):
             self._dsn,
             timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
-            server_settings={"application_name": "agent-session-store"},
+            server_settings=self._server_settings,
         )
         return conn
 
@@ -427,7 +254,7 @@ class PostgresSessionStore(SessionStoreBase):
                 command_timeout=self._command_timeout,
                 max_inactive_connection_lifetime=300.0,
                 reset=_no_reset,
-                server_settings={"application_name": "agent-session-store"},
+                server_settings=self._server_settings,
             )
         try:
             version = await self._schema_version()
@@ -479,37 +306,13 @@ class PostgresSessionStore(SessionStoreBase):
         if self._dsn is not None:
             conn = await self._connect()
             try:
-                await self._apply_migrations(conn)
+                await apply_migrations(conn, self.schema)
             finally:
                 await conn.close(timeout=self._connect_timeout)
         else:
             assert self._pool is not None
             async with self._pool.acquire(timeout=self._connect_timeout) as pooled:
-                await self._apply_migrations(pooled)
-
-    async def _apply_migrations(self, conn: Any) -> None:
-        s = self._s
-        async with conn.transaction():
-            # Everything, even CREATE SCHEMA IF NOT EXISTS, runs under the lock: two
-            # concurrent IF NOT EXISTS can still collide in the catalog.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(self.schema))
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
-                "version integer PRIMARY KEY, name text NOT NULL, "
-                "applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            current = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_migrations")
-            for version, name, sql in MIGRATIONS:
-                if current is not None and version <= current:
-                    continue
-                await conn.execute(sql.format(s=s, channel=_quote_literal(self._channel)))
-                await conn.execute(
-                    f"INSERT INTO {s}.schema_migrations (version, name) VALUES ($1, $2)",
-                    version,
-                    name,
-                )
-                log.info("migrated schema %s to version %s", self.schema, version)
+                await apply_migrations(pooled, self.schema)
 
     async def drop_schema(self) -> None:
         """Remove the schema and everything in it (tests, teardown of a tenant)."""
@@ -540,16 +343,24 @@ class PostgresSessionStore(SessionStoreBase):
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         async with self._acquire() as conn:
-            rows: list[Any] = await conn.fetch(sql, *args)
-            return rows
+            with faults.statement(conn):
+                rows: list[Any] = await conn.fetch(sql, *args)
+                return rows
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self._acquire() as conn:
+            with faults.statement(conn):
+                return await conn.fetchrow(sql, *args)
 
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._acquire() as conn:
-            return await conn.fetchval(sql, *args)
+            with faults.statement(conn):
+                return await conn.fetchval(sql, *args)
 
     async def _execute(self, sql: str, *args: Any) -> None:
         async with self._acquire() as conn:
-            await conn.execute(sql, *args)
+            with faults.statement(conn):
+                await conn.execute(sql, *args)
 
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """Re-run a whole transaction that the server aborted as a deadlock victim: nothing
@@ -558,7 +369,7 @@ class PostgresSessionStore(SessionStoreBase):
             try:
                 return await work()
             except PostgresError as exc:
-                if exc.sqlstate not in _RETRYABLE_SQLSTATES or attempt == 4:
+                if exc.sqlstate not in faults.RETRYABLE_SQLSTATES or attempt == 4:
                     raise
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -567,20 +378,24 @@ class PostgresSessionStore(SessionStoreBase):
 
     async def _save_session(self, session: Session, doc: str) -> None:
         await self._execute(
-            f"INSERT INTO {self._s}.sessions (id, agent_id, status, created_us, doc) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+            f"INSERT INTO {self._s}.sessions (id, agent_id, status, created_us, doc, updated_us) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET "
             "agent_id = EXCLUDED.agent_id, status = EXCLUDED.status, "
-            "created_us = EXCLUDED.created_us, doc = EXCLUDED.doc",
+            "created_us = EXCLUDED.created_us, doc = EXCLUDED.doc, "
+            "updated_us = EXCLUDED.updated_us",
             session.id,
             session.agent_id,
             session.status.value,
             to_micros(session.created_at),
             doc,
+            to_micros(session.updated_at),
         )
 
     async def _get_session(self, session_id: str) -> Session | None:
-        doc = await self._fetchval(f"SELECT doc FROM {self._s}.sessions WHERE id = $1", session_id)
-        return None if doc is None else decode_session(doc)
+        row = await self._fetchrow(
+            f"SELECT doc, updated_us FROM {self._s}.sessions WHERE id = $1", session_id
+        )
+        return None if row is None else _session(row[0], row[1])
 
     def list_sessions_sql(self, status: bool, agent_id: bool) -> str:
         """The query ``list_sessions`` runs ($1 limit, $2 offset, then the filters)."""
@@ -591,7 +406,8 @@ class PostgresSessionStore(SessionStoreBase):
             where.append(f"agent_id = ${len(where) + 3}")
         cond = f" WHERE {' AND '.join(where)}" if where else ""
         return (
-            f"SELECT doc FROM {self._s}.sessions{cond} ORDER BY created_us, id LIMIT $1 OFFSET $2"
+            f"SELECT doc, updated_us FROM {self._s}.sessions{cond} "
+            "ORDER BY created_us, id LIMIT $1 OFFSET $2"
         )
 
     async def _list_sessions(
@@ -609,7 +425,7 @@ class PostgresSessionStore(SessionStoreBase):
         rows = await self._fetch(
             self.list_sessions_sql(status is not None, agent_id is not None), *args
         )
-        return [decode_session(r[0]) for r in rows]
+        return [_session(r[0], r[1]) for r in rows]
 
     async def _delete_session(self, session_id: str) -> None:
         async def work() -> None:
@@ -620,17 +436,17 @@ class PostgresSessionStore(SessionStoreBase):
     # ------------------------------------------------------------ runs
 
     async def _save_run(self, run: Run, doc: str) -> None:
-        await self._execute(
-            f"INSERT INTO {self._s}.runs (id, session_id, status, started_us, doc) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
-            "session_id = EXCLUDED.session_id, status = EXCLUDED.status, "
-            "started_us = EXCLUDED.started_us, doc = EXCLUDED.doc",
-            run.id,
-            run.session_id,
-            run.status.value,
-            to_micros(run.started_at),
-            doc,
-        )
+        async def work() -> None:
+            await self._execute(
+                f"SELECT {self._s}.save_run($1, $2, $3, $4, $5)",
+                run.id,
+                run.session_id,
+                run.status.value,
+                to_micros(run.started_at),
+                doc,
+            )
+
+        await self._retrying(work)
 
     async def _get_run(self, run_id: str) -> Run | None:
         doc = await self._fetchval(f"SELECT doc FROM {self._s}.runs WHERE id = $1", run_id)
@@ -685,19 +501,25 @@ class PostgresSessionStore(SessionStoreBase):
             raise StorageError("postgres append: the server did not return every event")
         return out  # type: ignore[return-value]
 
-    async def _append(self, rows: list[EncodedEvent]) -> list[Event]:
-        columns = list(zip(*rows))
+    def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
+        """The arguments of ``_sql_append`` (one array per column), or of ``_sql_append_if``
+        (then ``expected``)."""
+        columns: list[Any] = list(zip(*rows))
+        return columns if expected is None else [*columns, expected]
 
-        async def work() -> list[Any]:
-            return await self._fetch(self._sql_append, *columns)
-
-        return self._stored(rows, await self._retrying(work))
-
-    async def _flush(
-        self, session: Session, session_doc: str, run: Run, run_doc: str, rows: list[EncodedEvent]
-    ) -> list[Event]:
+    def flush_args(
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
+    ) -> list[Any]:
+        """The arguments of ``_sql_flush`` (the two records, the event columns), or of
+        ``_sql_flush_if`` (then ``expected``)."""
         columns: list[Any] = list(zip(*rows)) if rows else [[] for _ in range(10)]
-        args = (
+        return [
             session.id,
             session.agent_id,
             session.status.value,
@@ -709,12 +531,75 @@ class PostgresSessionStore(SessionStoreBase):
             to_micros(run.started_at),
             run_doc,
             *columns,
-        )
+            *([] if expected is None else [expected]),
+        ]
+
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        args = self.append_args(rows, expected)
+        sql = self._sql_append if expected is None else self._sql_append_if
 
         async def work() -> list[Any]:
-            return await self._fetch(self._sql_flush, *args)
+            return await self._fetch(sql, *args)
 
-        return self._stored(rows, await self._retrying(work))
+        with faults.sequence_conflicts(rows[0].session_id):
+            return self._stored(rows, await self._retrying(work))
+
+    async def _flush(
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
+    ) -> list[Event]:
+        args = self.flush_args(session, session_doc, run, run_doc, rows, expected)
+        sql = self._sql_flush if expected is None else self._sql_flush_if
+
+        async def work() -> list[Any]:
+            return await self._fetch(sql, *args)
+
+        with faults.sequence_conflicts(session.id):
+            return self._stored(rows, await self._retrying(work))
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        """One call of ``import_events``: checks, inserts, records and counter atomically."""
+        session = None if session_doc is None else decode_session(session_doc)
+        columns: list[Any] = (
+            [list(c) for c in zip(*(row for row, _ in rows))] if rows else [[]] * 10
+        )
+        args = [
+            session_id,
+            None if session is None else session.agent_id,
+            None if session is None else session.status.value,
+            None if session is None else to_micros(session.created_at),
+            None if session is None else to_micros(session.updated_at),
+            session_doc,
+            [run.id for run, _ in runs],
+            [run.session_id for run, _ in runs],
+            [run.status.value for run, _ in runs],
+            [to_micros(run.started_at) for run, _ in runs],
+            [doc for _, doc in runs],
+            *(columns[i] for i in (0, 2, 3, 4, 5, 6, 7, 8, 9)),  # every column but session
+            [seq for _, seq in rows],
+            latest_sequence,
+        ]
+
+        async def work() -> Any:
+            return await self._fetchrow(self._sql_import, *args)
+
+        with faults.sequence_conflicts(session_id):
+            imported, skipped = await self._retrying(work)
+        if imported and self._waiters:
+            self._notify((session_id,))
+        return int(imported), int(skipped)
 
     def events_sql(self, query: EventQuery) -> tuple[str, list[Any]]:
         """The query ``get_events`` runs: one text per filter combination, so each gets its
@@ -732,7 +617,7 @@ class PostgresSessionStore(SessionStoreBase):
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
         sql = f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events WHERE {' AND '.join(where)} "
-        sql += "ORDER BY seq"
+        sql += "ORDER BY seq DESC" if query.desc else "ORDER BY seq"
         if query.limit is not None:
             args.append(query.limit)
             sql += f" LIMIT ${len(args)}"

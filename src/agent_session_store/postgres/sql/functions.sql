@@ -1,0 +1,290 @@
+-- The server-side functions, always the current version: (re)installed at the end of every
+-- migrate() that applied a migration, so a change here needs a new numbered migration too
+-- (it may hold only a comment, or drop a signature that changed). {s} is the quoted schema
+-- name, {channel} the NOTIFY channel as an SQL literal.
+--
+-- Every write is one call of one of these: one round trip, one implicit transaction,
+-- whatever the batch size (arrays, not one bind parameter per value).
+--
+-- Lock order, the same in every writing function, so that no two calls deadlock and no
+-- interleaving ends in a state that no serial order gives:
+--   1. the counter row of every session the call touches, in session id order (created when
+--      missing: the counter row is the session's lock, whether or not it has events yet);
+--   2. then the rows of sessions, runs and events.
+-- Event rows a call reports as already stored are key-share locked when it finds them, so a
+-- delete_session of their session waits until the call has answered.
+--
+-- SET plan_cache_mode = force_custom_plan: PL/pgSQL keeps each statement's plan for the life
+-- of the connection and, after five calls, may switch to one generic plan costed with the
+-- statistics of that moment. Made while a table was nearly empty, such a plan scans it whole
+-- forever after. A plan made for each call costs a planning pass and cannot go stale.
+
+-- Sequence conflicts (conditional append, import) raise SQLSTATE AS409 with
+-- DETAIL 'expected actual'; the store turns that into sequence_conflict.
+
+CREATE OR REPLACE FUNCTION {s}.append_events(
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
+    p_expected bigint DEFAULT NULL  -- the latest sequence the (single) session must be at
+) RETURNS TABLE (
+    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
+    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
+) LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_latest bigint;
+    v_stored bigint;
+    v_fresh bigint;
+    v_sessions text[];
+    v_seqs bigint[];
+BEGIN
+    IF coalesce(cardinality(p_id), 0) = 0 THEN
+        RETURN;
+    END IF;
+    -- 1. The counters (see the lock order above). Every statement below runs with a snapshot
+    --    taken after the locks were granted: it sees what earlier holders committed.
+    WITH locked AS (
+        INSERT INTO {s}.counters AS c (session_id, last_seq)
+        SELECT DISTINCT u.sid, 0 FROM unnest(p_session) AS u(sid) ORDER BY 1
+        ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq
+        RETURNING c.last_seq
+    )
+    SELECT max(locked.last_seq) INTO v_latest FROM locked;
+    -- 2. Conditional append: the base class made sure every row names one session, whose
+    --    counter we hold. A batch stored in full already is an idempotent retry: no check.
+    IF p_expected IS NOT NULL AND v_latest <> p_expected THEN
+        SELECT count(*) INTO v_stored
+        FROM (SELECT 1 FROM {s}.events AS e WHERE e.id = ANY(p_id) FOR KEY SHARE) AS k;
+        IF v_stored < cardinality(p_id) THEN
+            RAISE EXCEPTION 'sequence conflict' USING ERRCODE = 'AS409',
+                DETAIL = p_expected || ' ' || v_latest;
+        END IF;
+    END IF;
+    -- 3. Number and insert the ids not stored yet, in one statement (one snapshot): what it
+    --    finds stored it also locks, so that is still there when we answer.
+    LOOP
+        WITH input AS (
+            SELECT * FROM unnest(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
+                                 p_provider, p_corr) WITH ORDINALITY
+                AS t(id, session_id, type, run_id, ts_us, data, metadata, schema_version,
+                     provider, correlation_id, ord)
+        ), stored AS MATERIALIZED (
+            SELECT e.id FROM {s}.events AS e WHERE e.id = ANY(p_id) FOR KEY SHARE
+        ), fresh AS (
+            SELECT i.*, c.last_seq
+                       + row_number() OVER (PARTITION BY i.session_id ORDER BY i.ord) AS seq
+            FROM input AS i JOIN {s}.counters AS c ON c.session_id = i.session_id
+            WHERE NOT EXISTS (SELECT 1 FROM stored AS k WHERE k.id = i.id)
+        ), ins AS (
+            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
+                                    schema_version, provider, correlation_id)
+            SELECT session_id, seq, id, type, run_id, ts_us, data, metadata, schema_version,
+                   provider, correlation_id
+            FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
+            ON CONFLICT (id) DO NOTHING
+            RETURNING session_id, seq
+        )
+        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
+        INTO v_fresh, v_sessions, v_seqs
+        FROM ins;
+        EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_fresh;
+        -- Another transaction committed one of these ids into another session while we
+        -- inserted: undo this attempt and number again from a snapshot that sees it.
+        DELETE FROM {s}.events AS e
+        USING unnest(v_sessions, v_seqs) AS d(sid, q)
+        WHERE e.session_id = d.sid AND e.seq = d.q;
+    END LOOP;
+    -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers.
+    IF v_seqs IS NOT NULL THEN
+        WITH top AS (
+            SELECT u.sid, max(u.q) AS top
+            FROM unnest(v_sessions, v_seqs) AS u(sid, q) GROUP BY u.sid
+        ), moved AS (
+            UPDATE {s}.counters AS c SET last_seq = top.top
+            FROM top WHERE c.session_id = top.sid
+        ), touched AS (
+            UPDATE {s}.sessions AS s
+            SET updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+            FROM top WHERE s.id = top.sid
+        )
+        SELECT count(pg_notify({channel}, CASE WHEN char_length(top.sid) <= 200 THEN top.sid
+                                               ELSE '#' || md5(top.sid) END))
+        INTO v_fresh
+        FROM top;
+    END IF;
+    -- 5. Every input id as stored now. Rows this transaction wrote ("mine") come back without
+    --    their payload, which the caller already has; rows stored earlier come back whole.
+    RETURN QUERY
+    SELECT e.seq, x.mine, e.id, e.session_id, e.type, e.run_id, e.ts_us,
+           CASE WHEN x.mine THEN NULL ELSE e.data END,
+           CASE WHEN x.mine THEN NULL ELSE e.metadata END,
+           e.schema_version, e.provider, e.correlation_id
+    FROM {s}.events AS e
+    CROSS JOIN LATERAL (SELECT e.xmin = pg_current_xact_id()::xid AS mine) AS x
+    WHERE e.id = ANY(p_id);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.flush(
+    s_id text, s_agent text, s_status text, s_created bigint, s_doc text,
+    r_id text, r_session text, r_status text, r_started bigint, r_doc text,
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
+    p_expected bigint DEFAULT NULL  -- the latest sequence s_id must be at
+) RETURNS TABLE (
+    seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
+    e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
+) LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_latest bigint;
+BEGIN
+    WITH locked AS (
+        INSERT INTO {s}.counters AS c (session_id, last_seq)
+        SELECT DISTINCT u.sid, 0
+        FROM unnest(array_cat(ARRAY[s_id, r_session], p_session)) AS u(sid) ORDER BY 1
+        ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq
+        RETURNING c.session_id, c.last_seq
+    )
+    SELECT locked.last_seq INTO v_latest FROM locked WHERE locked.session_id = s_id;
+    -- With events, append_events checks (it skips the check for a batch stored in full).
+    IF p_expected IS NOT NULL AND coalesce(cardinality(p_id), 0) = 0
+       AND v_latest <> p_expected THEN
+        RAISE EXCEPTION 'sequence conflict' USING ERRCODE = 'AS409',
+            DETAIL = p_expected || ' ' || v_latest;
+    END IF;
+    -- The flushed session's updated_at is replaced, then touched (contract C5).
+    INSERT INTO {s}.sessions (id, agent_id, status, created_us, doc, updated_us)
+    VALUES (s_id, s_agent, s_status, s_created, s_doc,
+            (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+    ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id, status = EXCLUDED.status,
+        created_us = EXCLUDED.created_us, doc = EXCLUDED.doc, updated_us = EXCLUDED.updated_us;
+    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+    VALUES (r_id, r_session, r_status, r_started, r_doc)
+    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
+        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
+    RETURN QUERY SELECT * FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts,
+                                                  p_data, p_meta, p_sv, p_provider, p_corr,
+                                                  p_expected);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.save_run(
+    r_id text, r_session text, r_status text, r_started bigint, r_doc text
+) RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+BEGIN
+    INSERT INTO {s}.counters AS c (session_id, last_seq) VALUES (r_session, 0)
+    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+    VALUES (r_id, r_session, r_status, r_started, r_doc)
+    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
+        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
+    -- a run save touches its session's updated_at (contract C5)
+    UPDATE {s}.sessions
+    SET updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
+    WHERE id = r_session;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.delete_session(p_session text)
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+BEGIN
+    -- The counter first, created if missing: a flush racing us into a session that has no
+    -- counter yet waits for us too, and comes after us.
+    INSERT INTO {s}.counters AS c (session_id, last_seq) VALUES (p_session, 0)
+    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    DELETE FROM {s}.sessions WHERE id = p_session;
+    DELETE FROM {s}.runs WHERE session_id = p_session;
+    DELETE FROM {s}.events WHERE session_id = p_session;
+    DELETE FROM {s}.counters WHERE session_id = p_session;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION {s}.import_events(
+    p_session text,
+    -- the session record, or s_doc NULL to leave it as it is; stored as given (no touch)
+    s_agent text, s_status text, s_created bigint, s_updated bigint, s_doc text,
+    r_id text[], r_session text[], r_status text[], r_started bigint[], r_doc text[],
+    p_id text[], p_type text[], p_run text[], p_ts bigint[], p_data text[], p_meta text[],
+    p_sv integer[], p_provider text[], p_corr text[], p_seq bigint[],
+    p_latest bigint
+) RETURNS TABLE (imported bigint, skipped bigint)
+LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+    v_expected bigint;
+    v_actual bigint;
+    v_reason text;
+    v_skipped bigint;
+    v_fresh bigint;
+    v_imported bigint;
+BEGIN
+    INSERT INTO {s}.counters AS c (session_id, last_seq) VALUES (p_session, 0)
+    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    -- A row conflicts when its id is stored elsewhere (another session or number) or its
+    -- number holds another id; actual is the number found. The first conflict in sequence
+    -- order is reported and nothing is written.
+    SELECT x.expected, x.actual, x.reason INTO v_expected, v_actual, v_reason
+    FROM (
+        SELECT i.seq AS expected, e.seq AS actual,
+               format('event %L is already stored in session %L at sequence %s, not at %s in %L',
+                      i.id, e.session_id, e.seq, i.seq, p_session) AS reason
+        FROM unnest(p_id, p_seq) AS i(id, seq)
+        JOIN {s}.events AS e ON e.id = i.id
+        WHERE e.session_id <> p_session OR e.seq <> i.seq
+        UNION ALL
+        SELECT i.seq, e.seq, format('session %L holds another event at sequence %s',
+                                    p_session, i.seq)
+        FROM unnest(p_id, p_seq) AS i(id, seq)
+        JOIN {s}.events AS e ON e.session_id = p_session AND e.seq = i.seq
+        WHERE e.id <> i.id
+    ) AS x
+    ORDER BY x.expected LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION '%', v_reason USING ERRCODE = 'AS409',
+            DETAIL = v_expected || ' ' || v_actual;
+    END IF;
+    WITH input AS (
+        SELECT * FROM unnest(p_id, p_type, p_run, p_ts, p_data, p_meta, p_sv, p_provider,
+                             p_corr, p_seq)
+            AS t(id, type, run_id, ts_us, data, metadata, schema_version, provider,
+                 correlation_id, seq)
+    ), fresh AS (
+        SELECT i.* FROM input AS i
+        WHERE NOT EXISTS (
+            SELECT 1 FROM {s}.events AS e WHERE e.session_id = p_session AND e.seq = i.seq)
+    ), ins AS (
+        INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
+                                schema_version, provider, correlation_id)
+        SELECT p_session, seq, id, type, run_id, ts_us, data, metadata, schema_version,
+               provider, correlation_id
+        FROM fresh ORDER BY id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM fresh), count(*) INTO v_fresh, v_imported FROM ins;
+    IF v_imported <> v_fresh THEN
+        -- one of the ids was committed elsewhere meanwhile: the whole call is re-run
+        RAISE EXCEPTION 'an imported id was stored concurrently' USING ERRCODE = '40001';
+    END IF;
+    v_skipped := coalesce(cardinality(p_id), 0) - v_imported;
+    IF s_doc IS NOT NULL THEN
+        INSERT INTO {s}.sessions (id, agent_id, status, created_us, doc, updated_us)
+        VALUES (p_session, s_agent, s_status, s_created, s_doc, s_updated)
+        ON CONFLICT (id) DO UPDATE SET agent_id = EXCLUDED.agent_id,
+            status = EXCLUDED.status, created_us = EXCLUDED.created_us, doc = EXCLUDED.doc,
+            updated_us = EXCLUDED.updated_us;
+    END IF;
+    INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+    SELECT * FROM unnest(r_id, r_session, r_status, r_started, r_doc)
+    ON CONFLICT (id) DO UPDATE SET session_id = EXCLUDED.session_id,
+        status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
+    UPDATE {s}.counters
+    SET last_seq = greatest(last_seq, p_latest, (SELECT max(q) FROM unnest(p_seq) AS q))
+    WHERE session_id = p_session;
+    IF v_imported > 0 THEN
+        PERFORM pg_notify({channel}, CASE WHEN char_length(p_session) <= 200 THEN p_session
+                                          ELSE '#' || md5(p_session) END);
+    END IF;
+    RETURN QUERY SELECT v_imported, v_skipped;
+END
+$fn$;

@@ -1,0 +1,24 @@
+#!lua flags=allow-oom
+-- Single-node delete_session, one atomic step whose work does not grow with the session:
+-- the session's keys are unlinked (freed in the background), its runs, run pointers and
+-- list entry removed. Its ids hash becomes a garbage key listed in the gc hash; gc.lua then
+-- removes the id index entries it names, a batch per call. Until then those entries dangle,
+-- which every write treats as a free id (write.lua, holder).
+-- KEYS: the session's 9 keys, the event id index, the run id index, the 6 list index keys,
+-- the gc hash, the garbage key to create, the touched hash. ARGV: the session id.
+-- Returns the number of ids left to clean.
+-- #include prelude
+
+local sid = ARGV[1]
+for _, run in ipairs(redis.call('HKEYS', KEYS[6])) do
+  if redis.call('HGET', KEYS[11], run) == sid then redis.call('HDEL', KEYS[11], run) end
+end
+index_put({12, 13, 14, 15, 16, 17}, sid, math.huge, nil, nil, false)
+redis.call('HDEL', KEYS[20], sid)
+local left = redis.call('HLEN', KEYS[3])
+if left > 0 then
+  redis.call('RENAME', KEYS[3], KEYS[19])
+  redis.call('HSET', KEYS[18], KEYS[19], sid)
+end
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[9])
+return left

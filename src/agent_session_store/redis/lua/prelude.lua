@@ -1,0 +1,65 @@
+-- Helpers shared by the scripts that include this file (scripts.py pastes it in).
+
+-- The first n NUL-separated fields of an event row (the last one keeps the rest).
+local function fields(blob, n)
+  local out, pos = {}, 1
+  for i = 1, n do
+    local z = string.find(blob, '\0', pos, true)
+    if not z then out[i] = string.sub(blob, pos); return out end
+    out[i] = string.sub(blob, pos, z - 1)
+    pos = z + 1
+  end
+  return out
+end
+
+-- Numbers per block of the zone map (key z: block -> latest timestamp in it).
+local ZONE = 1024
+
+-- Sequence numbers in index members are fixed-width, so lex order is numeric order.
+local function pad(n) return string.format('%012d', n) end
+local function fmt(n) return string.format('%.0f', n) end
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Put (doc ~= nil) or remove (doc == nil) one session in the list_sessions indexes.
+-- ix: the KEYS positions of all, st, ag, sa (lex sorted sets), meta and docs (hashes).
+-- Returns false when a newer version is already indexed (a late, stale update).
+local function index_put(ix, sid, v, doc, members, keep_tombstone)
+  local all, st, ag, sa = KEYS[ix[1]], KEYS[ix[2]], KEYS[ix[3]], KEYS[ix[4]]
+  local meta, docs = KEYS[ix[5]], KEYS[ix[6]]
+  local old = redis.call('HGET', meta, sid)
+  if old then
+    old = cjson.decode(old)
+    if tonumber(old[1]) >= v then return false end
+    if old[2] then
+      redis.call('ZREM', all, old[2]); redis.call('ZREM', st, old[3])
+      redis.call('ZREM', ag, old[4]); redis.call('ZREM', sa, old[5])
+    end
+  end
+  if doc then
+    redis.call('ZADD', all, 0, members[1]); redis.call('ZADD', st, 0, members[2])
+    redis.call('ZADD', ag, 0, members[3]); redis.call('ZADD', sa, 0, members[4])
+    redis.call('HSET', meta, sid,
+      cjson.encode({fmt(v), members[1], members[2], members[3], members[4]}))
+    redis.call('HSET', docs, sid, doc)
+  else
+    if keep_tombstone then redis.call('HSET', meta, sid, cjson.encode({fmt(v)}))
+    else redis.call('HDEL', meta, sid) end
+    redis.call('HDEL', docs, sid)
+  end
+  return true
+end
+
+-- Exact order of two decimal integer strings (-1, 0, 1): timestamps in µs exceed 2^53 at the
+-- ends of the contract's range, where Lua's doubles would round them.
+local function int_cmp(a, b)
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return na and -1 or 1 end
+  if na then a, b = string.sub(b, 2), string.sub(a, 2) end
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end

@@ -1,0 +1,129 @@
+#!lua flags=no-writes
+-- get_events. KEYS: seq, ev, x, q, z of the session.
+-- ARGV: after, before (-1: none), limit (-1: none), run id, type, since (µs; '' = none),
+--       desc (1: newest first), budget (candidates examined at most in this call).
+-- Candidates come from the sequence range or from the run/type index, never from a scan of
+-- the session. ``since`` is checked row by row, but a block of ZONE numbers whose latest
+-- timestamp (the zone map z) is older is skipped whole. A session written by an
+-- import with gaps keeps its numbers above ``dense`` (the score of the member 'dense') in q.
+-- Returns {cursor, seq, row, seq, row, ...}: cursor '' when the answer is complete, else the
+-- last number examined when the budget ran out (the caller continues from there).
+-- #include prelude
+
+local after, before, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local run, typ, since = ARGV[4], ARGV[5], ARGV[6]
+local desc, budget = ARGV[7] == '1', tonumber(ARGV[8])
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local lo, hi = after + 1, latest
+if before >= 0 and before - 1 < hi then hi = before - 1 end
+local out = {''}
+if hi < lo then return out end
+local both = run ~= '' and typ ~= ''
+local probes = 0
+
+-- Examines one candidate; true when this call is done (page full, or budget spent).
+local function visit(seq)
+  probes = probes + 1
+  if not both or redis.call('ZSCORE', KEYS[3], 't' .. typ .. '\0' .. pad(seq)) then
+    local blob = redis.call('HGET', KEYS[2], seq)
+    if blob and (since == '' or int_cmp(fields(blob, 5)[5], since) >= 0) then
+      out[#out + 1] = seq
+      out[#out + 1] = blob
+      if limit >= 0 and #out - 1 >= 2 * limit then return true end
+    end
+  end
+  if probes >= budget then out[1] = fmt(seq); return true end
+  return false
+end
+
+local function chunk()
+  local n = 256
+  if limit >= 0 and not both and since == '' then n = limit end
+  return math.max(1, math.min(n, budget - probes))
+end
+
+-- the run or type index: members <r|t><value>\0<seq:012>, lex order = number order
+local function walk_index(prefix)
+  local lower, upper = '[' .. prefix .. pad(lo), '[' .. prefix .. pad(hi)
+  while true do
+    local n = chunk()
+    local page
+    if desc then
+      page = redis.call('ZREVRANGEBYLEX', KEYS[3], upper, lower, 'LIMIT', 0, n)
+    else
+      page = redis.call('ZRANGEBYLEX', KEYS[3], lower, upper, 'LIMIT', 0, n)
+    end
+    for _, m in ipairs(page) do
+      if visit(tonumber(string.sub(m, #prefix + 1))) then return end
+    end
+    if #page < n then return end
+    if desc then upper = '(' .. page[#page] else lower = '(' .. page[#page] end
+  end
+end
+
+-- With since: is the block of seq all older? (a block missing from the map: unknown, no)
+local function older(seq)
+  if since == '' then return false end
+  local top = redis.call('HGET', KEYS[5], math.floor(seq / ZONE))
+  return top ~= false and int_cmp(top, since) < 0
+end
+
+-- Moves past an older block, counting it as one candidate; returns the next number or nil.
+local function skip(seq, step)
+  probes = probes + 1
+  local z = math.floor(seq / ZONE)
+  local nxt = step > 0 and (z + 1) * ZONE or z * ZONE - 1
+  if probes >= budget then out[1] = fmt(step > 0 and nxt - 1 or nxt + 1); return nil end
+  return nxt
+end
+
+-- numbers a..b that are all stored (the dense part of a session)
+local function walk_range(a, b)
+  local step = desc and -1 or 1
+  local seq = desc and b or a
+  while (desc and seq >= a) or (not desc and seq <= b) do
+    local entering = seq == (desc and b or a) or seq % ZONE == (desc and ZONE - 1 or 0)
+    if entering and older(seq) then
+      seq = skip(seq, step)
+      if seq == nil then return true end
+    else
+      if visit(seq) then return true end
+      seq = seq + step
+    end
+  end
+  return false
+end
+
+-- numbers a..b of the sparse part, from q
+local function walk_sparse(a, b)
+  while a <= b do
+    local n = chunk()
+    local page
+    if desc then
+      page = redis.call('ZREVRANGEBYSCORE', KEYS[4], b, a, 'LIMIT', 0, n)
+    else
+      page = redis.call('ZRANGEBYSCORE', KEYS[4], a, b, 'LIMIT', 0, n)
+    end
+    for _, m in ipairs(page) do
+      if visit(tonumber(m)) then return true end
+    end
+    if #page < n then return false end
+    if desc then b = tonumber(page[#page]) - 1 else a = tonumber(page[#page]) + 1 end
+  end
+  return false
+end
+
+if run ~= '' then
+  walk_index('r' .. run .. '\0')
+elseif typ ~= '' then
+  walk_index('t' .. typ .. '\0')
+else
+  local dense = tonumber(redis.call('ZSCORE', KEYS[4], 'dense') or latest)
+  local top = math.min(hi, dense)
+  if desc then
+    if not walk_sparse(math.max(lo, dense + 1), hi) then walk_range(lo, top) end
+  else
+    if not walk_range(lo, top) then walk_sparse(math.max(lo, dense + 1), hi) end
+  end
+end
+return out

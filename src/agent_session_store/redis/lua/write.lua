@@ -1,0 +1,265 @@
+#!lua
+-- The one write script: appends, flushes, imports, session and run saves (plan.py builds
+-- the call). ARGV[1] is the plan (JSON, fields below); event rows and documents travel as
+-- plain ARGV strings at the positions the plan names. Every check runs before the first
+-- write, so a refused call has changed nothing and consumed no sequence number.
+--
+-- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 9 keys
+--                       (seq, ev, ids, x, s, runs, del, q, z)
+-- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
+--                       in the session its own session field names (plan.sessions has it)
+-- plan.numbered         import: {seqs = the number of each row, latest = the export's latest}
+-- plan.claimed          row numbers whose row is another writer's claim (cluster)
+-- plan.fenced           honour delete fences (cluster)
+-- plan.expected         {session, sequence, shortcut}: refuse unless that session's counter
+--                       is sequence; with shortcut, a call whose rows are all stored passes
+-- plan.touch            sessions getting new events get updated_at = now (C5)
+-- plan.touch_sessions   session numbers whose updated_at is now, new events or not
+-- plan.touched_index    KEYS position of the session id -> touched hash (single node)
+-- plan.id_index         KEYS position of the global event id -> session hash (single node)
+-- plan.session_record   {session, doc, members}: session number, ARGV positions
+-- plan.list_index       KEYS positions of the 6 list_sessions index keys (single node)
+-- plan.runs             [{session, id, doc}]: run documents to store
+-- plan.runs_removed     [{session, id}]: runs to drop (a run moved to another session)
+-- plan.run_index        KEYS position of the run id -> session hash (single node)
+-- plan.run_owners       [{run, session}]: run index entries to set
+-- plan.run_owner_checks [{run, owner}]: refuse ('RETRY') unless the run index still says so
+-- plan.publish          'PUBLISH' or 'SPUBLISH': announce sessions that got new events
+--
+-- Returns {'OK', out, session version}. Appends: out = {seq, stored} per row, stored '' for
+-- a new row, else the row stored earlier under that id (in whichever named session holds
+-- it). Imports: out = {imported, skipped}.
+-- Refusals: {'BUSY'} (a delete fence), {'RETRY'} (a check failed: plan again),
+-- {'OWNERS', session ids} (ids stored in sessions not named: name them and call again),
+-- {'CONFLICT', expected, actual, why} (a conditional append or an import that cannot be).
+-- #include prelude
+
+local plan = cjson.decode(ARGV[1])
+local sessions, by_sid = {}, {}
+for i, p in ipairs(plan.sessions) do
+  local k = p.keys
+  local s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
+             ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
+             runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
+             zones = KEYS[k + 8]}
+  if plan.fenced then
+    s.fence_state = redis.call('GET', s.fence)
+    if s.fence_state == 'busy' then return {'BUSY'} end
+  end
+  sessions[i] = s; by_sid[s.sid] = s
+end
+for _, c in ipairs(plan.run_owner_checks or {}) do
+  if (redis.call('HGET', KEYS[plan.run_index], c.run) or '') ~= c.owner then
+    return {'RETRY'}
+  end
+end
+local rows = plan.rows or {first = 2, count = 0}
+local first, last_row = rows.first, rows.first + rows.count - 1
+for _, n in ipairs(plan.claimed or {}) do
+  -- cluster: a row found in someone else's claim may not be stored again in a session that a
+  -- delete has just emptied (the delete removed its claim); the caller claims afresh.
+  local f = fields(ARGV[first + n - 1], 2)
+  local s = by_sid[f[2]]
+  if s.fence_state == 'done' and redis.call('HEXISTS', s.ids, f[1]) == 0 then
+    return {'RETRY'}
+  end
+end
+
+local function counter(s)
+  if not s.last then
+    s.last = tonumber(redis.call('GET', s.seq) or '0')
+    s.new_rows, s.new_ids, s.new_index, s.new_seqs, s.new_zones = {}, {}, {}, {}, {}
+  end
+  return s.last
+end
+
+-- Buffers one new row at number seq of session s (written at the end, in wide commands);
+-- f: the row's first five fields (id, session, type, run, timestamp).
+local function add(s, seq, blob, f)
+  local p = pad(seq)
+  local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
+  rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
+  ids_buf[#ids_buf + 1] = f[1]; ids_buf[#ids_buf + 1] = seq
+  index_buf[#index_buf + 1] = 0; index_buf[#index_buf + 1] = 't' .. f[3] .. '\0' .. p
+  if f[4] ~= '' then
+    index_buf[#index_buf + 1] = 0
+    index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
+  end
+  s.new_seqs[#s.new_seqs + 1] = seq
+  -- the zone map: the latest timestamp of each block of ZONE numbers, so since can skip
+  local z, ts = math.floor(seq / ZONE), f[5]
+  local top = s.new_zones[z]
+  if not top or int_cmp(ts, top) > 0 then s.new_zones[z] = ts end
+  s.got_new = true
+end
+
+-- Single node: where the global id index says an id lives. Returns the session to look in,
+-- or nil after noting an unnamed owner; a pointer to a named session that does not hold the
+-- id is dangling (eviction, a manual delete): the id is free, and the pointer is repaired.
+local out, claimed, owners = {}, {}, {}
+local id_index = plan.id_index and KEYS[plan.id_index]
+local function holder(id, s)
+  if not id_index then return s end
+  local owner = redis.call('HGET', id_index, id)
+  if owner and owner ~= s.sid then
+    local o = by_sid[owner]
+    if o == nil then owners[#owners + 1] = owner; return nil end
+    if redis.call('HEXISTS', o.ids, id) == 1 then return o end
+    owner = nil
+  end
+  if not owner then
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = s.sid
+  end
+  return s
+end
+
+local numbered = plan.numbered
+if numbered then
+  -- import: rows keep their numbers; an id already at its number is skipped
+  local skipped = 0
+  for a = first, last_row do
+    local blob = ARGV[a]
+    local f = fields(blob, 5)
+    local id, seq = f[1], numbered.seqs[a - first + 1]
+    local own = by_sid[f[2]]
+    local s = holder(id, own)
+    if s and s ~= own then
+      return {'CONFLICT', seq, -1, 'event ' .. id .. ' is already stored in session ' .. s.sid}
+    end
+    if s then
+      local have = redis.call('HGET', s.ids, id)
+      if have then
+        if tonumber(have) ~= seq then
+          return {'CONFLICT', seq, tonumber(have),
+            'event ' .. id .. ' is already stored at sequence ' .. have .. ', not ' .. fmt(seq)}
+        end
+        skipped = skipped + 1
+      elseif redis.call('HEXISTS', s.ev, seq) == 1 then
+        return {'CONFLICT', seq, seq, 'the session holds another event at sequence ' .. fmt(seq)}
+      else
+        counter(s)
+        add(s, seq, blob, f)
+      end
+    end
+  end
+  if #owners > 0 then return {'OWNERS', owners} end
+  out = {rows.count - skipped, skipped}
+else
+  local all_stored = true
+  for a = first, last_row do
+    local blob = ARGV[a]
+    local f = fields(blob, 5)
+    local s = holder(f[1], by_sid[f[2]])
+    if s then
+      local have = redis.call('HGET', s.ids, f[1])
+      local seq, stored = nil, ''
+      if have then
+        seq = tonumber(have); stored = redis.call('HGET', s.ev, have)
+      else -- a new event of the row's own session
+        all_stored = false
+        seq = counter(s) + 1
+        s.last = seq
+        add(s, seq, blob, f)
+      end
+      out[#out + 1] = seq
+      out[#out + 1] = stored
+    end
+  end
+  if #owners > 0 then return {'OWNERS', owners} end
+  local e = plan.expected
+  if e and not (e.shortcut and all_stored) then
+    local s = sessions[e.session]
+    local actual = s.last and tonumber(redis.call('GET', s.seq) or '0') or counter(s)
+    if actual ~= e.sequence then return {'CONFLICT', e.sequence, actual} end
+  end
+end
+
+-- every check passed: write
+local now = nil
+local touched_index = plan.touched_index and KEYS[plan.touched_index]
+local function touch(s)
+  if redis.call('HEXISTS', s.record, 'doc') == 1 then
+    now = now or fmt(now_us())
+    redis.call('HSET', s.record, 'touched', now)
+    if touched_index then redis.call('HSET', touched_index, s.sid, now) end
+  end
+end
+local function wide(cmd, key, buf)
+  for i = 1, #buf, 4000 do
+    redis.call(cmd, key, unpack(buf, i, math.min(i + 3999, #buf)))
+  end
+end
+if #claimed > 0 then wide('HSET', id_index, claimed) end
+for _, s in ipairs(sessions) do
+  if s.got_new then
+    local before = tonumber(redis.call('GET', s.seq) or '0')
+    local top = s.last
+    for _, seq in ipairs(s.new_seqs) do if seq > top then top = seq end end
+    if numbered then top = math.max(top, numbered.latest) end
+    redis.call('SET', s.seq, fmt(top))
+    wide('HSET', s.ev, s.new_rows)
+    wide('HSET', s.ids, s.new_ids)
+    wide('ZADD', s.index, s.new_index)
+    for z, ts in pairs(s.new_zones) do
+      local old = redis.call('HGET', s.zones, z)
+      if not old or int_cmp(ts, old) > 0 then redis.call('HSET', s.zones, z, ts) end
+    end
+    -- numbers above 'dense' are listed in q once a session has gaps (imports only)
+    local sparse = redis.call('EXISTS', s.sparse) == 1
+    if not sparse and numbered and #s.new_seqs ~= top - before then
+      redis.call('ZADD', s.sparse, before, 'dense')
+      sparse = true
+    end
+    if sparse then
+      local buf = {}
+      for _, seq in ipairs(s.new_seqs) do buf[#buf + 1] = seq; buf[#buf + 1] = seq end
+      wide('ZADD', s.sparse, buf)
+    end
+  end
+end
+if numbered then
+  -- the counter moves to the export's latest even when every row was skipped
+  local s = sessions[1]
+  if not s.got_new and numbered.latest > tonumber(redis.call('GET', s.seq) or '0') then
+    if redis.call('EXISTS', s.sparse) == 0 then
+      redis.call('ZADD', s.sparse, tonumber(redis.call('GET', s.seq) or '0'), 'dense')
+    end
+    redis.call('SET', s.seq, fmt(numbered.latest))
+  end
+end
+
+local version = ''
+local rec = plan.session_record
+if rec then
+  local s, doc = sessions[rec.session], ARGV[rec.doc]
+  local v = math.max(tonumber(redis.call('HGET', s.record, 'v') or '0') + 1, now_us())
+  redis.call('HSET', s.record, 'doc', doc, 'v', fmt(v))
+  redis.call('HDEL', s.record, 'touched')
+  if touched_index then redis.call('HDEL', touched_index, s.sid) end
+  version = fmt(v)
+  if plan.list_index then
+    local m = rec.members
+    index_put(plan.list_index, s.sid, v, doc, {ARGV[m], ARGV[m + 1], ARGV[m + 2], ARGV[m + 3]},
+      false)
+  end
+end
+for _, r in ipairs(plan.runs or {}) do
+  redis.call('HSET', sessions[r.session].runs, r.id, ARGV[r.doc])
+end
+for _, r in ipairs(plan.runs_removed or {}) do
+  redis.call('HDEL', sessions[r.session].runs, r.id)
+end
+for _, o in ipairs(plan.run_owners or {}) do
+  redis.call('HSET', KEYS[plan.run_index], o.run, o.session)
+end
+if plan.touch then
+  for _, s in ipairs(sessions) do if s.got_new then touch(s) end end
+end
+for _, i in ipairs(plan.touch_sessions or {}) do touch(sessions[i]) end
+if plan.publish then
+  for _, s in ipairs(sessions) do
+    if s.got_new then redis.call(plan.publish, s.channel, '1') end
+  end
+end
+return {'OK', out, version}

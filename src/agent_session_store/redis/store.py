@@ -1,0 +1,475 @@
+"""``RedisSessionStore``: options, connections, errors, reads and long-poll; the writes are in
+``single.py`` (one server: one script call per write) and ``cluster.py`` (several steps).
+
+Layout (docs/redis.md has the full table). Every key of one session shares one hash tag, so
+one Lua script can change a whole session atomically, also in a cluster. Sequence numbers
+are a counter in that script, events a hash ``seq -> row``, the run/type filters one
+lex-ordered sorted set, so reads cost what they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio
+import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry as DriverRetry
+from redis.backoff import NoBackoff
+
+from ..base import EventQuery, NumberedRow, SessionStoreBase
+from ..codec import EncodedEvent, decode_run, decode_session
+from ..errors import (
+    StorageConnectionFailedError,
+    StorageError,
+    StoreError,
+    ValidationError,
+    redact,
+)
+from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros
+from ..retry import Retry
+from ..urls import bool_option, number_options, query_options
+from . import scripts
+from .cluster import Cluster
+from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, ZONES, Keys
+from .limits import READ_BUDGET, READ_RETRY
+from .plan import WritePlan, WriteResult
+from .rows import NS, blob, members, unblob
+from .single import SingleNode
+from .subscriber import Subscriber
+
+__all__ = ["RedisSessionStore"]
+
+#: The highest sequence number: index members spell numbers with 12 digits.
+MAX_SEQUENCE = 10**12 - 1
+
+log = logging.getLogger("agent_session_store.redis")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _touched(session: Session, touched: str | None) -> Session:
+    return session if touched is None else session.replace(updated_at=from_micros(int(touched)))
+
+
+def _gated(
+    fn: Callable[Concatenate[RedisSessionStore, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[RedisSessionStore, _P], Coroutine[Any, Any, _T]]:
+    """Bound the operations in flight: redis-py refuses, rather than queues, past its pool."""
+
+    async def gated(self: RedisSessionStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._gate:
+            return await fn(self, *args, **kwargs)
+
+    return gated
+
+
+class RedisSessionStore(SessionStoreBase):
+    """Sessions, runs and event logs in Redis; see the module docstring and docs/redis.md."""
+
+    backend_name = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "ass",
+        cluster: bool = False,
+        socket_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        max_connections: int = 64,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if type(max_connections) is not int or max_connections < 1:
+            raise ValidationError("max_connections must be a positive int")
+        if type(prefix) is not str or not prefix or "{" in prefix or "}" in prefix:
+            raise ValidationError(
+                f"redis prefix must be a non-empty str without braces, got {prefix!r}"
+            )
+        for name, value in (
+            ("socket_timeout", socket_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValidationError(f"{name} must be a positive number of seconds")
+        self._url = url
+        self.prefix = prefix
+        self.cluster = cluster
+        self.keys = Keys(prefix)
+        self._socket_timeout = float(socket_timeout)
+        self._connect_timeout = float(connect_timeout)
+        self.max_connections = max_connections
+        self._gate = asyncio.Semaphore(max_connections)
+        self._r: Any = None
+        self._paths: Cluster | SingleNode = Cluster(self) if cluster else SingleNode(self)
+        self._subs: dict[str, Subscriber] = {}
+        self._channel_sessions: dict[str, str] = {}
+        self._scripts: dict[str, Any] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisSessionStore:
+        """``redis[s]://[user:pass@]host:port/db?prefix=..&socket_timeout=..&connect_timeout=..``;
+        ``redis+cluster://host:port`` (or ``?cluster=true``) for Redis Cluster."""
+        opts = query_options(url)
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        cluster = bool_option(opts, "cluster", scheme == "redis+cluster")
+        if "prefix" in opts:
+            options.setdefault("prefix", opts.pop("prefix"))
+        number_options(
+            opts,
+            options,
+            {
+                "socket_timeout": float,
+                "connect_timeout": float,
+                "max_connections": int,
+                "max_event_bytes": int,
+            },
+        )
+        opts.pop("auto_migrate", None)  # nothing to migrate; accepted so URLs stay portable
+        if opts:
+            raise ValidationError(f"unknown redis:// option(s): {', '.join(sorted(opts))}")
+        base = urlunsplit(
+            ("redis" if scheme == "redis+cluster" else scheme, parts.netloc, parts.path, "", "")
+        )
+        return cls(base, cluster=cluster, **options)
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.cluster else "single node"
+        return f"RedisSessionStore({redact(self._url)!r}, prefix={self.prefix!r}, {kind})"
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (``Redis`` or ``RedisCluster``), once open."""
+        return self._r
+
+    def _wrap(self, exc: BaseException, operation: str) -> StoreError:
+        text = f"redis {operation} failed: {type(exc).__name__}: {exc}"
+        if isinstance(
+            exc,
+            rexc.ConnectionError
+            | rexc.TimeoutError
+            | rexc.ClusterDownError
+            | rexc.RedisClusterException
+            | rexc.TryAgainError
+            | OSError
+            | TimeoutError,
+        ):
+            return StorageConnectionFailedError(text, details={"operation": operation})
+        return StorageError(text, details={"operation": operation})
+
+    async def _open(self) -> None:
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": self._socket_timeout,
+            "socket_connect_timeout": self._connect_timeout,
+            "retry": DriverRetry(NoBackoff(), 1),
+        }
+        if self.cluster:
+            # the gate bounds operations; one operation may use a connection on every node
+            self._r = RedisCluster.from_url(
+                self._url, max_connections=4 * self.max_connections, **common
+            )
+        else:
+            # the gate already bounds operations, each using one connection at a time
+            pool = redis.asyncio.ConnectionPool.from_url(
+                self._url, max_connections=2 * self.max_connections, **common
+            )
+            self._r = redis.asyncio.Redis(connection_pool=pool)
+        try:
+            await self._r.initialize() if self.cluster else await self._r.ping()
+        except BaseException:
+            await self._r.aclose()  # the next operation opens afresh
+            raise
+        for name in scripts.NAMES:
+            self._scripts[name] = self._r.register_script(scripts.source(name))
+
+    async def _close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        subs = list(self._subs.values())
+        self._subs.clear()
+        for sub in subs:
+            await sub.close()
+        if self._r is not None:
+            await self._r.aclose()
+
+    async def eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one of the ``lua/`` scripts (EVALSHA, loading it on first use)."""
+        return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def write(self, plan: WritePlan) -> WriteResult:
+        """One call of the write script."""
+        return WriteResult.parse(await self.eval("write", plan.keys, plan.args()))
+
+    async def index(self, session: Session | str, doc: str, version: str) -> None:
+        """One list_sessions index update at ``version`` (a tombstone, given a session id).
+
+        The cluster's third write step; an update older than the indexed one is ignored.
+        """
+        ix = self.keys.list_index
+        if isinstance(session, Session):
+            await self.eval("index", ix, [session.id, version, doc, *members(session)])
+        else:
+            await self.eval("unindex", ix, [session, version])
+
+    # ------------------------------------------------------------ the write step
+
+    async def _store_rows(
+        self,
+        rows: list[EncodedEvent],
+        session: tuple[Session, str] | None = None,
+        run: tuple[Run, str] | None = None,
+        expected: int | None = None,
+        touch: Iterable[str] = (),
+    ) -> list[Event]:
+        stored = await self._paths.store_rows(
+            rows, [blob(r) for r in rows], session, run, expected, touch
+        )
+        if stored and self._waiters:
+            self._notify({e.session_id for e in stored})
+        return stored
+
+    # ------------------------------------------------------------ sessions
+
+    @_gated
+    async def _save_session(self, session: Session, doc: str) -> None:
+        await self._store_rows([], session=(session, doc))
+
+    @_gated
+    async def _get_session(self, session_id: str) -> Session | None:
+        doc, touched = await self._r.hmget(self.keys.session(session_id)[RECORD], "doc", "touched")
+        return None if doc is None else _touched(decode_session(doc), touched)
+
+    async def _with_touched(self, sessions: list[Session]) -> list[Session]:
+        """Activity since a session was saved moved its ``updated_at`` (C5): the write script
+        keeps that in the session's own record, which the list index cannot hold."""
+        if not sessions:
+            return sessions
+        pipe = self._r.pipeline(transaction=False)
+        for s in sessions:
+            pipe.hget(self.keys.session(s.id)[RECORD], "touched")
+        return [_touched(s, t) for s, t in zip(sessions, await pipe.execute())]
+
+    @_gated
+    async def _list_sessions(
+        self,
+        status: SessionStatus | None,
+        agent_id: str | None,
+        limit: int | None,
+        offset: int,
+    ) -> list[Session]:
+        all_, st, ag, sa, _, docs_key = self.keys.list_index
+        if status is not None and agent_id is not None:
+            key, prefix = sa, f"{status.value}{NS}{agent_id}{NS}"
+        elif status is not None:
+            key, prefix = st, f"{status.value}{NS}"
+        elif agent_id is not None:
+            key, prefix = ag, f"{agent_id}{NS}"
+        else:
+            key, prefix = all_, ""
+        docs, touched = await self.eval(
+            "list",
+            [key, docs_key, self.keys.touched_index],
+            [prefix, offset, -1 if limit is None else limit],
+        )
+        if self.cluster:  # appends cannot reach the index slot: read each session's record
+            return await self._with_touched([decode_session(d) for d in docs if d is not None])
+        return [_touched(decode_session(d), t or None) for d, t in zip(docs, touched) if d]
+
+    @_gated
+    async def _delete_session(self, session_id: str) -> None:
+        await self._paths.delete_session(session_id)
+
+    # ------------------------------------------------------------ runs
+
+    @_gated
+    async def _save_run(self, run: Run, doc: str) -> None:
+        await self._store_rows([], run=(run, doc), touch=[run.session_id])
+
+    @_gated
+    async def _get_run(self, run_id: str) -> Run | None:
+        retry = Retry(READ_RETRY)  # a run moving between sessions is briefly in neither
+        while True:
+            sid = await self._paths.run_session(run_id)
+            if sid is None:
+                return None
+            doc = await self._r.hget(self.keys.session(sid)[RUNS], run_id)
+            if doc is not None:
+                return decode_run(doc)
+            if not await retry.pause():
+                return None
+
+    async def _runs(self, session_id: str) -> list[Run]:
+        docs = await self._r.hvals(self.keys.session(session_id)[RUNS])
+        runs = [decode_run(d) for d in docs]
+        runs.sort(key=lambda r: (r.started_at, r.id))
+        return runs
+
+    @_gated
+    async def _list_runs(
+        self, session_id: str, status: RunStatus | None, limit: int | None
+    ) -> list[Run]:
+        runs = await self._runs(session_id)
+        if status is not None:
+            runs = [r for r in runs if r.status == status]
+        return runs[:limit]
+
+    @_gated
+    async def _get_active_run(self, session_id: str) -> Run | None:
+        running = [r for r in await self._runs(session_id) if r.status == RunStatus.RUNNING]
+        return running[-1] if running else None
+
+    # ------------------------------------------------------------ events
+
+    @_gated
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        return await self._store_rows(rows, expected=expected)
+
+    @_gated
+    async def _flush(
+        self,
+        session: Session,
+        session_doc: str,
+        run: Run,
+        run_doc: str,
+        rows: list[EncodedEvent],
+        expected: int | None = None,
+    ) -> list[Event]:
+        return await self._store_rows(
+            rows,
+            session=(session, session_doc),
+            run=(run, run_doc),
+            expected=expected,
+            touch=[session.id],
+        )
+
+    @_gated
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        events = [r for r, _ in rows]
+        seqs = [n for _, n in rows]
+        if any(n > MAX_SEQUENCE for n in [*seqs, latest_sequence]):
+            raise ValidationError(
+                f"the Redis store numbers events up to {MAX_SEQUENCE}",
+                details={"field": "sequence_number"},
+            )
+        blobs = [blob(r) for r in events]
+        if isinstance(self._paths, Cluster):
+            imported, skipped = await self._paths.import_rows(
+                session_id, session_doc, runs, events, blobs, seqs, latest_sequence
+            )
+        else:
+            imported, skipped = await self._paths.import_rows(
+                session_id, session_doc, runs, blobs, seqs, latest_sequence
+            )
+        if imported and self._waiters:
+            self._notify([session_id])
+        return imported, skipped
+
+    @_gated
+    async def _get_events(self, q: EventQuery) -> list[Event]:
+        """One read script call per READ_BUDGET candidates, so no call stalls the server; the
+        next call continues where the last one stopped."""
+        k = self.keys.session(q.session_id)
+        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE], k[ZONES]]
+        after, before, limit = q.after or 0, q.before, q.limit
+        found: list[Event] = []
+        while True:
+            out = await self.eval(
+                "read",
+                keys,
+                [
+                    after,
+                    -1 if before is None else before,
+                    -1 if limit is None else limit - len(found),
+                    q.run_id or "",
+                    q.type or "",
+                    "" if q.since_us is None else q.since_us,
+                    1 if q.desc else 0,
+                    READ_BUDGET,
+                ],
+            )
+            found += [unblob(out[i + 1], int(out[i])) for i in range(1, len(out), 2)]
+            if not out[0]:
+                return found
+            if q.desc:
+                before = int(out[0])
+            else:
+                after = int(out[0])
+
+    @_gated
+    async def _latest_sequence(self, session_id: str) -> int:
+        return int(await self._r.get(self.keys.session(session_id)[SEQ]) or 0)
+
+    # ------------------------------------------------------------ long-poll
+
+    def _subscriber(self, channel: str) -> Subscriber:
+        if self.cluster:
+            node = self._r.get_node_from_key(channel)
+            name, cls, kwargs = node.name, node.connection_class, dict(node.connection_kwargs)
+        else:
+            pool = self._r.connection_pool
+            name, cls, kwargs = "", pool.connection_class, dict(pool.connection_kwargs)
+        sub = self._subs.get(name)
+        if sub is None:
+            kwargs["socket_timeout"] = None  # a subscriber waits for messages indefinitely
+            kwargs["retry"] = DriverRetry(NoBackoff(), 0)
+
+            def make() -> Connection:
+                conn: Connection = cls(**kwargs)
+                return conn
+
+            sub = self._subs[name] = Subscriber(
+                self, make, self.cluster, self._socket_timeout + self._connect_timeout
+            )
+        return sub
+
+    async def _watch_start(self, session_id: str) -> None:
+        channel = self.keys.channel(session_id)
+        self._channel_sessions[channel] = session_id
+        try:
+            await self._subscriber(channel).subscribe(channel)
+        except BaseException:
+            self._channel_sessions.pop(channel, None)
+            raise
+
+    def _follow_moved_channel(self, channel: str) -> None:
+        task = asyncio.create_task(self._resubscribe_moved(channel))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resubscribe_moved(self, channel: str) -> None:
+        """Subscribe again on the slot's new master, then let every reader re-query."""
+        try:
+            if channel in self._channel_sessions and not self._closed:
+                await self._r.nodes_manager.initialize()
+                await self._subscriber(channel).subscribe(channel)
+        except Exception as exc:
+            log.warning("redis: re-subscribing %s after a slot move failed: %s", channel, exc)
+        finally:
+            self._waiters.notify_all()
+
+    async def _watch_stop(self, session_id: str) -> None:
+        channel = self.keys.channel(session_id)
+        self._channel_sessions.pop(channel, None)
+        try:
+            await self._subscriber(channel).unsubscribe(channel)
+        except Exception as exc:  # never fail a reader over its clean-up
+            log.debug("redis unsubscribe failed: %s", exc)

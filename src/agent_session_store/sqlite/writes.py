@@ -1,0 +1,257 @@
+"""The write work: functions of a :class:`~.writer.Tx`, run on the writer thread inside the
+group's transaction (``BEGIN IMMEDIATE``: no other process writes meanwhile, so what they read
+stays true until the commit). Each raises to roll back only its own request."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ..codec import EncodedEvent
+from ..errors import sequence_conflict
+from ..models import Run, Session, to_micros, utcnow
+from .schema import EVENT_COLUMNS
+from .writer import Rows, Tx
+
+_INSERT_EVENT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT_OR_SKIP = _INSERT_EVENT + " ON CONFLICT (id) DO NOTHING"
+_EVENT_BY_ID = f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"
+_SAVE_SEQ = (
+    "INSERT INTO seqs (session_id, last_seq, change) VALUES (?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET last_seq = excluded.last_seq,"
+    " change = excluded.change"
+)
+_RESET_SEQ = "UPDATE seqs SET last_seq = 0, change = ? WHERE session_id = ?"
+_SAVE_SESSION = (
+    "INSERT INTO sessions (id, agent_id, status, created_at_us, doc, updated_at_us)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, status = excluded.status,"
+    " created_at_us = excluded.created_at_us, doc = excluded.doc,"
+    " updated_at_us = excluded.updated_at_us"
+)
+_TOUCH_SESSION = "UPDATE sessions SET updated_at_us = ? WHERE id = ?"
+_SAVE_RUN = (
+    "INSERT INTO runs (id, session_id, status, started_at_us, doc) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id,"
+    " status = excluded.status, started_at_us = excluded.started_at_us, doc = excluded.doc"
+)
+
+IN_CHUNK = 500  # ids per "WHERE id IN (...)" lookup, well under SQLite's variable limit
+
+
+# ---------------------------------------------------------------- appends
+
+
+def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Rows:
+    """Number and store rows (ids unique in the list); ids already stored keep their event.
+
+    With ``expected`` (all rows name one session), the session's counter must equal it, unless
+    every id is already stored: a retry after a lost reply gets the stored events (3.12).
+    Returns the stored rows, numbered; they become Events once the group has committed.
+    """
+    if expected is not None:
+        _check_expected(tx, rows[0][1], rows, expected)
+    conn = tx.conn
+    if len(rows) == 1:
+        row = rows[0]
+        sid = row[1]
+        seq = tx.last_seq(sid) + 1
+        numbered = (*row, seq)
+        if conn.execute(_INSERT_EVENT_OR_SKIP, numbered).rowcount:
+            conn.execute(_SAVE_SEQ, (sid, seq, tx.change))
+            _stored(tx, sid, seq)
+            return Rows((numbered,))
+        return Rows((conn.execute(_EVENT_BY_ID, (row[0],)).fetchone(),))
+    # Optimistic: number every row and insert; if an id was already stored the count is
+    # short, and we undo and redo with the stored ids set aside.
+    conn.execute("SAVEPOINT batch")
+    out, last = _number(tx, rows)
+    if conn.executemany(_INSERT_EVENT_OR_SKIP, out).rowcount == len(rows):
+        conn.execute("RELEASE batch")
+    else:
+        conn.execute("ROLLBACK TO batch")
+        conn.execute("RELEASE batch")
+        stored = stored_rows(conn, [r[0] for r in rows])
+        new, last = _number(tx, [r for r in rows if r[0] not in stored])
+        conn.executemany(_INSERT_EVENT, new)
+        stored.update((r[0], r) for r in new)
+        out = Rows(stored[r[0]] for r in rows)
+    change = tx.change
+    conn.executemany(_SAVE_SEQ, [(sid, seq, change) for sid, seq in last.items()])
+    for sid, seq in last.items():
+        _stored(tx, sid, seq)
+    return out
+
+
+def _check_expected(tx: Tx, session_id: str, rows: list[EncodedEvent], expected: int) -> None:
+    """The conditional append's test, costing nothing more when it passes (the counter is
+    read for numbering anyway); the stored-ids lookup is paid only on a mismatch."""
+    actual = tx.last_seq(session_id)
+    if actual == expected:
+        return
+    if rows and len(stored_rows(tx.conn, [r[0] for r in rows])) == len(rows):
+        return  # all stored: the append below returns them and writes nothing
+    raise sequence_conflict(session_id, expected, actual)
+
+
+def _stored(tx: Tx, session_id: str, last: int) -> None:
+    tx.set_last(session_id, last)
+    tx.stored(session_id)
+    tx.touch(session_id)
+
+
+def _number(tx: Tx, rows: list[EncodedEvent]) -> tuple[Rows, dict[str, int]]:
+    """Each session's rows get its next numbers in input order (contract 3.8.3)."""
+    last: dict[str, int] = {}
+    out = Rows()
+    for row in rows:
+        sid = row[1]
+        n = last.get(sid)
+        n = (tx.last_seq(sid) if n is None else n) + 1
+        last[sid] = n
+        out.append((*row, n))
+    return out, last
+
+
+def stored_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The stored rows of those ids that are stored, by id."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i : i + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE id IN ({marks})"
+        for r in conn.execute(sql, chunk):
+            found[r[0]] = r
+    return found
+
+
+# ---------------------------------------------------------------- sessions and runs
+
+
+def put_session(tx: Tx, session: Session, doc: str) -> None:
+    """Upsert as given: the saved ``updated_at`` stands until the next activity."""
+    updated = to_micros(session.updated_at)
+    tx.conn.execute(
+        _SAVE_SESSION,
+        (
+            session.id,
+            session.agent_id,
+            session.status.value,
+            to_micros(session.created_at),
+            doc,
+            updated,
+        ),
+    )
+    tx.touch(session.id, now=False)
+
+
+def _put_run(tx: Tx, run: Run, doc: str) -> None:
+    tx.conn.execute(
+        _SAVE_RUN, (run.id, run.session_id, run.status.value, to_micros(run.started_at), doc)
+    )
+
+
+def save_run(tx: Tx, run: Run, doc: str) -> None:
+    """A run save is activity in its session (C5)."""
+    _put_run(tx, run, doc)
+    tx.touch(run.session_id)
+
+
+def flush(
+    tx: Tx,
+    session: Session,
+    session_doc: str,
+    run: Run,
+    run_doc: str,
+    rows: list[EncodedEvent],
+    expected: int | None = None,
+) -> Rows:
+    """Upsert the session and run and append, all or nothing; ``expected`` is checked first,
+    against the flushed session, even with no rows."""
+    if expected is not None:
+        _check_expected(tx, session.id, rows, expected)
+    put_session(tx, session, session_doc)
+    _put_run(tx, run, run_doc)
+    tx.touch(session.id)  # replaced, then touched (C5)
+    return append(tx, rows) if rows else Rows()
+
+
+def delete_session(tx: Tx, session_id: str) -> None:
+    conn = tx.conn
+    conn.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+    conn.execute("DELETE FROM runs WHERE session_id = ?", (session_id,))
+    conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+    conn.execute(_RESET_SEQ, (tx.change, session_id))  # kept: change numbers only grow
+    tx.set_last(session_id, 0)
+    tx.touch(session_id, now=False)
+
+
+def finish(tx: Tx) -> None:
+    """Last in every transaction: one updated_at write per active session, at commit time."""
+    active = [sid for sid, now in tx.active.items() if now]
+    if active:
+        now = to_micros(utcnow())
+        tx.conn.executemany(_TOUCH_SESSION, [(now, sid) for sid in active])
+
+
+# ---------------------------------------------------------------- import
+
+
+def import_rows(
+    tx: Tx,
+    session_id: str,
+    session_doc: str | None,
+    session: Session | None,
+    runs: list[tuple[Run, str]],
+    rows: list[tuple[EncodedEvent, int]],
+    latest_sequence: int,
+) -> tuple[int, int]:
+    """Write rows at their own numbers; an identical row there is skipped, anything else in
+    the way is a conflict and nothing is written (contract 10). Returns (imported, skipped)."""
+    conn = tx.conn
+    known = stored_rows(conn, [row[0] for row, _ in rows])
+    taken = _taken(conn, session_id, [seq for _, seq in rows])
+    fresh: list[tuple[Any, ...]] = []
+    for row, seq in rows:
+        found = known.get(row[0])
+        if found is not None:
+            if found[1] == session_id and found[10] == seq:
+                continue
+            raise sequence_conflict(
+                session_id,
+                seq,
+                found[10],
+                f"event {row[0]!r} is already stored in session {found[1]!r} at sequence "
+                f"{found[10]}, not at {seq} in {session_id!r}",
+            )
+        if seq in taken:
+            raise sequence_conflict(
+                session_id,
+                seq,
+                seq,
+                f"session {session_id!r} holds another event at sequence {seq}",
+            )
+        fresh.append((*row, seq))
+    if session is not None and session_doc is not None:
+        put_session(tx, session, session_doc)
+    for run, doc in runs:
+        _put_run(tx, run, doc)
+    if fresh:
+        conn.executemany(_INSERT_EVENT, fresh)
+        tx.stored(session_id)
+    top = max([tx.last_seq(session_id), latest_sequence, *(r[10] for r in fresh)])
+    if top != tx.last_seq(session_id):
+        conn.execute(_SAVE_SEQ, (session_id, top, tx.change))
+        tx.set_last(session_id, top)
+    return len(fresh), len(rows) - len(fresh)
+
+
+def _taken(conn: sqlite3.Connection, session_id: str, seqs: list[int]) -> set[int]:
+    """Which of these numbers hold an event in the session (primary-key lookups)."""
+    taken: set[int] = set()
+    for i in range(0, len(seqs), IN_CHUNK):
+        chunk = seqs[i : i + IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        sql = f"SELECT seq FROM events WHERE session_id = ? AND seq IN ({marks})"
+        taken.update(r[0] for r in conn.execute(sql, [session_id, *chunk]))
+    return taken
