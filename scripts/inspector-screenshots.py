@@ -11,10 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests" / "server")]
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer  # noqa: E402
 from seed import seed_demo  # noqa: E402
 
 from agent_session_store import Session, open_artifact_store, open_session_store  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_ARGS, LiveServer  # noqa: E402
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ class LiveServer:
         self.port = self.sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.hub: StreamHub | None = None
+        self.store: SessionStore | None = None
         self.server: _Server | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -84,6 +85,7 @@ class LiveServer:
         artifacts = open_artifact_store(self.artifacts_url) if self.artifacts_url else None
         try:
             await store.open()
+            self.store = store
             app = create_app(store, artifacts=artifacts, **self.app_kwargs)
             self.hub = app.state.hub
             config = uvicorn.Config(
@@ -109,6 +111,12 @@ class LiveServer:
             deadline -= 1
         assert self.server is not None and self.server.started
         return self
+
+    def call(self, make: Any, timeout: float = 30) -> Any:
+        """Run ``make()`` (a coroutine factory) on the server's loop, e.g. to write to a
+        memory store the server holds."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
 
     def stop(self) -> None:
         if self.server is not None:

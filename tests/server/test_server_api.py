@@ -19,7 +19,8 @@ from agent_session_store.ports import ArtifactStore, SessionStore
 from agent_session_store.server import create_app
 from agent_session_store.server.openapi import SPEC
 from agent_session_store.server.security import CSP
-from conftest import asgi_client
+
+from .conftest import asgi_client
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -509,3 +510,18 @@ async def test_artifact_put_with_token(
         assert r.status_code == 413
     assert await memory_artifacts.get("a/b.txt") == b"data"
     assert not await memory_artifacts.exists("a/big")
+
+
+async def test_session_page_for_events_without_a_record(memory_store: SessionStore) -> None:
+    await memory_store.append_event(
+        Event(
+            type=EventType.MESSAGE_SENT, session_id="orphan", data={"role": "user", "content": "hi"}
+        )
+    )
+    async with asgi_client(create_app(memory_store)) as c:
+        r = await c.get("/sessions/orphan")
+        assert r.status_code == 200
+        assert "No session record" in r.text and "hi" in r.text
+        r = await c.get("/sessions/nothing-at-all")
+        assert r.status_code == 404
+        assert "session_not_found" in r.text

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from seed import PATCH, seed_demo
 
 from agent_session_store import open_artifact_store, open_session_store
-from conftest import CHROMIUM_ARGS, LiveServer, run_async
+
+from .conftest import CHROMIUM_ARGS, LiveServer, run_async
+from .seed import PATCH, seed_demo
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
@@ -281,3 +282,26 @@ await store.append_event(Event(type=EventType.MESSAGE_RECEIVED, session_id={XSS_
     page.get_by_role("link", name="javascript:alert(8)").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("javascript:alert(8)")
     _assert_inert(page)
+
+
+def test_new_sessions_notice(page: Page) -> None:
+    """The list polls for sessions created after it was rendered (needs the query API,
+    which the memory store has)."""
+    from agent_session_store import Session
+
+    server = LiveServer("memory://").start()
+    try:
+        store = server.store
+        assert store is not None
+        server.call(lambda: store.save_session(Session(id="ses_old", agent_id="a")))
+        page.goto(server.base + "/")
+        expect(page.get_by_role("link", name="ses_old")).to_be_visible()
+        notice = page.locator("#new-sessions")
+        expect(notice).to_be_hidden()
+        server.call(lambda: store.save_session(Session(id="ses_new", agent_id="a")))
+        expect(notice).to_be_visible(timeout=8000)
+        expect(notice.locator(".count")).to_have_text("1")
+        notice.get_by_role("link").click()
+        expect(page.get_by_role("link", name="ses_new")).to_be_visible()
+    finally:
+        server.stop()

@@ -91,3 +91,28 @@ def test_serve_answers_and_stops_with_streams_open(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_read_write_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    env_token = os.environ.pop("AGENT_SESSION_STORE_TOKEN", None)
+    try:
+        assert main(["--url", "memory://", "serve", "--read-write"]) == 2
+    finally:
+        if env_token is not None:
+            os.environ["AGENT_SESSION_STORE_TOKEN"] = env_token
+    assert "--read-write needs --token" in capsys.readouterr().err
+
+
+def test_without_the_extra_the_error_names_it() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['starlette'] = None\n"
+        "from agent_session_store.errors import StoreError\n"
+        "import agent_session_store.server as s\n"
+        "try:\n"
+        "    s.create_app\n"
+        "except StoreError as err:\n"
+        "    print(err.code, err.details['extra'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["dependency_not_available", "server"], out.stderr

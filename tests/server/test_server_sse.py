@@ -17,7 +17,8 @@ import pytest
 from agent_session_store import Event, EventType, Session, open_session_store
 from agent_session_store.ports import SessionStore
 from agent_session_store.server import StreamLimits
-from conftest import LiveServer
+
+from .conftest import LiveServer
 
 SID = "ses_live"
 

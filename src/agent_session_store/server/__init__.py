@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DependencyNotAvailableError
+from ..urls import missing_extra
 
 if TYPE_CHECKING:
     from .app import create_app
@@ -30,8 +30,5 @@ def __getattr__(name: str) -> Any:
     try:
         found = importlib.import_module(f"{__name__}.{module}")
     except ImportError as exc:
-        raise DependencyNotAvailableError(
-            "the web server needs the 'server' extra: "
-            f"pip install 'agent-session-store[server]' ({exc})"
-        ) from exc
+        raise missing_extra("server", "the web server", exc) from exc
     return getattr(found, name)

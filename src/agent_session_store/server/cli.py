@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 
 __all__ = ["register"]
@@ -27,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
                 artifacts_url=args.artifacts_url,
                 host=args.host,
                 port=args.port,
-                token=args.token or os.environ.get("AGENT_SESSION_STORE_TOKEN"),
+                token=args.token,
                 read_only=not args.read_write,
             )
         )
@@ -40,12 +39,17 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument("--url", dest="serve_url", help="session store URL (default: the global --url)")
     p.add_argument("--artifacts", dest="artifacts_url", help="artifact store URL (file://, s3://)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    p.add_argument("--port", type=int, default=8765, help="TCP port to listen on")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address; other than loopback needs --token (default: %(default)s)",
+    )
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default: %(default)s)")
     p.add_argument(
         "--token",
+        default=None,
         help="bearer token every request needs; required for a non-loopback --host "
-        "(or set $AGENT_SESSION_STORE_TOKEN; never shown in this help)",
+        "(default: $AGENT_SESSION_STORE_TOKEN, else none)",
     )
     p.add_argument(
         "--read-write", action="store_true", help="enable the write endpoints (needs a token)"

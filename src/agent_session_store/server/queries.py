@@ -198,6 +198,11 @@ async def session_stats(store: SessionStore, session_id: str) -> dict[str, Any]:
         result: dict[str, Any] = to_json(await stats(session_id))
         return result
     await store.get_session(session_id)  # session_not_found as the query API would
+    return await stats_from_log(store, session_id)
+
+
+async def stats_from_log(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """Stats from runs and the log alone (also for events whose session has no record)."""
     runs = await store.list_runs(session_id)
     first = await store.get_events(session_id, limit=1)
     last = await store.get_events(session_id, limit=1, order="desc")

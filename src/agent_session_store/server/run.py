@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 from typing import Any
 
 import uvicorn
@@ -56,8 +55,7 @@ async def serve(
     token = token or os.environ.get(TOKEN_ENV) or None
     check_bind(host, token)
     if not read_only and token is None:
-        token = secrets.token_urlsafe(24)
-        print(f"writes enabled; generated token: {token}")
+        raise ValidationError("--read-write needs --token: writes are refused without one")
     store = open_session_store(url)
     artifacts = open_artifact_store(artifacts_url) if artifacts_url else None
     try:

@@ -60,6 +60,7 @@ class StreamLimits:
 class _Subscriber:
     __slots__ = (
         "buffered",
+        "coalescing",
         "cut",
         "ended",
         "error",
@@ -80,6 +81,7 @@ class _Subscriber:
         self.error: StoreError | None = None
         self.last_write = asyncio.get_running_loop().time()
         self.ping_due = False
+        self.coalescing = False
 
     def offer(self, seq: int, frame: bytes) -> None:
         if self.cut.is_set():
@@ -96,7 +98,16 @@ class _Subscriber:
             return
         self.queue.append((seq, frame))
         self.buffered += len(frame)
-        self.wake.set()
+        if not self.coalescing or self.filling():
+            self.wake.set()
+
+    def filling(self) -> bool:
+        """Over a quarter of either limit: write now rather than wait to coalesce."""
+        limits = self.limits
+        return (
+            len(self.queue) * 4 >= limits.max_buffered_events
+            or self.buffered * 4 >= limits.max_buffered_bytes
+        )
 
     def end(self, error: StoreError | None = None) -> None:
         self.ended = True
@@ -340,8 +351,16 @@ class SSEResponse:
         while True:
             if sub.queue:
                 wait = sub.last_write + gap - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0 and not sub.filling():
+                    # Woken by the timer, or by offer() once the buffer is filling up.
+                    sub.coalescing = True
+                    sub.wake.clear()
+                    timer = loop.call_later(wait, sub.wake.set)
+                    try:
+                        await sub.wake.wait()
+                    finally:
+                        sub.coalescing = False
+                        timer.cancel()
                 frames = []
                 while sub.queue:
                     seq, frame = sub.queue.popleft()

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..errors import NotFoundError, SessionNotFoundError, StoreError, ValidationError
-from ..models import EventType, Run, SessionStatus, iso, utcnow
+from ..models import EventType, Run, Session, SessionStatus, iso, utcnow
 from . import queries
 from .api import ctx, read_body
 from .params import Params
@@ -154,8 +154,17 @@ async def session_page(request: Request) -> Response:
     c = ctx(request)
     sid = request.path_params["session_id"]
     p = Params(request.query_params)
-    session = await c.store.get_session(sid)
-    stats = await queries.session_stats(c.store, sid)
+    no_record = False
+    try:
+        session = await c.store.get_session(sid)
+        stats = await queries.session_stats(c.store, sid)
+    except SessionNotFoundError:
+        # Events may name a session that has no record (contract 3.8.8): show them anyway.
+        if await c.store.get_latest_sequence(sid) == 0:
+            raise
+        no_record = True
+        session = Session(id=sid, agent_id="(unknown)")
+        stats = await queries.stats_from_log(c.store, sid)
     runs = await c.store.list_runs(sid, limit=200)
     after, before = p.integer("after"), p.integer("before", minimum=1)
     items, first, last = await _timeline(request, sid, after=after, before=before)
@@ -180,6 +189,7 @@ async def session_page(request: Request) -> Response:
         live=last >= latest or not items,
         has_older=first > 1,
         artifacts=artifacts,
+        no_record=no_record,
     )
 
 
