@@ -205,7 +205,8 @@ def _cleanup(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with open_artifact_store(args.store_url) as store:
             options = {} if args.older_than is None else {"older_than": args.older_than}
-            removed = await store.cleanup(**options)
+            cleanup = getattr(store, "cleanup", None)  # stores that leave debris have one
+            removed = 0 if cleanup is None else await cleanup(**options)
         print(f"removed {removed}")
         return 0
 
