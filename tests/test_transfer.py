@@ -17,7 +17,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from agent_session_store import (
     Event,
@@ -30,31 +29,42 @@ from agent_session_store import (
     open_session_store,
 )
 from agent_session_store.base import SessionStoreBase
+from test_redis import _drop_prefix, redis_cluster  # noqa: F401  (the cluster fixture)
 
 PG = os.environ.get("ASS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("ASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BACKENDS = ["memory", "sqlite", "postgres", "redis"]
+BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis-cluster"]
 T0 = datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 Opener = Callable[[str], Any]
 
 
 @pytest.fixture
-async def open_backend(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
+async def open_backend(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[str], Any]]:
     """Opens a fresh, empty store of the named backend; cleans server-side data after."""
     schemas: list[str] = []
-    prefixes: list[str] = []
+    prefixes: list[tuple[str, str]] = []
     stores: list[SessionStoreBase] = []
 
     async def opener(name: str) -> SessionStoreBase:
         tag = f"ass_tr_{uuid.uuid4().hex[:10]}"
-        url = {
-            "memory": "memory://",
-            "sqlite": f"sqlite:///{tmp_path}/{tag}.db?auto_migrate=true",
-            "postgres": f"{PG}?schema={tag}&auto_migrate=true",
-            "redis": f"{REDIS}?prefix={tag}",
-        }[name]
-        (schemas if name == "postgres" else prefixes if name == "redis" else []).append(tag)
+        if name == "redis-cluster":
+            base = request.getfixturevalue("redis_cluster")
+            prefixes.append((base, tag))
+            url = f"{base}?prefix={tag}"
+        else:
+            url = {
+                "memory": "memory://",
+                "sqlite": f"sqlite:///{tmp_path}/{tag}.db?auto_migrate=true",
+                "postgres": f"{PG}?schema={tag}&auto_migrate=true",
+                "redis": f"{REDIS}?prefix={tag}",
+            }[name]
+        if name == "postgres":
+            schemas.append(tag)
+        elif name == "redis":
+            prefixes.append((REDIS, tag))
         store: SessionStoreBase = open_session_store(url)
         await store.open()
         stores.append(store)
@@ -70,13 +80,8 @@ async def open_backend(tmp_path: Path) -> AsyncIterator[Callable[[str], Any]]:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
-    if prefixes:
-        client = Redis.from_url(REDIS)
-        async with client:
-            for prefix in prefixes:
-                keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
+    for base, prefix in prefixes:
+        await _drop_prefix(base, prefix)
 
 
 def _sample() -> SessionExport:
@@ -175,7 +180,13 @@ async def test_export_import_between_backends(
 
 @pytest.mark.parametrize(
     ("source", "target"),
-    [("sqlite", "postgres"), ("postgres", "redis"), ("redis", "memory"), ("memory", "sqlite")],
+    [
+        ("sqlite", "postgres"),
+        ("postgres", "redis"),
+        ("redis", "redis-cluster"),
+        ("redis-cluster", "memory"),
+        ("memory", "sqlite"),
+    ],
 )
 async def test_streamed_copy_matches_and_resumes(
     open_backend: Opener, source: str, target: str
