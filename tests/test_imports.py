@@ -34,6 +34,13 @@ try:
     open_session_store("redis://127.0.0.1:6379/0")
 except StoreError as err:
     out["open"] = err.code
+import importlib
+for module in ("agent_session_store.postgres", "agent_session_store.redis",
+               "agent_session_store.artifacts.s3"):
+    try:
+        importlib.import_module(module)
+    except StoreError as err:  # a submodule imported by name says which extra, too
+        out[module] = {"code": err.code, "extra": err.details["extra"]}
 # the base install's backends work
 import asyncio
 async def main():
@@ -63,6 +70,12 @@ def test_star_import_and_missing_extras_on_a_base_install() -> None:
         assert f"pip install 'agent-session-store[{extra}]'" in out[name]["message"]
         assert f"pip install -e '.[{extra}]'" in out[name]["message"]  # true from a checkout
     assert out["open"] == "dependency_not_available"
+    for module, extra in (
+        ("agent_session_store.postgres", "postgres"),
+        ("agent_session_store.redis", "redis"),
+        ("agent_session_store.artifacts.s3", "s3"),
+    ):
+        assert out[module] == {"code": "dependency_not_available", "extra": extra}
     assert out["memory"] == 1
 
 

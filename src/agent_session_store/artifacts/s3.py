@@ -35,9 +35,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+try:
+    import aiohttp
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+except ImportError as _missing:  # exercised by tests/test_imports.py without the extra
+    from ..urls import missing_extra
+
+    raise missing_extra("s3", "the s3:// artifact store", _missing) from _missing
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 try:
     import asyncpg  # noqa: F401 - checked here so every submodule import reports it by name
-except ImportError as _missing:  # pragma: no cover - exercised only without the extra
-    from ..errors import DependencyNotAvailableError
+except ImportError as _missing:  # exercised by tests/test_imports.py without the extra
+    from ..urls import missing_extra
 
-    raise DependencyNotAvailableError(
-        "the postgresql:// backend needs the 'postgres' extra: "
-        "pip install 'agent-session-store[postgres]'",
-        details={"extra": "postgres"},
-    ) from _missing
+    raise missing_extra("postgres", "the postgresql:// backend", _missing) from _missing
 
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .store import DEFAULT_SCHEMA, PostgresSessionStore

@@ -11,6 +11,13 @@ Layout of this package:
   long-poll wake-ups
 """
 
+try:
+    import redis  # noqa: F401 - checked here so every submodule import reports it by name
+except ImportError as _missing:  # exercised by tests/test_imports.py without the extra
+    from ..urls import missing_extra
+
+    raise missing_extra("redis", "the redis:// backend", _missing) from _missing
+
 from .store import RedisSessionStore
 
 __all__ = ["RedisSessionStore"]
