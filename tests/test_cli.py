@@ -137,8 +137,6 @@ def _walk(parser: argparse.ArgumentParser, path: str = "") -> Iterator[tuple[str
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, sub in action.choices.items():
-                if name in ("artifacts", "serve"):
-                    continue  # registered by their own modules (artifacts/cli.py, server/cli.py)
                 yield from _walk(sub, f"{path} {name}")
         else:
             yield path, action, parser.format_help()

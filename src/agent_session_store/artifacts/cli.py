@@ -45,22 +45,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return p
 
     p = command("put", "store FILE (or stdin with -) under KEY", _put)
-    p.add_argument("key")
+    p.add_argument("key", help="the artifact's key (any text, at most 1024 UTF-8 bytes)")
     p.add_argument("source", metavar="FILE", help="a file, or - for stdin")
     p.add_argument(
         "--if-absent", action="store_true", help="only create: fail if KEY already exists"
     )
     p = command("get", "write KEY's bytes to stdout or -o FILE", _get)
-    p.add_argument("key")
+    p.add_argument("key", help="the artifact's key")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     p = command("ls", "list keys, optionally under PREFIX", _ls)
-    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("prefix", nargs="?", default="", help="only keys starting with this")
     p.add_argument("--json", action="store_true", help="one JSON array")
     p = command("rm", "remove KEY (absent is fine)", _rm)
-    p.add_argument("key")
+    p.add_argument("key", help="the artifact's key")
     p = command("stat", "size, SHA-256 and modification time of KEY", _stat)
-    p.add_argument("key")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("key", help="the artifact's key")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p = command(
         "cleanup",
         "remove what killed writers left (file temp files, S3 incomplete multipart uploads)",
