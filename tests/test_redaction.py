@@ -148,3 +148,18 @@ def test_bad_configs_are_validation_errors(kwargs: dict[str, Any]) -> None:
     with pytest.raises(StoreError) as info:
         RedactionConfig(**kwargs)
     assert info.value.code == "validation_error"
+
+
+@pytest.mark.parametrize("url", ["memory://?redact=true", "sqlite:///{tmp}/r.db?redact=1"])
+async def test_redact_in_the_url_turns_on_the_defaults(url: str, tmp_path: Any) -> None:
+    from agent_session_store import open_session_store
+
+    async with open_session_store(url.format(tmp=tmp_path)) as store:
+        assert store.redaction == RedactionConfig()
+        stored = await store.append_event_with_sequence(msg(SAMPLES["github_pat"]))
+        assert stored.data == {"content": "[REDACTED]"}
+    async with open_session_store("memory://?redact=false") as plain:
+        assert plain.redaction is None
+    with pytest.raises(StoreError) as info:
+        open_session_store("memory://?redact=maybe")
+    assert info.value.code == "validation_error"

@@ -123,14 +123,35 @@ def open_session_store(url: str, **options: Any) -> SessionStoreBase:
     ``agent_session_store.sync.open_session_store`` instead.
     """
     cls = _load(_scheme(url, "session store", _SESSION_BACKENDS), _SESSION_BACKENDS)
+    url, redaction = _redact_option(url)
     try:
-        return cast("SessionStoreBase", cls.from_url(url, **options))
+        store = cast("SessionStoreBase", cls.from_url(url, **options))
     except StoreError:
         raise
     except (TypeError, ValueError) as exc:
         raise ValidationError(
             f"bad session store URL {redact(url)!r}: {redact(str(exc))}"
         ) from None
+    if redaction:
+        from .redaction import RedactionConfig
+
+        store.redaction = RedactionConfig()
+    return store
+
+
+def _redact_option(url: str) -> tuple[str, bool]:
+    """``?redact=true`` turns on the default redaction for any backend (contract 9); it is
+    taken off the URL here so no backend has to know it."""
+    from urllib.parse import parse_qsl, urlencode
+
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k == "redact" for k, _ in pairs):
+        return url, False
+    on = bool_option(dict(p for p in pairs if p[0] == "redact"), "redact")
+    rest = urlencode([p for p in pairs if p[0] != "redact"])
+    base = url.split("?", 1)[0]  # not urlunsplit: it folds sqlite://// into sqlite://
+    return (f"{base}?{rest}" if rest else base), on
 
 
 def open_artifact_store(url: str, **options: Any) -> ArtifactStore:
