@@ -27,22 +27,6 @@ CLI = [sys.executable, "-m", "agent_session_store"]
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-def _implements_v2(module: str, name: str) -> bool:
-    """Whether a backend has the v2 primitives yet (backends land them separately)."""
-    import importlib
-
-    from agent_session_store.base import SessionStoreBase
-
-    cls = getattr(importlib.import_module(module), name)
-    return cls._import is not SessionStoreBase._import
-
-
-SQLITE_V2 = _implements_v2("agent_session_store.sqlite", "SQLiteSessionStore")
-PG_V2 = _implements_v2("agent_session_store.postgres", "PostgresSessionStore")
-needs_sqlite_v2 = pytest.mark.skipif(not SQLITE_V2, reason="SQLite backend lacks contract v2")
-needs_pg_v2 = pytest.mark.skipif(not PG_V2, reason="PostgreSQL backend lacks contract v2")
-
-
 def run_cli(
     *args: str, check: bool = True, columns: int = 200, cwd: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -282,8 +266,7 @@ def test_type_is_repeatable_and_takes_families_and_run_takes_a_unique_prefix(
     assert listed("--type", "tool") == [2, 3]  # every tool_call_* type
     assert listed("--type", "tool", "--type", "usage") == [2, 3, 4]
     assert listed("--type", "message_sent,approval") == [1, 5]
-    if SQLITE_V2:  # order="desc" is contract v2
-        assert listed("--type", "tool", "--order", "desc", "--limit", "1") == [3]
+    assert listed("--type", "tool", "--order", "desc", "--limit", "1") == [3]
     assert listed("--run", "run_b") == [3, 4, 5]
     assert listed("--run", "run_alpha_2") == [2]
     ambiguous = run_cli("--url", url, "events", "list", "s", "--run", "run_alpha", check=False)
@@ -376,7 +359,6 @@ async def test_tail_says_it_waits_warns_and_follows_appends(tmp_path: Path) -> N
         await asyncio.wait_for(unknown.wait(), 30)
 
 
-@needs_sqlite_v2
 def test_rewound_events_are_shown_as_such(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "r.db")
     with sync.open_session_store(url) as store:
@@ -484,7 +466,6 @@ def _sample(url: str, session_id: str = "src", count: int = 30) -> list[Event]:
         )
 
 
-@needs_sqlite_v2
 def test_export_then_import_round_trips_and_reimport_changes_nothing(tmp_path: Path) -> None:
     src = sqlite_url(tmp_path / "a.db")
     dst = sqlite_url(tmp_path / "b.db")
@@ -521,13 +502,10 @@ def test_export_then_import_round_trips_and_reimport_changes_nothing(tmp_path: P
     )
 
 
-@needs_sqlite_v2
 @pytest.mark.parametrize("target", ["sqlite", "postgres"])
 def test_copy_between_backends_is_resumable(
     tmp_path: Path, target: str, request: pytest.FixtureRequest
 ) -> None:
-    if target == "postgres" and not PG_V2:
-        pytest.skip("PostgreSQL backend lacks contract v2")
     src = sqlite_url(tmp_path / "src.db")
     if target == "postgres":
         dst = request.getfixturevalue("pg_schema") + "&auto_migrate=true"
@@ -558,7 +536,6 @@ def test_copy_between_backends_is_resumable(
         assert store.get_events("two") == second
 
 
-@needs_sqlite_v2
 def test_fork_copies_the_visible_history(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "fork.db")
     _sample(url, "src", 6)

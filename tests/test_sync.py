@@ -89,18 +89,6 @@ class TestSyncOverMemory(SessionStoreContract):
 
 
 class TestSyncOverSQLite(DurableSessionStoreContract):
-    @pytest.fixture(autouse=True)
-    def _v2_needs_the_backend(self, request: pytest.FixtureRequest) -> None:
-        """The v2 and edge rules run here as soon as the SQLite backend implements them (its
-        own tests/test_sqlite.py fails them until then)."""
-        from agent_session_store.base import SessionStoreBase
-        from agent_session_store.sqlite import SQLiteSessionStore
-
-        owner = request.function.__qualname__.split(".")[0]
-        lacks_v2 = SQLiteSessionStore._import is SessionStoreBase._import
-        if owner in ("V2Contract", "DurableV2Contract", "EdgeContract") and lacks_v2:
-            pytest.skip("the SQLite backend does not implement contract v2 yet")
-
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/sync.db?auto_migrate=true"
