@@ -22,6 +22,7 @@ MODULES = [
     "redis_bench",
     "artifacts",
     "history",
+    "redaction",
     "integrations_openai_langgraph",
     "integrations_adk",
     "server",
