@@ -882,15 +882,15 @@ async def test_a_soft_delete_rechecks_a_session_that_moved(rstore: RedisSessionS
     await rstore.save_session(Session(id="idle", agent_id="a", updated_at=old))
     cutoff = int(datetime(2021, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
     queries = rstore._queries
-    seen = [r async for r in queries._records()]
-    assert [r.session.id for r in seen] == ["idle"]
+    seen = await queries._records_of(["idle"])
+    assert [r.row.id for r in seen] == ["idle"]
     await rstore.append_event(Event(type=EventType.MESSAGE_SENT, session_id="idle"))  # activity
     assert await queries._mark(seen[0], cutoff, (), (), datetime.now(UTC)) == 0
     assert (await rstore.get_session("idle")).deleted_at is None
     # not moved: marked, and updated_at stays what activity made it
     touched = (await rstore.get_session("idle")).updated_at
     now = datetime.now(UTC)
-    seen = [r async for r in queries._records()]
+    seen = await queries._records_of(["idle"])
     assert await queries._mark(seen[0], now_us(now) + 1, (), (), now) == 1
     marked = await rstore.get_session("idle")
     assert (marked.deleted_at, marked.updated_at) == (now, touched)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..codec import decode_run, decode_session, encode_session
-from ..models import Event, Run, Session, from_micros, to_micros
+from ..models import Event, Run, Session, from_micros, parse_iso, to_micros
 from ..query import (
     EventSearch,
     Position,
@@ -66,30 +66,70 @@ def _page(
 
 @dataclass(frozen=True, slots=True)
 class _Record:
-    """A session as stored: ``session`` has the touched ``updated_at`` applied (C5)."""
+    """A session record read for a retention mark: the row and the version it had."""
 
-    session: Session
+    row: _Row
     version: str
     touched: str
 
-    @property
-    def updated_us(self) -> int:
-        return to_micros(self.session.updated_at)
 
-    @property
-    def deleted_us(self) -> int | None:
-        d = self.session.deleted_at
-        return None if d is None else to_micros(d)
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A session as the list index holds it, decoded only as far as filters need; the full
+    ``Session`` is built for the items of a page only."""
+
+    id: str
+    agent_id: str
+    status: str
+    tags: frozenset[str]
+    created_us: int
+    updated_us: int
+    deleted_us: int | None
+    doc: str
+    touched: str | None
+
+    @classmethod
+    def parse(cls, doc: str, touched: str | None) -> _Row:
+        d = json.loads(doc)
+        deleted = d.get("deleted_at")
+        return cls(
+            d["id"],
+            d["agent_id"],
+            d["status"],
+            frozenset(d.get("tags") or ()),
+            _iso_us(d["created_at"]),
+            int(touched) if touched else _iso_us(d["updated_at"]),
+            None if deleted is None else _iso_us(deleted),
+            doc,
+            touched,
+        )
+
+    def session(self) -> Session:
+        s = decode_session(self.doc)
+        return s if not self.touched else s.replace(updated_at=from_micros(int(self.touched)))
 
 
-def _matches(s: Session, q: SessionSearch) -> bool:
+def _iso_us(text: str) -> int:
+    return to_micros(parse_iso(text, "session timestamp"))
+
+
+def _matches(r: _Row, q: SessionSearch) -> bool:
     return (
-        (q.include_deleted or s.deleted_at is None)
-        and (q.agent_id is None or s.agent_id == q.agent_id)
-        and (q.statuses is None or s.status.value in q.statuses)
-        and all(t in s.tags for t in q.tags)
-        and _within(to_micros(s.created_at), q.created_after_us, q.created_before_us)
-        and _within(to_micros(s.updated_at), q.updated_after_us, q.updated_before_us)
+        (q.include_deleted or r.deleted_us is None)
+        and (q.agent_id is None or r.agent_id == q.agent_id)
+        and (q.statuses is None or r.status in q.statuses)
+        and all(t in r.tags for t in q.tags)
+        and _within(r.created_us, q.created_after_us, q.created_before_us)
+        and _within(r.updated_us, q.updated_after_us, q.updated_before_us)
+    )
+
+
+def _due(r: _Row, cutoff_us: int, statuses: tuple[str, ...], tags: tuple[str, ...]) -> bool:
+    return (
+        r.deleted_us is None
+        and r.status not in statuses
+        and r.tags.isdisjoint(tags)
+        and r.updated_us < cutoff_us
     )
 
 
@@ -131,24 +171,37 @@ class Queries:
         return list(await pipe.execute())
 
     async def _records_of(self, ids: list[str]) -> list[_Record]:
+        """The sessions' own records (the truth the list index follows), with versions."""
         keys = self._store.keys
         got = await self._pipelined(
             ("hmget", keys.session(sid)[RECORD], (["doc", "touched", "v"],)) for sid in ids
         )
-        out: list[_Record] = []
-        for doc, touched, version in got:
-            if doc is None:
-                continue
-            s = decode_session(doc)
-            if touched is not None:
-                s = s.replace(updated_at=from_micros(int(touched)))
-            out.append(_Record(s, version or "", touched or ""))
-        return out
+        return [
+            _Record(_Row.parse(doc, touched), version or "", touched or "")
+            for doc, touched, version in got
+            if doc is not None
+        ]
 
-    async def _records(self) -> AsyncIterator[_Record]:
-        async for ids in self._session_ids(RECORD):
-            for r in await self._records_of(ids):
-                yield r
+    async def _rows(self) -> AsyncIterator[_Row]:
+        """Every session with a record, from the list index's documents: one HSCAN batch at a
+        time, plus each batch's touched values (C5)."""
+        store = self._store
+        client = store.client
+        cursor = 0
+        while True:
+            cursor, page = await client.hscan(store.keys.list_index[5], cursor, count=BATCH)
+            if page:
+                ids = list(page)
+                if store.cluster:  # touched lives in each session's record
+                    touched = await self._pipelined(
+                        ("hget", store.keys.session(sid)[RECORD], ("touched",)) for sid in ids
+                    )
+                else:
+                    touched = await client.hmget(store.keys.touched_index, ids)
+                for sid, t in zip(ids, touched):
+                    yield _Row.parse(page[sid], t)
+            if not cursor:
+                return
 
     async def _runs(self, session_id: str | None = None) -> list[Run]:
         keys = self._store.keys
@@ -166,7 +219,7 @@ class Queries:
         agents: dict[str, str] = {}
         for start in range(0, len(ids), BATCH):
             for r in await self._records_of(ids[start : start + BATCH]):
-                agents[r.session.id] = r.session.agent_id
+                agents[r.row.id] = r.row.agent_id
         return agents
 
     async def _events(self, session_id: str) -> AsyncIterator[list[Event]]:
@@ -195,16 +248,15 @@ class Queries:
         self, q: SessionSearch, after: Position | None, limit: int
     ) -> list[Session]:
         by_updated = q.order_by.startswith("updated")
-        keyed: list[tuple[Position, Any]] = []
-        async for r in self._records():
-            s = r.session
-            if _matches(s, q):
-                value = r.updated_us if by_updated else to_micros(s.created_at)
-                keyed.append(((value, s.id), s))
-        return _page(keyed, q.order_by, after, limit)
+        keyed: list[tuple[Position, Any]] = [
+            (((r.updated_us if by_updated else r.created_us), r.id), r)
+            async for r in self._rows()
+            if _matches(r, q)
+        ]
+        return [r.session() for r in _page(keyed, q.order_by, after, limit)]
 
     async def count_sessions(self, q: SessionSearch) -> int:
-        return sum([1 async for r in self._records() if _matches(r.session, q)])
+        return sum([1 async for r in self._rows() if _matches(r, q)])
 
     # ------------------------------------------------------------ runs
 
@@ -280,16 +332,6 @@ class Queries:
 
     # ------------------------------------------------------------ retention
 
-    @staticmethod
-    def _due(r: _Record, cutoff_us: int, statuses: tuple[str, ...], tags: tuple[str, ...]) -> bool:
-        s = r.session
-        return (
-            s.deleted_at is None
-            and s.status.value not in statuses
-            and set(s.tags).isdisjoint(tags)
-            and r.updated_us < cutoff_us
-        )
-
     async def soft_delete(
         self,
         cutoff_us: int,
@@ -298,16 +340,14 @@ class Queries:
         now: datetime,
         dry_run: bool,
     ) -> int:
-        due = [
-            r
-            async for r in self._records()
-            if self._due(r, cutoff_us, exempt_statuses, exempt_tags)
-        ]
+        due = [r.id async for r in self._rows() if _due(r, cutoff_us, exempt_statuses, exempt_tags)]
         if dry_run:
             return len(due)
         marked = 0
-        for r in due:
-            marked += await self._mark(r, cutoff_us, exempt_statuses, exempt_tags, now)
+        for start in range(0, len(due), BATCH):
+            for r in await self._records_of(due[start : start + BATCH]):
+                if _due(r.row, cutoff_us, exempt_statuses, exempt_tags):
+                    marked += await self._mark(r, cutoff_us, exempt_statuses, exempt_tags, now)
         return marked
 
     async def _mark(
@@ -322,7 +362,7 @@ class Queries:
         by the script if the record moved since it was read; then read it again and re-check."""
         store = self._store
         for _ in range(MARK_TRIES):
-            session = r.session.replace(deleted_at=now)
+            session = r.row.session().replace(deleted_at=now)
             doc = encode_session(session)
             plan = WritePlan(store.keys, cluster=store.cluster)
             plan.save_session(session, doc)
@@ -335,7 +375,7 @@ class Queries:
             if res.status == "BUSY":
                 return 0  # being deleted
             again = await self._records_of([session.id])
-            if not again or not self._due(again[0], cutoff_us, statuses, tags):
+            if not again or not _due(again[0].row, cutoff_us, statuses, tags):
                 return 0
             r = again[0]
         return 0
@@ -343,18 +383,20 @@ class Queries:
     async def deleted_before(self, cutoff_us: int) -> list[str]:
         return sorted(
             [
-                r.session.id
-                async for r in self._records()
+                r.id
+                async for r in self._rows()
                 if r.deleted_us is not None and r.deleted_us < cutoff_us
             ]
         )
 
     async def sessions_over(self, max_events: int) -> list[str]:
         keys = self._store.keys
+        ids = [r.id async for r in self._rows()]
         over: list[str] = []
-        async for ids in self._session_ids(RECORD):
-            counts = await self._pipelined(("hlen", keys.session(s)[IDS], ()) for s in ids)
-            over += [s for s, n in zip(ids, counts) if n > max_events]
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start : start + BATCH]
+            counts = await self._pipelined(("hlen", keys.session(s)[IDS], ()) for s in batch)
+            over += [s for s, n in zip(batch, counts) if n > max_events]
         return sorted(over)
 
     async def prune(
@@ -422,7 +464,7 @@ class Queries:
             indexed.add(sid)
         recorded: set[str] = set()
         async for ids in self._session_ids(RECORD):
-            recorded.update(r.session.id for r in await self._records_of(ids))
+            recorded.update(r.row.id for r in await self._records_of(ids))
         return [
             f"session {sid!r} is in the list index but has no record"
             for sid in sorted(indexed - recorded)
