@@ -29,6 +29,7 @@ from ..query import (
     group_runs,
     run_facts,
 )
+from .cluster import _bounded
 from .keys import EV, IDS, RECORD, RUNS, SEQ, SESSION_KEYS
 from .plan import WritePlan
 from .rows import unblob
@@ -40,6 +41,7 @@ __all__ = ["Queries"]
 
 BATCH = 1000  # keys per SCAN step and reads per pipeline: each server call stays small
 MARK_TRIES = 5  # a soft delete re-reads a session this often while writers keep moving it
+MARKS_IN_FLIGHT = 16  # soft-delete saves sent at once (each one small script call)
 
 _UNESCAPE = re.compile("%(25|7B|7D)")
 _GLOB = re.compile(r"([*?\[\]\\])")
@@ -345,9 +347,13 @@ class Queries:
             return len(due)
         marked = 0
         for start in range(0, len(due), BATCH):
-            for r in await self._records_of(due[start : start + BATCH]):
-                if _due(r.row, cutoff_us, exempt_statuses, exempt_tags):
-                    marked += await self._mark(r, cutoff_us, exempt_statuses, exempt_tags, now)
+            records = await self._records_of(due[start : start + BATCH])
+            calls = [
+                self._mark(r, cutoff_us, exempt_statuses, exempt_tags, now)
+                for r in records
+                if _due(r.row, cutoff_us, exempt_statuses, exempt_tags)
+            ]
+            marked += sum(await _bounded(calls, MARKS_IN_FLIGHT))
         return marked
 
     async def _mark(
