@@ -528,4 +528,5 @@ async def run(quick: bool) -> list[Row]:
     finally:
         await _drop(client, prefix)
         await client.aclose()
+    rows += await _query_cases(10_000 if quick else 100_000)
     return rows
