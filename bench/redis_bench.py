@@ -23,8 +23,10 @@ from typing import Any
 
 import redis.asyncio
 
-from agent_session_store.models import Event, EventType, Session, SessionStatus
+from agent_session_store.models import Event, EventType, Session, SessionStatus, to_micros
+from agent_session_store.query import encode_cursor
 from agent_session_store.redis import RedisSessionStore
+from agent_session_store.retention import RetentionPolicy
 
 from .common import Row, best_of, check_max, check_ratio, median, percentile, rate
 
@@ -254,6 +256,97 @@ async def _v2_cases(store: RedisSessionStore, client: Any, size: int, rounds: in
 # ------------------------------------------------------------------ the cases
 
 
+async def _save_many(store: RedisSessionStore, sessions: list[Session]) -> None:
+    for start in range(0, len(sessions), 1000):
+        await asyncio.gather(*(store.save_session(s) for s in sessions[start : start + 1000]))
+
+
+async def _query_cases(n: int) -> list[Row]:
+    """Issue 9 on Redis: search_sessions page 1 vs page 1,000 (limit 50) and run_maintenance
+    over ``n`` sessions of which 10 % expire. Redis scans (contract 7.8): no bar, figures."""
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
+    rows: list[Row] = []
+    client: Any = redis.asyncio.Redis.from_url(URL, decode_responses=True)
+    store = RedisSessionStore.from_url(f"{URL}?prefix={prefix}")
+    now = T0 + timedelta(days=400)
+    try:
+        async with store:
+            made = [
+                Session(
+                    id=f"s{i:07d}",
+                    agent_id=f"agent{i % 10}",
+                    status=SessionStatus.COMPLETED if i % 10 == 0 else SessionStatus.ACTIVE,
+                    created_at=T0 + timedelta(seconds=i),
+                    # every tenth session idle for 100 days: it expires
+                    updated_at=T0 + timedelta(days=300 if i % 10 == 0 else 399, seconds=i),
+                )
+                for i in range(n)
+            ]
+            await _save_many(store, made)
+            cases: list[tuple[str, dict[str, Any], Any]] = [
+                ("default", {}, lambda s: True),
+                ("agent_id", {"agent_id": "agent3"}, lambda s: s.agent_id == "agent3"),
+                ("status", {"status": "active"}, lambda s: s.status == SessionStatus.ACTIVE),
+            ]
+            for label, kwargs, keep in cases:
+                # page 1,000's cursor: the position after item 49,950 in the default order
+                ordered = sorted(
+                    (s for s in made if keep(s)),
+                    key=lambda s: (to_micros(s.updated_at), s.id),
+                    reverse=True,
+                )
+                deep = ordered[min(len(ordered), 999 * 50) - 1]
+                cursor = encode_cursor(
+                    "search_sessions", "updated_at_desc", (to_micros(deep.updated_at), deep.id)
+                )
+                timings: dict[str, float] = {}
+                for name, at in (("1", None), ("1,000", cursor)):
+                    t = time.perf_counter()
+                    await store.search_sessions(limit=50, cursor=at, **kwargs)
+                    timings[name] = (time.perf_counter() - t) * 1000
+                    rows.append(
+                        Row(
+                            "redis",
+                            f"search_sessions page {name} (limit 50) among {n:,} ({label})",
+                            timings[name],
+                            "ms",
+                            higher_is_better=False,
+                        )
+                    )
+            policy = RetentionPolicy(max_completed_session_age_days=30, hard_delete_after_days=1)
+            t = time.perf_counter()
+            report = await store.run_maintenance(policy, now=now)
+            took = time.perf_counter() - t
+            assert report.sessions_soft_deleted == n // 10, report
+            assert report.sessions_hard_deleted == 0, report  # deleted just now: not yet due
+            t = time.perf_counter()
+            later = await store.run_maintenance(policy, now=now + timedelta(days=2))
+            took_hard = time.perf_counter() - t
+            assert (later.sessions_soft_deleted, later.sessions_hard_deleted) == (0, n // 10)
+            rows.append(
+                Row(
+                    "redis",
+                    f"run_maintenance soft delete over {n:,} sessions (10 % expire)",
+                    took * 1000,
+                    "ms",
+                    higher_is_better=False,
+                )
+            )
+            rows.append(
+                Row(
+                    "redis",
+                    f"run_maintenance hard-deleting those {n // 10:,} (later)",
+                    took_hard * 1000,
+                    "ms",
+                    higher_is_better=False,
+                )
+            )
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
+    return rows
+
+
 async def run(quick: bool) -> list[Row]:
     prefix = f"bench_{uuid.uuid4().hex[:8]}"
     n_seq = 500 if quick else 5000
@@ -435,4 +528,5 @@ async def run(quick: bool) -> list[Row]:
     finally:
         await _drop(client, prefix)
         await client.aclose()
+    rows += await _query_cases(10_000 if quick else 100_000)
     return rows

@@ -30,6 +30,7 @@ from agent_session_store.models import Event, EventType, Run, Session, SessionSt
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
+from agent_session_store.testing.contract_query import QueryContract
 from agent_session_store.transfer import SessionExport
 
 
@@ -183,14 +184,14 @@ async def _drop_prefix(url: str, prefix: str) -> None:
             await single.delete(*keys[i : i + 500])
 
 
-class TestRedisSessionStore(DurableSessionStoreContract):
+class TestRedisSessionStore(DurableSessionStoreContract, QueryContract):
     @pytest.fixture
     async def store_url(self, unique_name: str) -> AsyncIterator[str]:
         yield f"{SINGLE}?prefix={unique_name}"
         await _drop_prefix(SINGLE, unique_name)
 
 
-class TestRedisClusterSessionStore(DurableSessionStoreContract):
+class TestRedisClusterSessionStore(DurableSessionStoreContract, QueryContract):
     @pytest.fixture
     async def store_url(self, redis_cluster: str, unique_name: str) -> AsyncIterator[str]:
         yield f"{redis_cluster}?prefix={unique_name}"
@@ -849,3 +850,68 @@ async def test_a_write_to_a_session_fenced_for_ever_gives_up_by_its_deadline(
             ).sequence_number == 1
     finally:
         await _drop_prefix(redis_cluster, unique_name)
+
+
+# ---------------------------------------------------------------- query and retention
+
+
+async def test_pruned_ids_leave_the_id_index_and_the_claims(rstore: RedisSessionStore) -> None:
+    from agent_session_store.retention import RetentionPolicy
+
+    await rstore.save_session(Session(id="p", agent_id="a"))
+    await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="p", id=f"e{i}") for i in range(5)]
+    )
+    pruned = await rstore.prune_session_events("p", RetentionPolicy(max_events_per_session=2))
+    assert pruned == 3
+    r = rstore.client
+    for i in range(5):
+        if rstore.cluster:
+            held = await r.get(rstore.keys.claim(f"e{i}"))
+        else:
+            held = await r.hget(rstore.keys.event_index, f"e{i}")
+        assert (held is None) == (i < 3), i
+    index = await r.zrange(rstore.keys.session("p")[3], 0, -1)
+    assert len(index) == 2  # the type index lost the pruned rows too
+    assert await rstore.get_latest_sequence("p") == 5
+    assert await rstore.health_check() == []
+
+
+async def test_a_soft_delete_rechecks_a_session_that_moved(rstore: RedisSessionStore) -> None:
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    await rstore.save_session(Session(id="idle", agent_id="a", updated_at=old))
+    cutoff = int(datetime(2021, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    queries = rstore._queries
+    seen = await queries._records_of(["idle"])
+    assert [r.row.id for r in seen] == ["idle"]
+    await rstore.append_event(Event(type=EventType.MESSAGE_SENT, session_id="idle"))  # activity
+    assert await queries._mark(seen[0], cutoff, (), (), datetime.now(UTC)) == 0
+    assert (await rstore.get_session("idle")).deleted_at is None
+    # not moved: marked, and updated_at stays what activity made it
+    touched = (await rstore.get_session("idle")).updated_at
+    now = datetime.now(UTC)
+    seen = await queries._records_of(["idle"])
+    assert await queries._mark(seen[0], now_us(now) + 1, (), (), now) == 1
+    marked = await rstore.get_session("idle")
+    assert (marked.deleted_at, marked.updated_at) == (now, touched)
+
+
+def now_us(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+async def test_health_check_finds_counters_and_index_entries_out_of_step(
+    rstore: RedisSessionStore,
+) -> None:
+    await rstore.save_session(Session(id="h", agent_id="a"))
+    await rstore.append_events([Event(type=EventType.MESSAGE_SENT, session_id="h")] * 1)
+    await rstore.append_event(Event(type=EventType.MESSAGE_SENT, session_id="h"))
+    assert await rstore.health_check() == []
+    r = rstore.client
+    await r.set(rstore.keys.session("h")[0], "1")
+    problems = await rstore.health_check()
+    assert len(problems) == 1 and "counter 1 is below event 2" in problems[0]
+    await r.set(rstore.keys.session("h")[0], "2")
+    await r.hdel(rstore.keys.list_index[5], "h")
+    problems = await rstore.health_check()
+    assert len(problems) == 1 and "missing from the list index" in problems[0]

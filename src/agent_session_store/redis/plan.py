@@ -148,5 +148,13 @@ class WritePlan:
         self._run_index()
         self.plan.setdefault("run_owner_checks", []).append({"run": run_id, "owner": owner})
 
+    def unless_changed(self, session_id: str, version: str, touched: str) -> None:
+        """Refuse the call ('RETRY') if the record was saved or touched since it was read."""
+        self.plan["unchanged"] = {
+            "session": self.session(session_id),
+            "v": version,
+            "touched": touched,
+        }
+
     def args(self) -> list[str]:
         return [json.dumps(self.plan, separators=(",", ":")), *self.argv]

@@ -22,6 +22,7 @@ NAMES = (
     "index",
     "unindex",
     "cad",
+    "prune",
 )
 _INCLUDE = "-- #include prelude\n"
 

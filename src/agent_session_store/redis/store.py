@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from ..errors import (
     redact,
 )
 from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros
+from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
 from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
 from . import scripts
@@ -39,6 +41,7 @@ from .cluster import Cluster
 from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, ZONES, Keys
 from .limits import READ_BUDGET, READ_RETRY
 from .plan import WritePlan, WriteResult
+from .queries import Queries
 from .rows import NS, blob, members, unblob
 from .single import SingleNode
 from .subscriber import Subscriber
@@ -109,6 +112,7 @@ class RedisSessionStore(SessionStoreBase):
         self._gate = asyncio.Semaphore(max_connections)
         self._r: Any = None
         self._paths: Cluster | SingleNode = Cluster(self) if cluster else SingleNode(self)
+        self._queries = Queries(self)
         self._subs: dict[str, Subscriber] = {}
         self._channel_sessions: dict[str, str] = {}
         self._scripts: dict[str, Any] = {}
@@ -417,6 +421,76 @@ class RedisSessionStore(SessionStoreBase):
     @_gated
     async def _latest_sequence(self, session_id: str) -> int:
         return int(await self._r.get(self.keys.session(session_id)[SEQ]) or 0)
+
+    # ------------------------------------------------------------ query and retention (queries.py)
+
+    @_gated
+    async def _search_sessions(
+        self, q: SessionSearch, after: Position | None, limit: int
+    ) -> list[Session]:
+        return await self._queries.search_sessions(q, after, limit)
+
+    @_gated
+    async def _count_sessions(self, q: SessionSearch) -> int:
+        return await self._queries.count_sessions(q)
+
+    @_gated
+    async def _search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
+        return await self._queries.search_runs(q, after, limit)
+
+    @_gated
+    async def _run_groups(self, f: RunFilter) -> list[RunGroup]:
+        return await self._queries.run_groups(f)
+
+    @_gated
+    async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
+        return await self._queries.event_stats(session_id)
+
+    @_gated
+    async def _search_events(
+        self, q: EventSearch, after: Position | None, limit: int
+    ) -> list[Event]:
+        return await self._queries.search_events(q, after, limit)
+
+    @_gated
+    async def _count_events(self, q: EventSearch) -> int:
+        return await self._queries.count_events(q)
+
+    @_gated
+    async def _soft_delete(
+        self,
+        cutoff_us: int,
+        exempt_statuses: tuple[str, ...],
+        exempt_tags: tuple[str, ...],
+        now: datetime,
+        dry_run: bool,
+    ) -> int:
+        return await self._queries.soft_delete(
+            cutoff_us, exempt_statuses, exempt_tags, now, dry_run
+        )
+
+    @_gated
+    async def _deleted_before(self, cutoff_us: int) -> list[str]:
+        return await self._queries.deleted_before(cutoff_us)
+
+    @_gated
+    async def _sessions_over(self, max_events: int) -> list[str]:
+        return await self._queries.sessions_over(max_events)
+
+    @_gated
+    async def _prune(
+        self,
+        session_id: str,
+        max_events: int,
+        first_types: tuple[str, ...],
+        protected: frozenset[str],
+        dry_run: bool,
+    ) -> int:
+        return await self._queries.prune(session_id, max_events, first_types, protected, dry_run)
+
+    @_gated
+    async def _health(self) -> list[str]:
+        return await self._queries.health()
 
     # ------------------------------------------------------------ long-poll
 

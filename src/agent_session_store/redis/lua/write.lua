@@ -24,6 +24,8 @@
 -- plan.run_index        KEYS position of the run id -> session hash (single node)
 -- plan.run_owners       [{run, session}]: run index entries to set
 -- plan.run_owner_checks [{run, owner}]: refuse ('RETRY') unless the run index still says so
+-- plan.unchanged        {session, v, touched}: refuse ('RETRY') unless the session record's
+--                       version and touched are still these (a retention mark)
 -- plan.publish          'PUBLISH' or 'SPUBLISH': announce sessions that got new events
 --
 -- Returns {'OK', out, session version}. Appends: out = {seq, stored} per row, stored '' for
@@ -47,6 +49,11 @@ for i, p in ipairs(plan.sessions) do
     if s.fence_state == 'busy' then return {'BUSY'} end
   end
   sessions[i] = s; by_sid[s.sid] = s
+end
+local u = plan.unchanged
+if u then
+  local got = redis.call('HMGET', sessions[u.session].record, 'v', 'touched')
+  if got[1] ~= u.v or (got[2] or '') ~= u.touched then return {'RETRY'} end
 end
 for _, c in ipairs(plan.run_owner_checks or {}) do
   if (redis.call('HGET', KEYS[plan.run_index], c.run) or '') ~= c.owner then
