@@ -836,21 +836,22 @@ class PostgresSessionStore(SessionStoreBase):
                 f"SELECT count(*) FROM {self._s}.sessions WHERE {due}", *cond
             )
             return int(found)
-        select = (
+        select = (  # along sessions_updated, from the last batch's position on
             f"SELECT id, doc, updated_us, xmin::text FROM {self._s}.sessions "
-            f"WHERE {due} AND id > $4 ORDER BY id LIMIT {self._SOFT_BATCH}"
+            f"WHERE {due} AND (updated_us, id) > ($4, $5) ORDER BY updated_us, id "
+            f"LIMIT {self._SOFT_BATCH}"
         )
         mark = f"SELECT {self._s}.soft_delete($1, $2, $3, $4, $5, $6)"
-        marked, last = 0, ""
+        marked, last = 0, (-(1 << 63), "")
         while True:
-            rows = await self._fetch(select, *cond, last)
+            rows = await self._fetch(select, *cond, *last)
             if not rows:
                 return marked
             docs = [encode_session(_session(r[1], r[2]).replace(deleted_at=now)) for r in rows]
             ids, xmins = [r[0] for r in rows], [r[3] for r in rows]
             work = functools.partial(self._fetchval, mark, ids, docs, xmins, *cond)
             marked += int(await self._retrying(work))
-            last = rows[-1][0]
+            last = (rows[-1][2], rows[-1][0])
 
     async def _deleted_before(self, cutoff_us: int) -> list[str]:
         rows = await self._fetch(
