@@ -36,7 +36,14 @@ from agent_session_store.errors import (
 )
 from agent_session_store.models import Event, EventType, Run, Session
 from agent_session_store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresSessionStore
-from agent_session_store.query import EventSearch, RunFilter, RunSearch, SessionSearch
+from agent_session_store.query import (
+    EventSearch,
+    RunFacts,
+    RunFilter,
+    RunSearch,
+    SessionSearch,
+    run_facts,
+)
 from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract, workers
 from agent_session_store.testing.contract_query import QueryContract
@@ -497,6 +504,42 @@ async def test_every_query_is_served_by_an_index(schema: str, pg: PostgresSessio
         assert await _plan_problems(conn, sql, args, "sessions_updated", True)
     finally:
         await conn.close()
+
+
+async def test_run_columns_are_run_facts(schema: str, pg: PostgresSessionStore) -> None:
+    """The trigger's SQL mirrors query.run_facts() for every odd value a run may hold."""
+    usages: list[dict[str, Any]] = [
+        {},
+        {"input_tokens": 10, "output_tokens": 5},
+        {"input_tokens": 10.9, "output_tokens": -2.5},
+        {"input_tokens": True, "output_tokens": "7", "total_tokens": None},
+        {"input_tokens": 3, "total_tokens": 99.99},
+        {"input_tokens": 3, "total_tokens": False},
+        {"input_tokens": 1e3, "output_tokens": [1], "total_tokens": {"x": 1}},
+        {"input_tokens": 2**40, "output_tokens": 2**40},
+    ]
+    runs = [
+        Run(
+            id=f"r{i}",
+            session_id="s",
+            token_usage=usage,
+            cost_usd=None if i % 2 else 0.25 * i,
+            provider=None if i % 3 else "p",
+            provider_metadata={"model": "m"} if i % 2 else {"model": 5},
+        )
+        for i, usage in enumerate(usages)
+    ]
+    for run in runs:
+        await pg.save_run(run)
+    await pg.flush(Session(id="f", agent_id="a"), runs[1].replace(id="rf", session_id="f"), [])
+    rows = await _raw(
+        f"SELECT id, input_tokens, output_tokens, total_tokens, cost_usd, provider, model "
+        f'FROM "{schema}".runs WHERE $1 ORDER BY id',
+        True,
+    )
+    got = {r["id"]: RunFacts(*list(r.values())[1:]) for r in rows}
+    expected = {run.id: run_facts(run) for run in runs} | {"rf": run_facts(runs[1])}
+    assert got == expected
 
 
 # ---------------------------------------------------------------------------- batches, data
