@@ -290,8 +290,12 @@ END
 $fn$;
 
 -- ---------------------------------------------------------------- retention (contract 8)
--- The same lock order: the sessions' counters (in id order, created when missing), then
--- their rows.
+-- The same lock order: the sessions' counters in id order, then their session rows in id
+-- order. Counters are locked where they exist, not created (that would write a row per
+-- session for nothing): a writer creating one meanwhile waits for our session row lock
+-- (flush's upsert, an append's touch) and comes after us; the one deadlock left, an append
+-- touching two of these sessions in the other order, is the server's to break and the
+-- store's to retry.
 
 -- Soft delete: the caller read the due sessions (id, doc, xmin) and rewrote each doc with
 -- deleted_at set; a session changed since (another xmin) or no longer due is left alone.
@@ -302,9 +306,8 @@ CREATE OR REPLACE FUNCTION {s}.soft_delete(
 DECLARE
     v_marked bigint;
 BEGIN
-    INSERT INTO {s}.counters AS c (session_id, last_seq)
-    SELECT u.sid, 0 FROM unnest(p_id) AS u(sid) ORDER BY 1
-    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    PERFORM 1 FROM {s}.counters WHERE session_id = ANY(p_id) ORDER BY session_id FOR UPDATE;
+    PERFORM 1 FROM {s}.sessions WHERE id = ANY(p_id) ORDER BY id FOR UPDATE;
     UPDATE {s}.sessions AS s SET doc = u.doc  -- the trigger sets deleted_us from the doc
     FROM unnest(p_id, p_doc, p_xmin) AS u(id, doc, x)
     WHERE s.id = u.id AND s.xmin = u.x::xid AND s.deleted_us IS NULL
@@ -323,9 +326,8 @@ RETURNS TABLE (id text) LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan
 DECLARE
     v_ids text[];
 BEGIN
-    INSERT INTO {s}.counters AS c (session_id, last_seq)
-    SELECT u.sid, 0 FROM unnest(p_id) AS u(sid) ORDER BY 1
-    ON CONFLICT (session_id) DO UPDATE SET last_seq = c.last_seq;
+    PERFORM 1 FROM {s}.counters AS c WHERE c.session_id = ANY(p_id) ORDER BY c.session_id
+    FOR UPDATE;
     SELECT array_agg(s.id ORDER BY s.id) INTO v_ids FROM (
         SELECT s.id FROM {s}.sessions AS s
         WHERE s.id = ANY(p_id) AND s.deleted_us < p_cutoff ORDER BY s.id FOR UPDATE
