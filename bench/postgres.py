@@ -26,6 +26,8 @@ import asyncpg
 from agent_session_store.base import EventQuery
 from agent_session_store.models import Event, EventType
 from agent_session_store.postgres import PostgresSessionStore
+from agent_session_store.query import SessionSearch, encode_cursor
+from agent_session_store.retention import RetentionPolicy
 
 from .common import Row, check_max, check_ratio, median, percentile, rate
 
@@ -186,6 +188,7 @@ async def run(quick: bool) -> list[Row]:
         rows += await _pages(store, raw, 100_000 if quick else 1_000_000)
         rows += await _newest(store, raw, 20_000 if quick else 100_000)
         rows += await _conditional(store, 200 if quick else 1000)
+        rows += await run_queries(store, raw, quick)
     finally:
         await raw.close()
         await store.close()
@@ -435,3 +438,345 @@ async def _conditional(store: PostgresSessionStore, count: int) -> list[Row]:
         higher_is_better=False,
     )
     return [check_max(row, 1.1 * median(t_plain) * 1e6, "<= 1.1 x plain")]
+
+
+# ---------------------------------------------------------------------------- queries (issue 9)
+
+T0 = 1_750_000_000_000_000  # µs: "now" of the query data
+DAY_US = 86_400_000_000
+
+
+async def _sessions_data(conn: Any, s: str, n: int) -> None:
+    """``n`` sessions with documents as wide as real ones; two agents and two statuses (the
+    filtered one on two thirds or three quarters), tags on two thirds, 1 % soft-deleted:
+    each filter below matches enough for page 1,000."""
+    await conn.execute(
+        f"""
+        INSERT INTO {s}.sessions (id, agent_id, status, created_us, updated_us, doc)
+        SELECT 'ses_' || lpad(g::text, 7, '0'), 'agent_' || least(g % 3, 1),
+               (ARRAY['completed','active'])[least(g % 4, 1) + 1],
+               {T0} - g::bigint * 1000000, {T0} - ((g * 7919) % $1)::bigint * 1000000,
+               json_build_object(
+                   'id', 'ses_' || g, 'agent_id', 'agent_' || (g % 2), 'status', 'active',
+                   'metadata', json_build_object('note', repeat('m', 300)), 'context', '{{}}'::json,
+                   'tags', CASE WHEN g % 3 <> 0 THEN '["t"]'::json ELSE '[]'::json END,
+                   'created_at', '2025-01-01T00:00:00.000000Z',
+                   'updated_at', '2025-01-01T00:00:00.000000Z',
+                   'deleted_at', CASE WHEN g % 100 = 0 THEN '2025-02-01T00:00:00.000000Z' END
+               )::text
+        FROM generate_series(1, $1) AS g
+        """,
+        n,
+    )
+    await conn.execute(f"ANALYZE {s}.sessions")
+
+
+async def _search_pages(store: PostgresSessionStore, raw: asyncpg.Pool, n: int) -> list[Row]:
+    """search_sessions page 1 against page 1,000 (limit 50), default ordering and each
+    single filter; page 1,000 starts at the cursor the 999th page returns."""
+    s = f'"{store.schema}"'
+    async with raw.acquire() as conn:
+        await _sessions_data(conn, s, n)
+    pages = 1000 if n >= 100_000 else max(2, n // 100)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("default (updated_at_desc)", {}),
+        ("created_at_asc", {"order_by": "created_at_asc"}),
+        ("created_at_desc", {"order_by": "created_at_desc"}),
+        ("agent_id", {"agent_id": "agent_1"}),
+        ("status", {"status": "active"}),
+        ("tags", {"tags": ["t"]}),
+        ("created_after", {"created_after": EPOCH + timedelta(microseconds=T0 - n * 900_000)}),
+        ("updated_after", {"updated_after": EPOCH + timedelta(microseconds=T0 - n * 900_000)}),
+        ("include_deleted", {"include_deleted": True}),
+    ]
+    rows: list[Row] = []
+    for label, kw in cases:
+        # the position after item (pages - 1) * 50, from the store's own SQL with OFFSET
+        q = SessionSearch(
+            agent_id=kw.get("agent_id"),
+            statuses=(kw["status"],) if "status" in kw else None,
+            tags=tuple(kw.get("tags", ())),
+            created_after_us=T0 - n * 900_000 if "created_after" in kw else None,
+            updated_after_us=T0 - n * 900_000 if "updated_after" in kw else None,
+            include_deleted=kw.get("include_deleted", False),
+            order_by=kw.get("order_by", "updated_at_desc"),
+        )
+        sql, args = store.search_sessions_sql(q, None, 1)
+        col = "updated_us" if q.order_by.startswith("updated") else "created_us"
+        sql = sql.replace("SELECT doc, updated_us", f"SELECT {col}, id", 1)
+        async with raw.acquire() as conn:
+            last = await conn.fetchrow(f"{sql} OFFSET {(pages - 1) * 50 - 1}", *args)
+        assert last is not None, (label, sql, args)
+        cursor = encode_cursor("search_sessions", q.order_by, (int(last[0]), last[1]))
+        reads = 10
+
+        async def first(kw: dict[str, Any] = kw, reads: int = reads) -> None:
+            for _ in range(reads):
+                assert len((await store.search_sessions(limit=50, **kw)).items) == 50
+
+        async def deep(kw: dict[str, Any] = kw, cursor: str = cursor, reads: int = reads) -> None:
+            for _ in range(reads):
+                page = await store.search_sessions(limit=50, cursor=cursor, **kw)
+                assert len(page.items) == 50
+
+        t_first, t_deep = await _paired(first, deep, 7)
+        rows.append(
+            check_max(
+                Row(
+                    "postgres",
+                    f"search_sessions page {pages:,} vs page 1, {n:,} sessions, {label}",
+                    t_deep / t_first,
+                    "x",
+                    higher_is_better=False,
+                    extra={"ms_page_1": t_first / reads * 1e3, "ms_deep": t_deep / reads * 1e3},
+                ),
+                1.5,
+                "<= 1.5 x",
+            )
+        )
+    return rows
+
+
+async def _runs_data(conn: Any, s: str, session_of: str, n: int, tag: str) -> None:
+    """``n`` runs with real-width docs over three providers and five models, half costed."""
+    await conn.execute(
+        f"""
+        INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+        SELECT 'run_{tag}_' || g, {session_of},
+               (ARRAY['completed','failed','running'])[g % 3 + 1], {T0} - g * 1000,
+               json_build_object(
+                   'id', 'run_{tag}_' || g,
+                   'provider', (ARRAY['anthropic','openai','google'])[g % 3 + 1],
+                   'provider_metadata', json_build_object('model', 'm' || (g % 5)),
+                   'token_usage', json_build_object('input_tokens', g % 1000,
+                                                    'output_tokens', g % 300),
+                   'cost_usd', CASE WHEN g % 2 = 0 THEN 0.01 END,
+                   'input', json_build_object('text', repeat('i', 300))
+               )::text
+        FROM generate_series(1, $1) AS g
+        """,
+        n,
+    )
+
+
+async def _aggregates(store: PostgresSessionStore, raw: asyncpg.Pool, quick: bool) -> list[Row]:
+    """get_session_stats of a session with 100,000 events and 1,000 runs, and
+    get_usage_summary over 100,000 runs, against the raw SQL aggregates."""
+    s = f'"{store.schema}"'
+    events, runs, all_runs = (10_000, 100, 10_000) if quick else (100_000, 1_000, 100_000)
+    sid = "stats_session"
+    async with raw.acquire() as conn:
+        await conn.execute(
+            f"INSERT INTO {s}.sessions (id, agent_id, status, created_us, updated_us, doc) "
+            "VALUES ($1, 'a', 'active', 0, 0, $2)",
+            sid,
+            json.dumps(
+                {
+                    "id": sid,
+                    "agent_id": "a",
+                    "status": "active",
+                    "created_at": "2025-01-01T00:00:00.000000Z",
+                    "updated_at": "2025-01-01T00:00:00.000000Z",
+                }
+            ),
+        )
+        await conn.execute(
+            f"""
+            INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
+                                    schema_version)
+            SELECT $1, g, 'st_' || g, 'message_streamed', 'run_st_' || (g % {runs} + 1),
+                   {T0} + g, '{{"text":"' || repeat('x', 300) || '"}}', '{{}}', 1
+            FROM generate_series(1, $2::bigint) AS g
+            """,
+            sid,
+            events,
+        )
+        await conn.execute(f"INSERT INTO {s}.counters VALUES ($1, $2)", sid, events)
+        await _runs_data(conn, s, f"'{sid}'", runs, "st")
+        await _runs_data(conn, s, "'usage_' || (g % 1000)", all_runs - runs, "us")
+        await conn.execute(f"ANALYZE {s}.events; ANALYZE {s}.runs")
+    reads = 5
+
+    async def ours_stats() -> None:
+        for _ in range(reads):
+            assert (await store.get_session_stats(sid)).event_count == events
+
+    async def raw_stats() -> None:
+        for _ in range(reads):
+            async with raw.acquire() as conn:
+                e = await conn.fetchrow(
+                    f"SELECT count(*), min(ts_us), max(ts_us) FROM {s}.events "
+                    "WHERE session_id = $1",
+                    sid,
+                )
+                await conn.fetch(
+                    f"SELECT provider, status, count(*), sum(input_tokens), sum(output_tokens), "
+                    f"sum(total_tokens), sum(cost_usd) FROM {s}.runs WHERE session_id = $1 "
+                    "GROUP BY provider, status",
+                    sid,
+                )
+                assert e is not None and e[0] == events
+
+    async def ours_usage() -> None:
+        for _ in range(reads):
+            assert (await store.get_usage_summary()).run_count == all_runs
+
+    async def raw_usage() -> None:
+        for _ in range(reads):
+            async with raw.acquire() as conn:
+                got = await conn.fetch(
+                    f"SELECT provider, count(*), sum(input_tokens), sum(output_tokens), "
+                    f"sum(total_tokens) FROM {s}.runs GROUP BY provider"
+                )
+            assert sum(r[1] for r in got) == all_runs
+
+    t_ours, t_raw = await _paired(ours_stats, raw_stats, 7)
+    stats = Row(
+        "postgres",
+        f"get_session_stats, {events:,} events and {runs:,} runs",
+        reads / t_ours,
+        "calls/s",
+        reads / t_raw,
+        extra={"ms": t_ours / reads * 1e3, "raw_ms": t_raw / reads * 1e3},
+    )
+    t_ours, t_raw = await _paired(ours_usage, raw_usage, 7)
+    usage = Row(
+        "postgres",
+        f"get_usage_summary over {all_runs:,} runs",
+        reads / t_ours,
+        "calls/s",
+        reads / t_raw,
+        extra={"ms": t_ours / reads * 1e3, "raw_ms": t_raw / reads * 1e3},
+    )
+    return [check_ratio(stats, 0.5), check_ratio(usage, 0.5)]
+
+
+async def _maintenance_data(conn: Any, s: str, n: int) -> None:
+    """``n`` sessions; 5 % completed and idle 100 days (soft-deleted now), 5 % soft-deleted
+    40 days ago (hard-deleted now, with a run and three events each); the rest fresh."""
+    await conn.execute(
+        f"""
+        INSERT INTO {s}.sessions (id, agent_id, status, created_us, updated_us, doc)
+        SELECT 'ses_' || lpad(g::text, 7, '0'), 'a',
+               CASE WHEN g % 20 = 0 THEN 'completed' ELSE 'active' END,
+               {T0} - 200 * {DAY_US},
+               CASE WHEN g % 20 IN (0, 1) THEN {T0} - 100 * {DAY_US} ELSE {T0} END,
+               json_build_object(
+                   'id', 'ses_' || lpad(g::text, 7, '0'), 'agent_id', 'a',
+                   'status', CASE WHEN g % 20 = 0 THEN 'completed' ELSE 'active' END,
+                   'metadata', json_build_object('note', repeat('m', 300)), 'context', '{{}}'::json,
+                   'tags', '[]'::json, 'parent_session_id', NULL,
+                   'created_at', '2024-12-01T00:00:00.000000Z',
+                   'updated_at', '2025-01-01T00:00:00.000000Z',
+                   'deleted_at', CASE WHEN g % 20 = 1 THEN
+                       to_char(to_timestamp(({T0} - 40 * {DAY_US}) / 1e6) AT TIME ZONE 'UTC',
+                               'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
+               )::text
+        FROM generate_series(1, {n}) AS g;
+        INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+        SELECT 'run_' || id, id, 'completed', {T0}, json_build_object('id', 'run_' || id)::text
+        FROM {s}.sessions WHERE deleted_us IS NOT NULL;
+        INSERT INTO {s}.events (session_id, seq, id, type, ts_us, data, metadata, schema_version)
+        SELECT x.id, k, x.id || '_' || k, 'message_sent', {T0}, '{{"text":"hello"}}', '{{}}', 1
+        FROM {s}.sessions AS x, generate_series(1, 3) AS k WHERE x.deleted_us IS NOT NULL;
+        INSERT INTO {s}.counters (session_id, last_seq)
+        SELECT id, 3 FROM {s}.sessions WHERE deleted_us IS NOT NULL;
+        ANALYZE {s}.sessions; ANALYZE {s}.runs; ANALYZE {s}.events; ANALYZE {s}.counters;
+        """
+    )
+
+
+async def _maintenance(store: PostgresSessionStore, raw: asyncpg.Pool, n: int) -> list[Row]:
+    """run_maintenance against raw SQL making the same changes in the same batches: one
+    UPDATE for the soft deletes, then the ids, then per batch of 100 one DELETE per table.
+    Destructive, so each side gets its own schema with the same data, once."""
+    policy = RetentionPolicy()
+    now = EPOCH + timedelta(microseconds=T0)
+    other = PostgresSessionStore(DSN, schema=store.schema + "_raw", auto_migrate=True)
+    await other.open()
+    ours_s, raw_s = f'"{store.schema}_m"', f'"{store.schema}_raw"'
+    mine = PostgresSessionStore(DSN, schema=store.schema + "_m", auto_migrate=True)
+    await mine.open()
+    try:
+        async with raw.acquire() as conn:
+            await _maintenance_data(conn, ours_s, n)
+            await _maintenance_data(conn, raw_s, n)
+        start = time.perf_counter()
+        report = await mine.run_maintenance(policy, now=now)
+        t_ours = time.perf_counter() - start
+        assert report.sessions_soft_deleted == n // 20 and report.sessions_hard_deleted == n // 20
+        start = time.perf_counter()
+        async with raw.acquire() as conn:
+            deleted_at = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            await conn.execute(
+                f"UPDATE {raw_s}.sessions SET doc = jsonb_set(doc::jsonb, '{{deleted_at}}', "
+                "to_jsonb($1::text))::text WHERE deleted_us IS NULL AND updated_us < $2 "
+                "AND status <> ALL($3::text[])",
+                deleted_at,
+                T0 - 90 * DAY_US,
+                list(policy.exempt_statuses),
+            )
+            ids = [
+                r[0]
+                for r in await conn.fetch(
+                    f"SELECT id FROM {raw_s}.sessions WHERE deleted_us < $1 ORDER BY id",
+                    T0 - 30 * DAY_US,
+                )
+            ]
+            for i in range(0, len(ids), policy.batch_size):
+                batch = ids[i : i + policy.batch_size]
+                async with conn.transaction():
+                    for table in ("sessions", "runs", "events", "counters"):
+                        column = "id" if table == "sessions" else "session_id"
+                        await conn.execute(
+                            f"DELETE FROM {raw_s}.{table} WHERE {column} = ANY($1)", batch
+                        )
+        t_raw = time.perf_counter() - start
+        assert len(ids) == n // 20
+    finally:
+        for s in (mine, other):
+            await s.close()
+            await s.drop_schema()
+    return [
+        check_ratio(
+            Row(
+                "postgres",
+                f"run_maintenance, {n:,} sessions, 10 % expiring (half soft, half hard)",
+                1 / t_ours,
+                "runs/s",
+                1 / t_raw,
+                extra={"ms": t_ours * 1e3, "raw_ms": t_raw * 1e3},
+            ),
+            0.5,
+        )
+    ]
+
+
+async def run_queries(store: PostgresSessionStore, raw: asyncpg.Pool, quick: bool) -> list[Row]:
+    """Issue 9's bars for PostgreSQL (``python -c 'import bench.postgres as b; ...'`` runs
+    them alone)."""
+    n = 10_000 if quick else 100_000
+    rows = await _search_pages(store, raw, n)
+    rows += await _aggregates(store, raw, quick)
+    rows += await _maintenance(store, raw, n)
+    return rows
+
+
+async def _queries_only(quick: bool) -> list[Row]:
+    schema = f"bench_pgq_{uuid.uuid4().hex[:8]}"
+    store = PostgresSessionStore(DSN, schema=schema, auto_migrate=True, min_size=4, max_size=4)
+    await store.open()
+    raw = await asyncpg.create_pool(DSN, min_size=4, max_size=4, reset=_no_reset)
+    try:
+        return await run_queries(store, raw, quick)
+    finally:
+        await raw.close()
+        await store.close()
+        await store.drop_schema()
+
+
+if __name__ == "__main__":  # the query bars alone: python -m bench.postgres [--quick]
+    import sys
+
+    for found in asyncio.run(_queries_only("--quick" in sys.argv)):
+        print(json.dumps(found.as_dict()))

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,17 @@ from agent_session_store.errors import (
 )
 from agent_session_store.models import Event, EventType, Run, Session
 from agent_session_store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresSessionStore
+from agent_session_store.query import (
+    EventSearch,
+    RunFacts,
+    RunFilter,
+    RunSearch,
+    SessionSearch,
+    run_facts,
+)
+from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract, workers
+from agent_session_store.testing.contract_query import QueryContract
 
 
 def open_session_store(url: str) -> PostgresSessionStore:
@@ -72,7 +82,7 @@ def pg_url(schema: str) -> str:
     return f"{BASE_DSN}?schema={schema}&auto_migrate=true"
 
 
-class TestPostgresSessionStore(DurableSessionStoreContract):
+class TestPostgresSessionStore(DurableSessionStoreContract, QueryContract):
     @pytest.fixture
     def store_url(self, pg_url: str) -> str:
         return pg_url
@@ -251,7 +261,12 @@ async def test_every_read_is_an_index_scan(schema: str, pg: PostgresSessionStore
             (pg.list_sessions_sql(False, False), [50, 100], "sessions_order", True),
             (pg.list_sessions_sql(True, False), [50, 100, "active"], "sessions_status", True),
             (pg.list_sessions_sql(False, True), [50, 0, "agent_3"], "sessions_agent", True),
-            (pg.list_sessions_sql(False, True), [None, 0, "agent_3"], "sessions_agent", False),
+            (
+                pg.list_sessions_sql(False, True),
+                [None, 0, "agent_3"],
+                "sessions_agent|sessions_agent_updated",  # all of them: either, then sorted
+                False,
+            ),
             (
                 pg.list_sessions_sql(True, True),
                 [10, 5, "paused", "agent_3"],
@@ -281,6 +296,250 @@ async def test_every_read_is_an_index_scan(schema: str, pg: PostgresSessionStore
         assert await _plan_problems(conn, sql, [50, 0, "agent_3"], "sessions_agent", True)
     finally:
         await conn.close()
+
+
+async def _query_data(conn: asyncpg.Connection, s: str) -> None:
+    """30,000 sessions and runs, 100,000 events, with documents and payloads as wide as
+    real ones (a few hundred bytes), tags on a tenth of the sessions, a few soft-deleted,
+    providers and correlation ids on some events; the triggers fill the columns; ANALYZE."""
+    await conn.execute(
+        f"""
+        INSERT INTO {s}.sessions (id, agent_id, status, created_us, updated_us, doc)
+        SELECT 'ses_' || g, 'agent_' || (g % 20),
+               (ARRAY['pending','active','paused','completed','failed','cancelled'])[g % 6 + 1],
+               1700000000000000 + g * 1000, 1700000000000000 + ((g * 7919) % 30000) * 1000,
+               json_build_object(
+                   'id', 'ses_' || g, 'agent_id', 'agent_' || (g % 20), 'status', 'active',
+                   'metadata', json_build_object('note', repeat('m', 300)), 'context', '{{}}'::json,
+                   'tags', CASE WHEN g % 10 = 0 THEN '["t", "pinned"]'::json
+                                ELSE '["other"]'::json END,
+                   'created_at', '2024-01-01T00:00:00.000000Z',
+                   'updated_at', '2024-01-01T00:00:00.000000Z',
+                   'deleted_at', CASE WHEN g % 50 = 0 THEN '2024-02-01T00:00:00.000000Z' END
+               )::text
+        FROM generate_series(1, 30000) AS g;
+        INSERT INTO {s}.runs (id, session_id, status, started_us, doc)
+        SELECT 'run_' || g, CASE WHEN g <= 10000 THEN 'ses_big' ELSE 'ses_' || (g % 6000) END,
+               (ARRAY['pending','running','completed','failed'])[g % 4 + 1],
+               1700000000000000 + g * 1000,
+               json_build_object(
+                   'id', 'run_' || g, 'provider', (ARRAY['anthropic','openai','google'])[g % 3 + 1],
+                   'provider_metadata', json_build_object('model', 'm' || (g % 5)),
+                   'token_usage', json_build_object('input_tokens', g % 1000,
+                                                    'output_tokens', g % 300),
+                   'cost_usd', CASE WHEN g % 2 = 0 THEN 0.01 END,
+                   'input', json_build_object('text', repeat('i', 300))
+               )::text
+        FROM generate_series(1, 30000) AS g;
+        INSERT INTO {s}.events (session_id, seq, id, type, run_id, ts_us, data, metadata,
+                                schema_version, provider, correlation_id)
+        SELECT 'ses_' || (g % 40), g / 40 + 1, 'evt_' || g,
+               (ARRAY['message_sent','message_streamed','tool_call_started',
+                      'tool_call_completed'])[(g / 40) % 4 + 1],
+               'run_' || ((g / 40) % 2), 1700000000000000 + g,
+               '{{"text":"' || repeat('x', 300) || '"}}', '{{}}', 1,
+               CASE WHEN g % 4 = 0 THEN 'anthropic' END,
+               CASE WHEN g % 100 = 0 THEN 'corr_' || (g % 1000) END
+        FROM generate_series(0, 99999) AS g;
+        INSERT INTO {s}.counters (session_id, last_seq)
+        SELECT session_id, max(seq) FROM {s}.events GROUP BY session_id;
+        ANALYZE {s}.sessions; ANALYZE {s}.runs; ANALYZE {s}.events; ANALYZE {s}.counters;
+        """
+    )
+
+
+async def test_every_query_is_served_by_an_index(schema: str, pg: PostgresSessionStore) -> None:
+    """Contract 7.8: each search in each ordering, alone and after each single filter, comes
+    off an index in order, starting at the keyset position: a page costs limit / (share of
+    rows matching), however deep. Where most rows match, the planner may walk the ordering's
+    index and filter rather than use the filter's own: both are accepted; a sort of every
+    match or a sequential scan never. Tags (GIN) and one session's aggregates read only the
+    matching rows."""
+    conn = await asyncpg.connect(BASE_DSN)
+    S, R, E = SessionSearch, RunSearch, EventSearch
+    at = (1700000000000000 + 15000 * 1000, "ses_9")
+    try:
+        await _query_data(conn, f'"{schema}"')
+        cases: list[tuple[tuple[str, list[Any]], str, bool]] = [
+            (pg.search_sessions_sql(S(), None, 50), "sessions_updated", True),
+            (pg.search_sessions_sql(S(), at, 50), "sessions_updated", True),
+            (pg.search_sessions_sql(S(include_deleted=True), at, 50), "sessions_updated", True),
+            (pg.search_sessions_sql(S(order_by="created_at_asc"), at, 50), "sessions_order", True),
+            (
+                pg.search_sessions_sql(S(order_by="created_at_desc"), None, 50),
+                "sessions_order",
+                True,
+            ),
+            (pg.search_sessions_sql(S(agent_id="agent_3"), at, 50), "sessions_agent_updated", True),
+            (
+                pg.search_sessions_sql(S(agent_id="agent_3", order_by="created_at_asc"), at, 50),
+                "sessions_agent",
+                True,
+            ),
+            (
+                pg.search_sessions_sql(S(statuses=("active",)), at, 50),
+                "sessions_status_updated",
+                True,
+            ),
+            (
+                pg.search_sessions_sql(S(statuses=("paused",), order_by="created_at_desc"), at, 50),
+                "sessions_status|sessions_order",
+                True,
+            ),
+            (
+                pg.search_sessions_sql(S(updated_after_us=1700000000000000 + 10**6), at, 50),
+                "sessions_updated",
+                True,
+            ),
+            (
+                pg.search_sessions_sql(
+                    S(created_before_us=1700000000000000 + 2 * 10**7, order_by="created_at_desc"),
+                    None,
+                    50,
+                ),
+                "sessions_order",
+                True,
+            ),
+            (
+                pg.search_sessions_sql(S(tags=("t",)), at, 50),
+                "sessions_tags|sessions_updated",
+                False,
+            ),
+            (
+                pg.search_sessions_sql(S(agent_id="agent_3"), None, None),
+                "sessions_agent|sessions_agent_updated",
+                False,
+            ),
+            (pg.search_runs_sql(R(), None, 50), "runs_started", True),
+            (pg.search_runs_sql(R(order_by="started_at_asc"), None, 50), "runs_started", True),
+            (
+                pg.search_runs_sql(R(order_by="token_usage_desc"), (500, "run_9"), 50),
+                "runs_tokens",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(session_id="ses_big"), None, 50),
+                "runs_session|runs_started",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(session_id="ses_big", order_by="token_usage_desc"), None, 50),
+                "runs_session_tokens",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(provider="openai"), None, 50),
+                "runs_provider_started|runs_started",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(statuses=("failed",)), None, 50),
+                "runs_status_started|runs_started",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(min_tokens=900, order_by="token_usage_desc"), None, 50),
+                "runs_tokens",
+                True,
+            ),
+            (
+                pg.search_runs_sql(R(agent_id="agent_3"), None, 50),
+                "runs_started|runs_session|sessions_agent",
+                False,
+            ),
+            (
+                pg.run_groups_sql(RunFilter(session_id="ses_17")),
+                "runs_session|runs_session_tokens",
+                False,
+            ),
+            (pg.search_events_sql(E(), None, 100), "events_ts", True),
+            (
+                pg.search_events_sql(
+                    E(order_by="timestamp_desc"), (1700000000050000, "evt_1"), 100
+                ),
+                "events_ts",
+                True,
+            ),
+            (pg.search_events_sql(E(session_ids=("ses_7",)), None, 100), "events_session_ts", True),
+            (
+                pg.search_events_sql(E(run_ids=("run_1",)), None, 100),
+                "events_run_ts|events_ts",
+                True,
+            ),
+            (
+                pg.search_events_sql(E(types=("tool_call_started",)), None, 100),
+                "events_type_ts|events_ts",
+                True,
+            ),
+            (
+                pg.search_events_sql(E(providers=("anthropic",)), None, 100),
+                "events_provider_ts",
+                True,
+            ),
+            (
+                pg.search_events_sql(E(correlation_id="corr_100"), None, 100),
+                "events_corr_ts",
+                False,
+            ),
+            (pg.search_events_sql(E(since_us=1700000000050000), None, 100), "events_ts", True),
+            (
+                pg.search_events_sql(E(session_ids=("ses_7",), order_by="sequence_asc"), None, 100),
+                "events_pkey",
+                False,
+            ),
+            (
+                pg.search_events_sql(E(session_ids=("ses_7",)), None, None),
+                "events_session_ts|events_pkey",
+                False,
+            ),
+        ]
+        problems = {}
+        for (sql, args), index, paged in cases:
+            found = await _plan_problems(conn, sql, args, index, paged)
+            if found:
+                problems[f"{sql} {args}"] = found
+        assert problems == {}, json.dumps(problems, indent=1)
+        await conn.execute(f'DROP INDEX "{schema}".sessions_updated')  # the check has teeth
+        sql, args = pg.search_sessions_sql(S(), None, 50)
+        assert await _plan_problems(conn, sql, args, "sessions_updated", True)
+    finally:
+        await conn.close()
+
+
+async def test_run_columns_are_run_facts(schema: str, pg: PostgresSessionStore) -> None:
+    """The trigger's SQL mirrors query.run_facts() for every odd value a run may hold."""
+    usages: list[dict[str, Any]] = [
+        {},
+        {"input_tokens": 10, "output_tokens": 5},
+        {"input_tokens": 10.9, "output_tokens": -2.5},
+        {"input_tokens": True, "output_tokens": "7", "total_tokens": None},
+        {"input_tokens": 3, "total_tokens": 99.99},
+        {"input_tokens": 3, "total_tokens": False},
+        {"input_tokens": 1e3, "output_tokens": [1], "total_tokens": {"x": 1}},
+        {"input_tokens": 2**40, "output_tokens": 2**40},
+    ]
+    runs = [
+        Run(
+            id=f"r{i}",
+            session_id="s",
+            token_usage=usage,
+            cost_usd=None if i % 2 else 0.25 * i,
+            provider=None if i % 3 else "p",
+            provider_metadata={"model": "m"} if i % 2 else {"model": 5},
+        )
+        for i, usage in enumerate(usages)
+    ]
+    for run in runs:
+        await pg.save_run(run)
+    await pg.flush(Session(id="f", agent_id="a"), runs[1].replace(id="rf", session_id="f"), [])
+    rows = await _raw(
+        f"SELECT id, input_tokens, output_tokens, total_tokens, cost_usd, provider, model "
+        f'FROM "{schema}".runs WHERE $1 ORDER BY id',
+        True,
+    )
+    got = {r["id"]: RunFacts(*list(r.values())[1:]) for r in rows}
+    expected = {run.id: run_facts(run) for run in runs} | {"rf": run_facts(runs[1])}
+    assert got == expected
 
 
 # ---------------------------------------------------------------------------- batches, data
@@ -924,7 +1183,109 @@ async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
     )
     assert [r["seq"] for r in again] == [7]
     rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
-    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2]
+    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2, 3]
+
+
+async def test_a_version_2_database_migrates_its_rows_into_the_query_columns(
+    schema: str,
+) -> None:
+    """Version 3 derives the query columns from the documents: rows written by version 2
+    (its tables and functions) are backfilled, so every query answers for them at once,
+    and version 2 code still running (a rolling upgrade) fills them too."""
+    from agent_session_store.codec import encode_run, encode_session
+    from agent_session_store.postgres.schema import FUNCTIONS, render
+
+    q = f'"{schema}"'
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    sessions = [
+        Session(id="a", agent_id="x", tags=["t1", "t2"], created_at=t0, updated_at=t0),
+        Session(id="b", agent_id="y", created_at=t0, updated_at=t0, deleted_at=t0),
+    ]
+    runs = [
+        Run(
+            id="r1",
+            session_id="a",
+            started_at=t0,
+            provider="anthropic",
+            provider_metadata={"model": "claude-sonnet-4"},
+            token_usage={"input_tokens": 1000, "output_tokens": 500.7},
+        ),
+        Run(id="r2", session_id="a", started_at=t0, token_usage={"total_tokens": 7}, cost_usd=2.5),
+    ]
+    conn = await asyncpg.connect(BASE_DSN)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"CREATE SCHEMA {q}")
+            await conn.execute(
+                f"CREATE TABLE {q}.schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, name, sql in MIGRATIONS[:2]:
+                await conn.execute(render(sql, schema))
+                await conn.execute(
+                    f"INSERT INTO {q}.schema_migrations VALUES ($1, $2)", version, name
+                )
+            await conn.execute(render(FUNCTIONS, schema))  # v2's write functions, unchanged
+        for session in sessions:  # as version 2's save_session writes them
+            await conn.execute(
+                f"INSERT INTO {q}.sessions (id, agent_id, status, created_us, doc, updated_us) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                session.id,
+                session.agent_id,
+                session.status.value,
+                int(session.created_at.timestamp() * 1_000_000),
+                encode_session(session),
+                int(session.updated_at.timestamp() * 1_000_000),
+            )
+        for run in runs:
+            await conn.execute(
+                f"SELECT {q}.save_run($1, $2, $3, $4, $5)",
+                run.id,
+                run.session_id,
+                run.status.value,
+                int(run.started_at.timestamp() * 1_000_000),
+                encode_run(run),
+            )
+    finally:
+        await conn.close()
+    store = PostgresSessionStore.from_url(f"{BASE_DSN}?schema={schema}")
+    with pytest.raises(MigrationRequiredError):
+        await store.open()
+    await store.migrate()
+    async with store:
+        assert [s.id for s in (await store.search_sessions(tags=["t2"])).items] == ["a"]
+        assert [s.id for s in (await store.search_sessions()).items] == ["a"]
+        everyone = await store.search_sessions(include_deleted=True)
+        assert [s.id for s in everyone.items] == ["a", "b"]  # a's runs touched it
+        usage = await store.get_usage_summary()
+        assert (usage.total_input_tokens, usage.total_output_tokens, usage.total_tokens) == (
+            1000,
+            500,
+            1507,
+        )
+        assert (await store.get_cost_summary()).total_cost_usd == pytest.approx(
+            2.5 + (1000 * 3 + 500 * 15) / 1e6
+        )
+        ordered = await store.search_runs(order_by="token_usage_desc")
+        assert [r.id for r in ordered.items] == ["r1", "r2"]
+        assert (
+            await store.hard_delete_expired_sessions(
+                RetentionPolicy(hard_delete_after_days=1), now=t0 + timedelta(days=2)
+            )
+            == 1
+        )
+    # version 2 code writing after the migration fills the columns through the triggers
+    late = Run(id="r3", session_id="a", provider="openai", token_usage={"input_tokens": 5})
+    await _raw(
+        f"SELECT {q}.save_run($1, $2, $3, $4, $5)",
+        late.id,
+        late.session_id,
+        late.status.value,
+        int(late.started_at.timestamp() * 1_000_000),
+        encode_run(late),
+    )
+    async with PostgresSessionStore.from_url(f"{BASE_DSN}?schema={schema}") as store:
+        assert (await store.get_usage_summary(provider="openai")).total_tokens == 5
 
 
 # ---------------------------------------------------------------------------- error codes

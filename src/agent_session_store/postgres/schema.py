@@ -29,6 +29,7 @@ log = logging.getLogger("agent_session_store.postgres")
 _NAMES = {
     1: "sessions, runs, events, counters and the append functions",
     2: "updated_at kept by the store, conditional append, import, one lock order",
+    3: "query and retention columns and indexes (contract 7, 8)",
 }
 
 

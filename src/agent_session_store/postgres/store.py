@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -40,9 +42,19 @@ import asyncpg
 from asyncpg.exceptions import PostgresError
 
 from ..base import EventQuery, NumberedRow, SessionStoreBase
-from ..codec import EncodedEvent, decode_event, decode_run, decode_session
+from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
+from ..query import (
+    EventSearch,
+    Position,
+    RunFilter,
+    RunGroup,
+    RunSearch,
+    SessionSearch,
+    descending,
+)
+from ..retention import RetentionPolicy
 from ..urls import bool_option, number_options, query_options
 from . import faults
 from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
@@ -652,6 +664,272 @@ class PostgresSessionStore(SessionStoreBase):
         )
         return 0 if last is None else int(last)
 
+    # ------------------------------------------------------------ queries (contract 7)
+    # One SQL text per combination of filters, so each gets its own prepared statement and
+    # plan; every filter and keyset bound is a parameter. The *_sql methods are what the
+    # plan tests EXPLAIN.
+
+    def search_sessions_sql(
+        self, q: SessionSearch, after: Position | None, limit: int | None
+    ) -> tuple[str, list[Any]]:
+        """``limit`` None: the count query instead of the page."""
+        args: list[Any] = []
+        where = _session_where(q, args)
+        if limit is None:
+            return f"SELECT count(*) FROM {self._s}.sessions{_where(where)}", args
+        col = "updated_us" if q.order_by.startswith("updated") else "created_us"
+        desc = descending(q.order_by)
+        _keyset(where, args, f"({col}, id)", after, desc)
+        args.append(limit)
+        way = " DESC" if desc else ""
+        return (
+            f"SELECT doc, updated_us FROM {self._s}.sessions{_where(where)} "
+            f"ORDER BY {col}{way}, id{way} LIMIT ${len(args)}",
+            args,
+        )
+
+    async def _search_sessions(
+        self, q: SessionSearch, after: Position | None, limit: int
+    ) -> list[Session]:
+        sql, args = self.search_sessions_sql(q, after, limit)
+        return [_session(r[0], r[1]) for r in await self._fetch(sql, *args)]
+
+    async def _count_sessions(self, q: SessionSearch) -> int:
+        sql, args = self.search_sessions_sql(q, None, None)
+        return int(await self._fetchval(sql, *args))
+
+    def search_runs_sql(
+        self, q: RunSearch, after: Position | None, limit: int
+    ) -> tuple[str, list[Any]]:
+        args: list[Any] = []
+        where = _run_where(
+            self._s,
+            args,
+            RunFilter(
+                q.session_id, q.agent_id, q.provider, q.started_after_us, q.started_before_us
+            ),
+        )
+        if q.statuses is not None:
+            where.append(_any("status", q.statuses, args))
+        if q.min_tokens is not None:
+            args.append(q.min_tokens)
+            where.append(f"total_tokens >= ${len(args)}")
+        col = "total_tokens" if q.order_by == "token_usage_desc" else "started_us"
+        desc = descending(q.order_by)
+        _keyset(where, args, f"({col}, id)", after, desc)
+        args.append(limit)
+        way = " DESC" if desc else ""
+        return (
+            f"SELECT doc FROM {self._s}.runs{_where(where)} "
+            f"ORDER BY {col}{way}, id{way} LIMIT ${len(args)}",
+            args,
+        )
+
+    async def _search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
+        sql, args = self.search_runs_sql(q, after, limit)
+        return [decode_run(r[0]) for r in await self._fetch(sql, *args)]
+
+    def run_groups_sql(self, f: RunFilter) -> tuple[str, list[Any]]:
+        args: list[Any] = []
+        where = _run_where(self._s, args, f)
+        return (
+            "SELECT provider, model, status, count(*), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(total_tokens), 0), count(cost_usd), "
+            "coalesce(sum(cost_usd), 0), "
+            "coalesce(sum(input_tokens) FILTER (WHERE cost_usd IS NULL), 0), "
+            "coalesce(sum(output_tokens) FILTER (WHERE cost_usd IS NULL), 0) "
+            f"FROM {self._s}.runs{_where(where)} GROUP BY provider, model, status",
+            args,
+        )
+
+    async def _run_groups(self, f: RunFilter) -> list[RunGroup]:
+        sql, args = self.run_groups_sql(f)
+        groups = [
+            RunGroup(
+                r[0],
+                r[1],
+                r[2],
+                int(r[3]),
+                int(r[4]),
+                int(r[5]),
+                int(r[6]),
+                int(r[7]),
+                float(r[8]),
+                int(r[9]),
+                int(r[10]),
+            )
+            for r in await self._fetch(sql, *args)
+        ]
+        groups.sort(key=lambda g: (g.provider or "", g.model or "", g.status))
+        return groups
+
+    async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
+        row = await self._fetchrow(
+            f"SELECT count(*), min(ts_us), max(ts_us) FROM {self._s}.events WHERE session_id = $1",
+            session_id,
+        )
+        return int(row[0]), row[1], row[2]
+
+    def search_events_sql(
+        self, q: EventSearch, after: Position | None, limit: int | None
+    ) -> tuple[str, list[Any]]:
+        """``limit`` None: the count query instead of the page."""
+        args: list[Any] = []
+        where: list[str] = []
+        for column, values in (
+            ("session_id", q.session_ids),
+            ("run_id", q.run_ids),
+            ("type", q.types),
+            ("provider", q.providers),
+        ):
+            if values is not None:
+                where.append(_any(column, values, args))
+        _bounds(where, args, "ts_us", q.since_us, q.until_us)
+        if q.correlation_id is not None:
+            args.append(q.correlation_id)
+            where.append(f"correlation_id = ${len(args)}")
+        if limit is None:
+            return f"SELECT count(*) FROM {self._s}.events{_where(where)}", args
+        col = "seq" if q.order_by == "sequence_asc" else "ts_us"
+        desc = descending(q.order_by)
+        _keyset(where, args, f"({col}, id)", after, desc)
+        args.append(limit)
+        way = " DESC" if desc else ""
+        return (
+            f"SELECT {_EVENT_COLUMNS} FROM {self._s}.events{_where(where)} "
+            f"ORDER BY {col}{way}, id{way} LIMIT ${len(args)}",
+            args,
+        )
+
+    async def _search_events(
+        self, q: EventSearch, after: Position | None, limit: int
+    ) -> list[Event]:
+        sql, args = self.search_events_sql(q, after, limit)
+        return [decode_event(r, r[10]) for r in await self._fetch(sql, *args)]
+
+    async def _count_events(self, q: EventSearch) -> int:
+        sql, args = self.search_events_sql(q, None, None)
+        return int(await self._fetchval(sql, *args))
+
+    # ------------------------------------------------------------ retention (contract 8)
+
+    _SOFT_BATCH = 1000
+
+    async def _soft_delete(
+        self,
+        cutoff_us: int,
+        exempt_statuses: tuple[str, ...],
+        exempt_tags: tuple[str, ...],
+        now: datetime,
+        dry_run: bool,
+    ) -> int:
+        """Due sessions are read a batch at a time, their docs rewritten here with
+        ``deleted_at`` (the encoder's exact text), and marked by ``soft_delete``, which
+        checks the condition again under the lock and skips any changed since (xmin)."""
+        due = (
+            "deleted_us IS NULL AND updated_us < $1 AND status <> ALL($2::text[]) "
+            "AND NOT (tags && $3::text[])"
+        )
+        cond = [cutoff_us, list(exempt_statuses), list(exempt_tags)]
+        if dry_run:
+            found = await self._fetchval(
+                f"SELECT count(*) FROM {self._s}.sessions WHERE {due}", *cond
+            )
+            return int(found)
+        select = (  # along sessions_updated, from the last batch's position on
+            f"SELECT id, doc, updated_us, xmin::text FROM {self._s}.sessions "
+            f"WHERE {due} AND (updated_us, id) > ($4, $5) ORDER BY updated_us, id "
+            f"LIMIT {self._SOFT_BATCH}"
+        )
+        mark = f"SELECT {self._s}.soft_delete($1, $2, $3, $4, $5, $6)"
+        marked, last = 0, (-(1 << 63), "")
+        while True:
+            rows = await self._fetch(select, *cond, *last)
+            if not rows:
+                return marked
+            docs = [encode_session(_session(r[1], r[2]).replace(deleted_at=now)) for r in rows]
+            ids, xmins = [r[0] for r in rows], [r[3] for r in rows]
+            work = functools.partial(self._fetchval, mark, ids, docs, xmins, *cond)
+            marked += int(await self._retrying(work))
+            last = (rows[-1][2], rows[-1][0])
+
+    async def _deleted_before(self, cutoff_us: int) -> list[str]:
+        rows = await self._fetch(
+            f"SELECT id FROM {self._s}.sessions WHERE deleted_us < $1 ORDER BY id", cutoff_us
+        )
+        return [r[0] for r in rows]
+
+    async def _hard_step(self, policy: RetentionPolicy, now: datetime, dry_run: bool) -> list[str]:
+        """As the shared step, but a batch per call of ``delete_sessions`` (one round trip)
+        rather than one ``delete_session`` per session."""
+        days = policy.hard_delete_after_days
+        if days is None:
+            return []
+        cutoff = to_micros(now - timedelta(days=days))
+        op = "hard_delete_expired_sessions"
+        ids = await self._call(op, self._deleted_before(cutoff))
+        if dry_run:
+            return ids
+        gone: list[str] = []
+        for start in range(0, len(ids), policy.batch_size):
+            gone += await self._call(
+                op, self._delete_batch(ids[start : start + policy.batch_size], cutoff)
+            )
+        return gone
+
+    async def _delete_batch(self, ids: list[str], cutoff_us: int) -> list[str]:
+        async def work() -> list[Any]:
+            return await self._fetch(
+                f"SELECT id FROM {self._s}.delete_sessions($1, $2)", ids, cutoff_us
+            )
+
+        return [r[0] for r in await self._retrying(work)]
+
+    async def _sessions_over(self, max_events: int) -> list[str]:
+        rows = await self._fetch(
+            f"SELECT s.id FROM {self._s}.sessions AS s JOIN (SELECT session_id FROM "
+            f"{self._s}.events GROUP BY session_id HAVING count(*) > $1) AS e "
+            "ON e.session_id = s.id ORDER BY s.id",
+            max_events,
+        )
+        return [r[0] for r in rows]
+
+    async def _prune(
+        self,
+        session_id: str,
+        max_events: int,
+        first_types: tuple[str, ...],
+        protected: frozenset[str],
+        dry_run: bool,
+    ) -> int:
+        async def work() -> Any:
+            return await self._fetchval(
+                f"SELECT {self._s}.prune_events($1, $2, $3, $4, $5)",
+                session_id,
+                max_events,
+                list(first_types),
+                sorted(protected),
+                dry_run,
+            )
+
+        return int(await self._retrying(work))
+
+    async def _health(self) -> list[str]:
+        s = self._s
+        orphans = await self._fetch(
+            f"SELECT r.id, r.session_id FROM {s}.runs AS r WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {s}.sessions AS x WHERE x.id = r.session_id) ORDER BY r.id"
+        )
+        behind = await self._fetch(
+            f"SELECT e.session_id, coalesce(max(c.last_seq), 0), max(e.seq) "
+            f"FROM {s}.events AS e LEFT JOIN {s}.counters AS c ON c.session_id = e.session_id "
+            "GROUP BY e.session_id HAVING max(e.seq) > coalesce(max(c.last_seq), 0) "
+            "ORDER BY e.session_id"
+        )
+        return [
+            f"run {r[0]!r} belongs to session {r[1]!r}, which has no record" for r in orphans
+        ] + [f"session {r[0]!r}: counter {r[1]} is below event {r[2]}" for r in behind]
+
     # ------------------------------------------------------------ LISTEN / NOTIFY
 
     async def _watch_start(self, session_id: str) -> None:
@@ -746,6 +1024,70 @@ class PostgresSessionStore(SessionStoreBase):
                     await conn.execute("SELECT 1", timeout=self._connect_timeout)
                 except Exception:
                     conn.terminate()  # fires _on_listener_lost
+
+
+def _where(conditions: list[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _any(column: str, values: tuple[str, ...], args: list[Any]) -> str:
+    """One value as ``=`` (an equality the planner can walk an index in order for), several
+    as ``= ANY``."""
+    if len(values) == 1:
+        args.append(values[0])
+        return f"{column} = ${len(args)}"
+    args.append(list(values))
+    return f"{column} = ANY(${len(args)}::text[])"
+
+
+def _bounds(
+    where: list[str], args: list[Any], column: str, low: int | None, high: int | None
+) -> None:
+    if low is not None:
+        args.append(low)
+        where.append(f"{column} >= ${len(args)}")
+    if high is not None:
+        args.append(high)
+        where.append(f"{column} <= ${len(args)}")
+
+
+def _keyset(
+    where: list[str], args: list[Any], key: str, after: Position | None, desc: bool
+) -> None:
+    """Strictly after ``after`` in the ordering: a row comparison an index range serves."""
+    if after is not None:
+        args += [after[0], after[1]]
+        where.append(f"{key} {'<' if desc else '>'} (${len(args) - 1}, ${len(args)})")
+
+
+def _session_where(q: SessionSearch, args: list[Any]) -> list[str]:
+    where = [] if q.include_deleted else ["deleted_us IS NULL"]
+    if q.agent_id is not None:
+        args.append(q.agent_id)
+        where.append(f"agent_id = ${len(args)}")
+    if q.statuses is not None:
+        where.append(_any("status", q.statuses, args))
+    if q.tags:
+        args.append(list(q.tags))
+        where.append(f"tags @> ${len(args)}::text[]")
+    _bounds(where, args, "created_us", q.created_after_us, q.created_before_us)
+    _bounds(where, args, "updated_us", q.updated_after_us, q.updated_before_us)
+    return where
+
+
+def _run_where(s: str, args: list[Any], f: RunFilter) -> list[str]:
+    where: list[str] = []
+    if f.session_id is not None:
+        args.append(f.session_id)
+        where.append(f"session_id = ${len(args)}")
+    if f.agent_id is not None:  # through the run's session record
+        args.append(f.agent_id)
+        where.append(f"session_id IN (SELECT id FROM {s}.sessions WHERE agent_id = ${len(args)})")
+    if f.provider is not None:
+        args.append(f.provider)
+        where.append(f"provider = ${len(args)}")
+    _bounds(where, args, "started_us", f.since_us, f.until_us)
+    return where
 
 
 _ARRAY_ARGS = (

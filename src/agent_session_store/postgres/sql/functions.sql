@@ -288,3 +288,86 @@ BEGIN
     RETURN QUERY SELECT v_imported, v_skipped;
 END
 $fn$;
+
+-- ---------------------------------------------------------------- retention (contract 8)
+-- The same lock order: the sessions' counters in id order, then their session rows in id
+-- order. Counters are locked where they exist, not created (that would write a row per
+-- session for nothing): a writer creating one meanwhile waits for our session row lock
+-- (flush's upsert, an append's touch) and comes after us; the one deadlock left, an append
+-- touching two of these sessions in the other order, is the server's to break and the
+-- store's to retry.
+
+-- Soft delete: the caller read the due sessions (id, doc, xmin) and rewrote each doc with
+-- deleted_at set; a session changed since (another xmin) or no longer due is left alone.
+CREATE OR REPLACE FUNCTION {s}.soft_delete(
+    p_id text[], p_doc text[], p_xmin text[],
+    p_cutoff bigint, p_exempt_statuses text[], p_exempt_tags text[]
+) RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+    v_marked bigint;
+BEGIN
+    PERFORM 1 FROM {s}.counters WHERE session_id = ANY(p_id) ORDER BY session_id FOR UPDATE;
+    PERFORM 1 FROM {s}.sessions WHERE id = ANY(p_id) ORDER BY id FOR UPDATE;
+    UPDATE {s}.sessions AS s SET doc = u.doc  -- the trigger sets deleted_us from the doc
+    FROM unnest(p_id, p_doc, p_xmin) AS u(id, doc, x)
+    WHERE s.id = u.id AND s.xmin = u.x::xid AND s.deleted_us IS NULL
+      AND s.updated_us < p_cutoff AND s.status <> ALL(p_exempt_statuses)
+      AND NOT (s.tags && p_exempt_tags);
+    GET DIAGNOSTICS v_marked = ROW_COUNT;
+    RETURN v_marked;
+END
+$fn$;
+
+-- Hard delete of a batch, as delete_session does for each; only sessions still soft-deleted
+-- before the cutoff. Returns the ids deleted.
+CREATE OR REPLACE FUNCTION {s}.delete_sessions(p_id text[], p_cutoff bigint)
+RETURNS TABLE (id text) LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_ids text[];
+BEGIN
+    PERFORM 1 FROM {s}.counters AS c WHERE c.session_id = ANY(p_id) ORDER BY c.session_id
+    FOR UPDATE;
+    SELECT array_agg(s.id ORDER BY s.id) INTO v_ids FROM (
+        SELECT s.id FROM {s}.sessions AS s
+        WHERE s.id = ANY(p_id) AND s.deleted_us < p_cutoff ORDER BY s.id FOR UPDATE
+    ) AS s;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    DELETE FROM {s}.sessions AS s WHERE s.id = ANY(v_ids);
+    DELETE FROM {s}.runs AS r WHERE r.session_id = ANY(v_ids);
+    DELETE FROM {s}.events AS e WHERE e.session_id = ANY(v_ids);
+    DELETE FROM {s}.counters AS c WHERE c.session_id = ANY(v_ids);
+    RETURN QUERY SELECT unnest(v_ids);
+END
+$fn$;
+
+-- Prune one session's oldest events beyond p_max: first of p_first, then of any other type,
+-- never of p_protected. The counter stays; the ids go (a re-append stores them anew).
+CREATE OR REPLACE FUNCTION {s}.prune_events(
+    p_session text, p_max bigint, p_first text[], p_protected text[], p_dry boolean
+) RETURNS bigint LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+DECLARE
+    v_count bigint;
+BEGIN
+    IF NOT p_dry THEN
+        PERFORM 1 FROM {s}.counters WHERE session_id = p_session FOR UPDATE;
+    END IF;
+    WITH excess AS (
+        SELECT greatest(count(*) - p_max, 0) AS n FROM {s}.events WHERE session_id = p_session
+    ), victims AS (
+        SELECT e.seq FROM {s}.events AS e
+        WHERE e.session_id = p_session AND e.type <> ALL(p_protected)
+        ORDER BY (e.type = ANY(p_first)) DESC, e.seq
+        LIMIT (SELECT n FROM excess)
+    ), gone AS (
+        DELETE FROM {s}.events AS e USING victims AS v
+        WHERE NOT p_dry AND e.session_id = p_session AND e.seq = v.seq
+        RETURNING 1
+    )
+    SELECT CASE WHEN p_dry THEN (SELECT count(*) FROM victims) ELSE (SELECT count(*) FROM gone)
+           END INTO v_count;
+    RETURN v_count;
+END
+$fn$;
