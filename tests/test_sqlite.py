@@ -23,7 +23,17 @@ from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.codec import encode_event, encode_run, encode_session
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session, to_micros
+from agent_session_store.models import (
+    Event,
+    EventType,
+    Run,
+    RunStatus,
+    Session,
+    SessionStatus,
+    to_micros,
+)
+from agent_session_store.query import EventSearch, Position, RunFilter, RunSearch, SessionSearch
+from agent_session_store.retention import RetentionPolicy
 from agent_session_store.sqlite import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -31,9 +41,19 @@ from agent_session_store.sqlite import (
     events_sql,
     sessions_sql,
 )
+from agent_session_store.sqlite.queries import (
+    DELETED_BEFORE,
+    EVENT_STATS,
+    count_expired_sql,
+    run_groups_sql,
+    search_events_sql,
+    search_runs_sql,
+    search_sessions_sql,
+)
 from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
+from agent_session_store.testing.contract_query import QueryContract
 
 
 def open_session_store(url: str) -> SQLiteSessionStore:
@@ -43,7 +63,7 @@ def open_session_store(url: str) -> SQLiteSessionStore:
     return store
 
 
-class TestSQLiteSessionStore(DurableSessionStoreContract):
+class TestSQLiteSessionStore(DurableSessionStoreContract, QueryContract):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/s.db?auto_migrate=true"
@@ -250,6 +270,66 @@ async def test_a_v1_database_needs_migration_then_migrates_with_its_data(tmp_pat
     with contextlib.closing(raw(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
+
+
+def add_v1_query_rows(path: Path) -> tuple[Session, Run]:
+    """A tagged, soft-deleted session and a costed run with usage, as release 1 stored them:
+    only in their docs, which the version 3 migration must read back into columns."""
+    gone = Session(
+        id="tagged",
+        agent_id="b",
+        status=SessionStatus.COMPLETED,
+        tags=["x", "y"],
+        updated_at=datetime(2025, 1, 1, tzinfo=UTC),
+        deleted_at=datetime(2025, 2, 1, tzinfo=UTC),
+    )
+    run = Run(
+        id="r2",
+        session_id="tagged",
+        status=RunStatus.COMPLETED,
+        provider="anthropic",
+        provider_metadata={"model": "claude-sonnet-4"},
+        token_usage={"input_tokens": 1000, "output_tokens": 500.7},
+        cost_usd=0.25,
+    )
+    with contextlib.closing(raw(path)) as conn:
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+            ("tagged", "b", "completed", to_micros(gone.created_at), encode_session(gone)),
+        )
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            ("r2", "tagged", "completed", to_micros(run.started_at), encode_run(run)),
+        )
+    return gone, run
+
+
+async def test_migrating_to_v3_backfills_what_queries_need(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    session, run, _ = make_v1_database(path)
+    gone, costed = add_v1_query_rows(path)
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        assert await store.health_check() == []  # tag rows and run agents built in step
+        assert [s.id for s in (await store.search_sessions()).items] == ["old"]
+        found = await store.search_sessions(tags=["x", "y"], include_deleted=True)
+        assert found.items == [gone]
+        assert (await store.search_sessions(tags=["x"])).items == []  # deleted_at backfilled
+        assert [r.id for r in (await store.search_runs(agent_id="b")).items] == ["r2"]
+        assert (await store.search_runs(provider="anthropic")).items == [costed]
+        assert [r.id for r in (await store.search_runs(min_tokens=1500)).items] == ["r2"]
+        usage = await store.get_usage_summary()
+        assert (usage.run_count, usage.total_input_tokens, usage.total_tokens) == (2, 1000, 1500)
+        cost = await store.get_cost_summary()
+        assert cost.total_cost_usd == 0.25 and cost.unmapped_runs == 1
+        stats = await store.get_session_stats("old")
+        assert (stats.event_count, stats.run_count, stats.latest_sequence) == (3, 1, 3)
+        assert (await store.search_events(session_ids="old", order_by="sequence_asc")).items
+        report = await store.run_maintenance(
+            RetentionPolicy(), now=datetime(2025, 6, 1, tzinfo=UTC)
+        )
+        assert report.sessions_hard_deleted == 1 and report.errors == []
+        assert await store.get_run("r1") == run
+        assert (await store.get_session("old")).id == session.id
 
 
 async def test_auto_migrate_upgrades_a_v1_database_on_open(tmp_path: Path) -> None:
@@ -900,3 +980,239 @@ async def test_the_watchers_change_check_reads_only_what_changed(
 
 def test_migrations_are_numbered_in_order() -> None:
     assert [v for v, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+# ---------------------------------------------------------------- query plans (contract 7.8)
+
+
+async def fill(path: Path) -> None:
+    """Rows as wide as real ones (1 KB session docs, 300-byte payloads), so the planner
+    weighs an index walk against a scan as it would in use."""
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        await asyncio.gather(
+            *(
+                store.save_session(
+                    Session(
+                        id=f"s{i}",
+                        agent_id=f"a{i % 4}",
+                        status=(
+                            SessionStatus.ACTIVE,
+                            SessionStatus.COMPLETED,
+                            SessionStatus.FAILED,
+                        )[i % 3],
+                        tags=["t", f"u{i % 5}"] if i % 2 else [],
+                        metadata={"notes": "n" * 1000},
+                    )
+                )
+                for i in range(200)
+            )
+        )
+        await asyncio.gather(
+            *(
+                store.save_run(
+                    Run(
+                        id=f"r{i}",
+                        session_id=f"s{i % 20}",
+                        provider=("anthropic", "openai")[i % 2],
+                        token_usage={"input_tokens": i, "output_tokens": 2 * i},
+                    )
+                )
+                for i in range(200)
+            )
+        )
+        await store.append_events(
+            [
+                ev(
+                    f"s{i % 20}",
+                    run_id=f"r{i % 200}",
+                    provider=("anthropic", None)[i % 2],
+                    correlation_id=f"c{i % 7}" if i % 3 == 0 else None,
+                    data={"text": "x" * 300},
+                )
+                for i in range(2000)
+            ]
+        )
+
+
+@pytest.fixture(scope="module")
+def filled_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("plans") / "q.db"
+    asyncio.run(fill(path))
+    return str(path)
+
+
+@pytest.fixture
+async def filled(filled_path: str) -> AsyncIterator[SQLiteSessionStore]:
+    async with SQLiteSessionStore(filled_path) as store:
+        yield store
+
+
+def assert_index_walk(text: str, index: str) -> None:
+    """The named index is walked; no sort of the matches, no scan of a table."""
+    assert index in text, text
+    assert "TEMP B-TREE" not in text, text
+    for step in text.split(" | "):
+        assert not step.startswith("SCAN") or "USING" in step, text
+
+
+NOW_US = to_micros(datetime(2026, 1, 1, tzinfo=UTC))
+AFTER = (NOW_US, "m")
+
+SESSION_PLANS = [
+    (SessionSearch(), "sessions_by_updated"),
+    (SessionSearch(order_by="created_at_asc"), "sessions_by_created"),
+    (SessionSearch(order_by="created_at_desc", include_deleted=True), "sessions_by_created"),
+    (SessionSearch(agent_id="a1"), "sessions_by_agent_updated"),
+    (SessionSearch(agent_id="a1", order_by="created_at_asc"), "sessions_by_agent"),
+    (SessionSearch(statuses=("active",)), "sessions_by_status_updated"),
+    (SessionSearch(statuses=("active", "failed")), "sessions_by_status_updated"),
+    (SessionSearch(statuses=("failed",), order_by="created_at_desc"), "sessions_by_status"),
+    (SessionSearch(tags=("t",)), "session_tags_by_updated"),
+    (SessionSearch(tags=("t", "u1"), order_by="created_at_asc"), "session_tags_by_created"),
+    (SessionSearch(updated_after_us=NOW_US), "sessions_by_updated"),
+    (SessionSearch(created_before_us=NOW_US, order_by="created_at_desc"), "sessions_by_created"),
+]
+
+
+@pytest.mark.parametrize(("q", "index"), SESSION_PLANS)
+@pytest.mark.parametrize("after", [None, AFTER])
+def test_search_sessions_walks_an_index_in_page_order(
+    filled_path: str, q: SessionSearch, index: str, after: Position | None
+) -> None:
+    assert_index_walk(plan(filled_path, *search_sessions_sql(q, after, 50)), index)
+
+
+RUN_PLANS = [
+    (RunSearch(), "runs_by_started"),
+    (RunSearch(order_by="started_at_asc"), "runs_by_started"),
+    (RunSearch(order_by="token_usage_desc", min_tokens=10), "runs_by_tokens"),
+    (RunSearch(session_id="s1"), "runs_by_session"),
+    (RunSearch(agent_id="a1"), "runs_by_agent"),
+    (RunSearch(provider="openai"), "runs_by_provider"),
+    (RunSearch(statuses=("running", "failed")), "runs_by_status"),
+    (RunSearch(started_after_us=NOW_US), "runs_by_started"),
+]
+
+
+@pytest.mark.parametrize(("q", "index"), RUN_PLANS)
+@pytest.mark.parametrize("after", [None, AFTER])
+def test_search_runs_walks_an_index_in_page_order(
+    filled_path: str, q: RunSearch, index: str, after: Position | None
+) -> None:
+    assert_index_walk(plan(filled_path, *search_runs_sql(q, after, 50)), index)
+
+
+EVENT_PLANS = [
+    (EventSearch(), "events_by_time"),
+    (EventSearch(order_by="timestamp_desc"), "events_by_time"),
+    (EventSearch(order_by="sequence_asc"), "events_by_seq"),
+    (EventSearch(session_ids=("s1",)), "events_by_session_time"),
+    (EventSearch(session_ids=("s1", "s2"), order_by="sequence_asc"), "PRIMARY KEY"),
+    (EventSearch(run_ids=("r1", "r2")), "events_by_run_time"),
+    (EventSearch(types=("message_sent",)), "events_by_type_time"),
+    (EventSearch(providers=("anthropic",)), "events_by_provider_time"),
+    (EventSearch(correlation_id="c1"), "events_by_correlation_time"),
+    (EventSearch(since_us=NOW_US, until_us=NOW_US + 10), "events_by_time"),
+]
+
+
+@pytest.mark.parametrize(("q", "index"), EVENT_PLANS)
+@pytest.mark.parametrize("after", [None, AFTER])
+def test_search_events_walks_an_index_in_page_order(
+    filled_path: str, q: EventSearch, index: str, after: Position | None
+) -> None:
+    assert_index_walk(plan(filled_path, *search_events_sql(q, after, 100)), index)
+
+
+@pytest.mark.parametrize(
+    ("f", "index"),
+    [
+        (RunFilter(session_id="s1"), "runs_by_session"),
+        (RunFilter(agent_id="a1"), "runs_by_agent"),
+        (RunFilter(provider="openai", since_us=NOW_US), "runs_by_provider"),
+        (RunFilter(since_us=NOW_US, until_us=NOW_US + 10), "runs_by_started"),
+    ],
+)
+def test_run_aggregates_read_only_the_matched_runs(
+    filled_path: str, f: RunFilter, index: str
+) -> None:
+    text = plan(filled_path, *run_groups_sql(f))
+    assert f"SEARCH runs USING INDEX {index}" in text, text
+
+
+def test_stats_and_retention_reads_are_index_searches(filled_path: str) -> None:
+    text = plan(filled_path, EVENT_STATS, ["s1"] * 3)
+    assert text.count("COVERING INDEX events_by_session_time (session_id=?)") == 3, text
+    assert "SEARCH sessions USING INDEX sessions_by_deleted" in plan(
+        filled_path, DELETED_BEFORE, [NOW_US]
+    )
+    where = count_expired_sql(NOW_US, ("active",), ("pinned",))
+    assert "SEARCH sessions USING INDEX sessions_by_updated (updated_at_us<?)" in plan(
+        filled_path, *where
+    )
+
+
+async def test_every_page_of_a_search_is_its_own_index_range(filled: SQLiteSessionStore) -> None:
+    """The plans above hold for real pages: paging a filtered search visits each match once."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await filled.search_sessions(
+            tags=["t"], status=["active", "failed"], limit=7, cursor=cursor
+        )
+        seen += [s.id for s in page.items]
+        if page.cursor is None:
+            break
+        cursor = page.cursor
+    expected = [
+        s.id
+        for s in sorted(
+            [s for s in await filled.list_sessions() if "t" in s.tags and s.status != "completed"],
+            key=lambda s: (s.updated_at, s.id),
+            reverse=True,
+        )
+    ]
+    assert seen == expected and len(expected) > 20
+
+
+# ---------------------------------------------------------------- derived rows kept in step
+
+
+async def test_tag_rows_and_run_agents_follow_every_write(store: SQLiteSessionStore) -> None:
+    await store.save_run(Run(id="early", session_id="s"))  # before its session exists
+    await store.save_session(Session(id="s", agent_id="a", tags=["t", "t", "u"]))
+    assert [r.id for r in (await store.search_runs(agent_id="a")).items] == ["early"]
+    await store.save_session(Session(id="s", agent_id="b", tags=["u"]))
+    assert (await store.search_runs(agent_id="a")).items == []
+    assert [r.id for r in (await store.search_runs(agent_id="b")).items] == ["early"]
+    assert (await store.search_sessions(tags=["t"])).items == []
+    await store.save_session(Session(id="q", agent_id="b", tags=["u"]))
+    await store.append_event(ev("s"))  # a touch moves the tag rows' sort value too
+    assert [s.id for s in (await store.search_sessions(tags=["u"])).items] == ["s", "q"]
+    await store.soft_delete_expired_sessions(
+        RetentionPolicy(max_completed_session_age_days=1, exempt_statuses=()),
+        now=datetime(2100, 1, 1, tzinfo=UTC),
+    )
+    assert (await store.search_sessions(tags=["u"])).items == []
+    assert len((await store.search_sessions(tags=["u"], include_deleted=True)).items) == 2
+    await store.delete_session("s")
+    assert await store.health_check() == []
+    with contextlib.closing(raw(store.path)) as conn:
+        assert conn.execute("SELECT session_id, tag FROM session_tags").fetchall() == [("q", "u")]
+
+
+async def test_health_check_finds_each_injected_inconsistency(store: SQLiteSessionStore) -> None:
+    await store.save_session(Session(id="s", agent_id="a", tags=["t"]))
+    await store.save_run(Run(id="r", session_id="s"))
+    await store.append_events([ev("s"), ev("s")])
+    assert await store.health_check() == []
+    injections = [
+        ("UPDATE seqs SET last_seq = 1 WHERE session_id = 's'", "counter 1 is below event 2"),
+        ("DELETE FROM session_tags", "session_tags rows are out of step"),
+        ("UPDATE runs SET agent_id = 'z'", "agent_id copy differs"),
+    ]
+    for sql, found in injections:
+        with contextlib.closing(raw(store.path)) as conn:
+            conn.execute(sql)
+        problems = await store.health_check()
+        assert any(found in p for p in problems), problems

@@ -5,17 +5,27 @@ session's log is one contiguous range read; ``id`` has its own unique index for 
 ``seqs`` holds each session's counter: the highest sequence number ever assigned (an import
 may leave gaps below it). ``sessions.updated_at_us`` is the session's ``updated_at`` as activity
 moves it, which may be newer than the saved doc's. ``seqs.change`` numbers the transaction that
-last moved each counter, so finding what changed costs what changed. ``meta`` records the
-schema version; an older schema is refused unless migrated.
+last moved each counter, so finding what changed costs what changed. Version 3 adds what
+queries and retention need (contract 7, 8): run facts and each session's deleted_at and tags
+as columns, a tag table, and an index for each default ordering and single filter. ``meta``
+records the schema version; an older schema is refused unless migrated.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from functools import lru_cache
 
+from ..codec import decode_run
 from ..errors import MigrationRequiredError, StorageError
 from ..models import parse_iso, to_micros
+from ..query import run_facts
 from .connection import Database
+
+_TAG_ROWS = (
+    "INSERT OR IGNORE INTO session_tags SELECT new.id, j.value, new.created_at_us,"
+    " new.updated_at_us, new.deleted_at_us FROM json_each(new.tags) AS j"
+)
 
 #: (version, statements). Each step runs once, in order, inside one write transaction.
 MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
@@ -86,6 +96,82 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX IF NOT EXISTS seqs_by_change ON seqs (change)",
         ),
     ),
+    (
+        3,
+        (
+            # Queries and retention (contract 7, 8). Sessions keep deleted_at and tags beside
+            # the doc; session_tags mirrors each tag with the session's sort values so a tag
+            # filter walks an index in page order (triggers keep it in step on every write).
+            "ALTER TABLE sessions ADD COLUMN deleted_at_us INTEGER",
+            "ALTER TABLE sessions ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+            "UPDATE sessions SET deleted_at_us = iso_micros(json_extract(doc, '$.deleted_at')),"
+            " tags = coalesce(json(json_extract(doc, '$.tags')), '[]')",
+            "CREATE INDEX IF NOT EXISTS sessions_by_agent_updated"
+            " ON sessions (agent_id, updated_at_us, id)",
+            "CREATE INDEX IF NOT EXISTS sessions_by_status_updated"
+            " ON sessions (status, updated_at_us, id)",
+            "CREATE INDEX IF NOT EXISTS sessions_by_deleted ON sessions (deleted_at_us)"
+            " WHERE deleted_at_us IS NOT NULL",
+            """CREATE TABLE IF NOT EXISTS session_tags (
+                session_id TEXT NOT NULL,
+                tag TEXT NOT NULL,
+                created_at_us INTEGER NOT NULL,
+                updated_at_us INTEGER,
+                deleted_at_us INTEGER,
+                PRIMARY KEY (session_id, tag)
+            ) WITHOUT ROWID""",
+            "INSERT OR IGNORE INTO session_tags SELECT s.id, j.value, s.created_at_us,"
+            " s.updated_at_us, s.deleted_at_us FROM sessions AS s, json_each(s.tags) AS j",
+            "CREATE INDEX IF NOT EXISTS session_tags_by_updated"
+            " ON session_tags (tag, updated_at_us, session_id)",
+            "CREATE INDEX IF NOT EXISTS session_tags_by_created"
+            " ON session_tags (tag, created_at_us, session_id)",
+            f"CREATE TRIGGER IF NOT EXISTS session_tags_on_insert AFTER INSERT ON sessions"
+            f" WHEN new.tags <> '[]' BEGIN {_TAG_ROWS}; END",
+            # Touches of tagged sessions rewrite their few tag rows; untagged ones cost a compare.
+            f"CREATE TRIGGER IF NOT EXISTS session_tags_on_update AFTER UPDATE ON sessions"
+            f" WHEN new.tags <> '[]' OR old.tags <> '[]' BEGIN"
+            f" DELETE FROM session_tags WHERE session_id = old.id; {_TAG_ROWS}; END",
+            "CREATE TRIGGER IF NOT EXISTS session_tags_on_delete AFTER DELETE ON sessions"
+            " WHEN old.tags <> '[]' BEGIN DELETE FROM session_tags WHERE session_id = old.id; END",
+            # Run facts beside the doc (query.run_facts), so SQL filters and adds up runs
+            # without parsing JSON; agent_id is the run's session's, kept in step by triggers.
+            "ALTER TABLE runs ADD COLUMN agent_id TEXT",
+            "ALTER TABLE runs ADD COLUMN provider TEXT",
+            "ALTER TABLE runs ADD COLUMN model TEXT",
+            "ALTER TABLE runs ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN total_tokens INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN cost_usd REAL",
+            "UPDATE runs SET agent_id = (SELECT agent_id FROM sessions WHERE id = runs.session_id)",
+            "UPDATE runs SET provider = fact(doc, 0), model = fact(doc, 1),"
+            " input_tokens = fact(doc, 2), output_tokens = fact(doc, 3),"
+            " total_tokens = fact(doc, 4), cost_usd = fact(doc, 5)",
+            "CREATE TRIGGER IF NOT EXISTS runs_agent_on_session_insert AFTER INSERT ON sessions"
+            " BEGIN UPDATE runs SET agent_id = new.agent_id WHERE session_id = new.id; END",
+            "CREATE TRIGGER IF NOT EXISTS runs_agent_on_session_update"
+            " AFTER UPDATE OF agent_id ON sessions WHEN old.agent_id IS NOT new.agent_id"
+            " BEGIN UPDATE runs SET agent_id = new.agent_id WHERE session_id = new.id; END",
+            "CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started_at_us, id)",
+            "CREATE INDEX IF NOT EXISTS runs_by_tokens ON runs (total_tokens, id)",
+            "CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent_id, started_at_us, id)",
+            "CREATE INDEX IF NOT EXISTS runs_by_provider ON runs (provider, started_at_us, id)",
+            "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started_at_us, id)",
+            # search_events: one index per single filter, in the default (timestamp) order;
+            # the rarely set columns get partial indexes so other events do not pay for them.
+            "CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp_us, id)",
+            "CREATE INDEX IF NOT EXISTS events_by_seq ON events (seq, id)",
+            "CREATE INDEX IF NOT EXISTS events_by_session_time"
+            " ON events (session_id, timestamp_us, id)",
+            "CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, timestamp_us, id)",
+            "CREATE INDEX IF NOT EXISTS events_by_run_time ON events (run_id, timestamp_us, id)"
+            " WHERE run_id IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS events_by_provider_time"
+            " ON events (provider, timestamp_us, id) WHERE provider IS NOT NULL",
+            "CREATE INDEX IF NOT EXISTS events_by_correlation_time"
+            " ON events (correlation_id, timestamp_us, id) WHERE correlation_id IS NOT NULL",
+        ),
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -147,10 +233,22 @@ def _iso_micros(text: str | None) -> int | None:
     return None if text is None else to_micros(parse_iso(text, "session.updated_at"))
 
 
+@lru_cache(maxsize=4)
+def _facts(doc: str) -> tuple[str | int | float | None, ...]:
+    f = run_facts(decode_run(doc))
+    return (f.provider, f.model, f.input_tokens, f.output_tokens, f.total_tokens, f.cost_usd)
+
+
+def _fact(doc: str, index: int) -> str | int | float | None:
+    """One of a stored run's facts (query.run_facts), for the version 3 backfill."""
+    return _facts(doc)[index]
+
+
 def migrate(db: Database, conn: sqlite3.Connection) -> None:
     """Apply the missing steps in one write transaction: safe when processes race."""
     use_wal(db, conn)
     conn.create_function("iso_micros", 1, _iso_micros, deterministic=True)
+    conn.create_function("fact", 2, _fact, deterministic=True)
 
     def attempt() -> None:
         conn.execute("BEGIN IMMEDIATE")

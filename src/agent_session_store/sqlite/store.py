@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+from datetime import datetime
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -13,9 +14,12 @@ from urllib.parse import unquote, urlsplit
 from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent, decode_session
 from ..errors import StorageError, StoreError, ValidationError
-from ..models import Event, Run, RunStatus, Session, SessionStatus
+from ..models import Event, Run, RunStatus, Session, SessionStatus, iso, to_micros
+from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
+from ..querying import _cutoff_us
+from ..retention import RetentionPolicy
 from ..urls import bool_option, number_options, query_options
-from . import reads, schema, writes
+from . import queries, reads, schema, writes
 from . import watcher as watchers
 from .connection import Database
 from .readers import ReaderPool
@@ -247,6 +251,123 @@ class SQLiteSessionStore(SessionStoreBase):
 
     async def _latest_sequence(self, session_id: str) -> int:
         return await self._readers.read(partial(schema.last_seq, session_id=session_id))
+
+    # ------------------------------------------------------------ queries (contract 7)
+
+    async def _search_sessions(
+        self, q: SessionSearch, after: Position | None, limit: int
+    ) -> list[Session]:
+        return await self._readers.read(
+            partial(queries.search_sessions, q=q, after=after, limit=limit)
+        )
+
+    async def _count_sessions(self, q: SessionSearch) -> int:
+        return await self._readers.read(partial(queries.count_sessions, q=q))
+
+    async def _search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
+        return await self._readers.read(partial(queries.search_runs, q=q, after=after, limit=limit))
+
+    async def _run_groups(self, f: RunFilter) -> list[RunGroup]:
+        return await self._readers.read(partial(queries.run_groups, f=f))
+
+    async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
+        return await self._readers.read(partial(queries.event_stats, session_id=session_id))
+
+    async def _search_events(
+        self, q: EventSearch, after: Position | None, limit: int
+    ) -> list[Event]:
+        return await self._readers.read(
+            partial(queries.search_events, q=q, after=after, limit=limit)
+        )
+
+    async def _count_events(self, q: EventSearch) -> int:
+        return await self._readers.read(partial(queries.count_events, q=q))
+
+    # ------------------------------------------------------------ retention (contract 8)
+
+    async def _soft_delete(
+        self,
+        cutoff_us: int,
+        exempt_statuses: tuple[str, ...],
+        exempt_tags: tuple[str, ...],
+        now: datetime,
+        dry_run: bool,
+    ) -> int:
+        if dry_run:
+            return await self._readers.read(
+                partial(
+                    queries.count_expired,
+                    cutoff_us=cutoff_us,
+                    exempt_statuses=exempt_statuses,
+                    exempt_tags=exempt_tags,
+                )
+            )
+        work = partial(
+            writes.soft_delete,
+            cutoff_us=cutoff_us,
+            exempt_statuses=exempt_statuses,
+            exempt_tags=exempt_tags,
+            now_us=to_micros(now),
+            now_iso=iso(now),
+        )
+        marked: int = await self._writer.submit(work)
+        return marked
+
+    async def _deleted_before(self, cutoff_us: int) -> list[str]:
+        return await self._readers.read(partial(queries.deleted_before, cutoff_us=cutoff_us))
+
+    async def _hard_step(self, policy: RetentionPolicy, now: datetime, dry_run: bool) -> list[str]:
+        """As the shared step, but each batch's deletes are queued together, so the writer
+        commits a batch in one transaction (each delete still in its own savepoint)."""
+        days = policy.hard_delete_after_days
+        if days is None or dry_run:
+            return await super()._hard_step(policy, now, dry_run)
+        ids = await self._call(
+            "hard_delete_expired_sessions",
+            self._deleted_before(_cutoff_us(now, days)),
+        )
+        for start in range(0, len(ids), policy.batch_size):
+            batch = ids[start : start + policy.batch_size]
+            await self._call("hard_delete_expired_sessions", self._delete_batch(batch))
+        return ids
+
+    async def _delete_batch(self, session_ids: list[str]) -> None:
+        await asyncio.gather(*(self._delete_session(sid) for sid in session_ids))
+
+    async def _sessions_over(self, max_events: int) -> list[str]:
+        return await self._readers.read(partial(queries.sessions_over, max_events=max_events))
+
+    async def _prune(
+        self,
+        session_id: str,
+        max_events: int,
+        first_types: tuple[str, ...],
+        protected: frozenset[str],
+        dry_run: bool,
+    ) -> int:
+        if dry_run:
+            victims = await self._readers.read(
+                partial(
+                    queries.prune_victims,
+                    session_id=session_id,
+                    max_events=max_events,
+                    first_types=first_types,
+                    protected=protected,
+                )
+            )
+            return len(victims)
+        work = partial(
+            writes.prune,
+            session_id=session_id,
+            max_events=max_events,
+            first_types=first_types,
+            protected=protected,
+        )
+        pruned: int = await self._writer.submit(work)
+        return pruned
+
+    async def _health(self) -> list[str]:
+        return await self._readers.read(queries.health)
 
     # ------------------------------------------------------------ long-poll across processes
 

@@ -4,12 +4,15 @@ stays true until the commit). Each raises to roll back only its own request."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
 from ..codec import EncodedEvent
 from ..errors import sequence_conflict
 from ..models import Run, Session, to_micros, utcnow
+from ..query import run_facts
+from . import queries
 from .schema import EVENT_COLUMNS
 from .writer import Rows, Tx
 
@@ -23,17 +26,25 @@ _SAVE_SEQ = (
 )
 _RESET_SEQ = "UPDATE seqs SET last_seq = 0, change = ? WHERE session_id = ?"
 _SAVE_SESSION = (
-    "INSERT INTO sessions (id, agent_id, status, created_at_us, doc, updated_at_us)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO sessions (id, agent_id, status, created_at_us, doc, updated_at_us,"
+    " deleted_at_us, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, status = excluded.status,"
     " created_at_us = excluded.created_at_us, doc = excluded.doc,"
-    " updated_at_us = excluded.updated_at_us"
+    " updated_at_us = excluded.updated_at_us, deleted_at_us = excluded.deleted_at_us,"
+    " tags = excluded.tags"
 )
 _TOUCH_SESSION = "UPDATE sessions SET updated_at_us = ? WHERE id = ?"
+#: The run's facts (query.run_facts) beside its doc; agent_id is its session's, if saved yet.
 _SAVE_RUN = (
-    "INSERT INTO runs (id, session_id, status, started_at_us, doc) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO runs (id, session_id, status, started_at_us, doc, provider, model,"
+    " input_tokens, output_tokens, total_tokens, cost_usd, agent_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT agent_id FROM sessions WHERE id = ?))"
     " ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id,"
-    " status = excluded.status, started_at_us = excluded.started_at_us, doc = excluded.doc"
+    " status = excluded.status, started_at_us = excluded.started_at_us, doc = excluded.doc,"
+    " provider = excluded.provider, model = excluded.model,"
+    " input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,"
+    " total_tokens = excluded.total_tokens, cost_usd = excluded.cost_usd,"
+    " agent_id = excluded.agent_id"
 )
 
 IN_CHUNK = 500  # ids per "WHERE id IN (...)" lookup, well under SQLite's variable limit
@@ -131,6 +142,7 @@ def stored_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any
 def put_session(tx: Tx, session: Session, doc: str) -> None:
     """Upsert as given: the saved ``updated_at`` stands until the next activity."""
     updated = to_micros(session.updated_at)
+    deleted = None if session.deleted_at is None else to_micros(session.deleted_at)
     tx.conn.execute(
         _SAVE_SESSION,
         (
@@ -140,14 +152,31 @@ def put_session(tx: Tx, session: Session, doc: str) -> None:
             to_micros(session.created_at),
             doc,
             updated,
+            deleted,
+            json.dumps(session.tags, separators=(",", ":")),
         ),
     )
     tx.touch(session.id, now=False)
 
 
 def _put_run(tx: Tx, run: Run, doc: str) -> None:
+    f = run_facts(run)
     tx.conn.execute(
-        _SAVE_RUN, (run.id, run.session_id, run.status.value, to_micros(run.started_at), doc)
+        _SAVE_RUN,
+        (
+            run.id,
+            run.session_id,
+            run.status.value,
+            to_micros(run.started_at),
+            doc,
+            f.provider,
+            f.model,
+            f.input_tokens,
+            f.output_tokens,
+            f.total_tokens,
+            f.cost_usd,
+            run.session_id,
+        ),
     )
 
 
@@ -255,3 +284,29 @@ def _taken(conn: sqlite3.Connection, session_id: str, seqs: list[int]) -> set[in
         sql = f"SELECT seq FROM events WHERE session_id = ? AND seq IN ({marks})"
         taken.update(r[0] for r in conn.execute(sql, [session_id, *chunk]))
     return taken
+
+
+# ---------------------------------------------------------------- retention
+
+
+def soft_delete(
+    tx: Tx,
+    cutoff_us: int,
+    exempt_statuses: tuple[str, ...],
+    exempt_tags: tuple[str, ...],
+    now_us: int,
+    now_iso: str,
+) -> int:
+    """Mark expired sessions deleted; not activity, so nothing is touched (C5)."""
+    return queries.soft_delete(tx.conn, cutoff_us, exempt_statuses, exempt_tags, now_us, now_iso)
+
+
+def prune(
+    tx: Tx,
+    session_id: str,
+    max_events: int,
+    first_types: tuple[str, ...],
+    protected: frozenset[str],
+) -> int:
+    """Remove the oldest unprotected events beyond the maximum; the counter stays."""
+    return queries.prune(tx.conn, session_id, max_events, first_types, protected)
