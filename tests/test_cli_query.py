@@ -31,8 +31,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}  # tables are not squeezed
+def run_cli(*args: str, check: bool = True, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}  # tables are not squeezed
     env.pop("FORCE_COLOR", None)
     proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, env=env)
     if check:
@@ -421,6 +421,9 @@ def test_events_search_across_sessions_with_filters(tmp_path: Path) -> None:
     table = run_cli("--url", url, "events", "search", "--session", "e2", "--total").stdout
     assert "5 of 5 event(s), timestamp asc" in table
     assert "e2 #3" in table and "tool_call_started" in table and "r1 = e2_run" in table
+    narrow = run_cli("--url", url, "events", "search", "--type", "message_sent", columns=80).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    assert "e1 #1" in narrow and "s2 = e2" in narrow  # short labels, full ids in the legend
 
 
 def test_events_search_pages_by_cursor(tmp_path: Path) -> None:
@@ -533,3 +536,26 @@ def test_health_exits_non_zero_and_lists_each_problem(tmp_path: Path) -> None:
     assert as_json.returncode == HEALTH_PROBLEMS
     found = json.loads(as_json.stdout)
     assert found["healthy"] is False and len(found["problems"]) == 2
+
+
+# ---------------------------------------------------------------- memory, in-process
+
+
+def test_every_command_answers_on_the_memory_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    """memory:// lives in one process: each command here opens an empty store of its own,
+    through the real parser and main()."""
+    from agent_session_store.cli import main
+
+    def run(*args: str) -> Any:
+        assert main(["--url", "memory://", *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert run("sessions", "list", "--tag", "x", "--updated-after", "1h") == []
+    assert run("events", "search", "--type", "tool", "--order", "timestamp_desc") == []
+    assert run("usage")["run_count"] == 0
+    assert run("cost", "--provider", "openai")["total_cost_usd"] == 0
+    assert run("health") == {"healthy": True, "problems": []}
+    assert main(["--url", "memory://", "sessions", "stats", "nope"]) == 1
+    assert "[session_not_found]" in capsys.readouterr().err
+    assert main(["--url", "memory://", "sessions", "list", "--cursor", "x"]) == 2
+    assert "[invalid_cursor]" in capsys.readouterr().err

@@ -64,7 +64,8 @@ EXIT_CODES = {
     0: "success",
     1: "the store said no or failed: not found (session_not_found, ...), storage_error, "
     "storage_connection_failed; or a `maintain` step failed (the report lists it)",
-    2: "usage error: bad arguments, bad URL or bad input (validation_error)",
+    2: "usage error: bad arguments, bad URL, bad input, a bad policy or pricing file "
+    "(validation_error, invalid_cursor)",
     3: "the schema needs `agent-session-store migrate` (migration_required)",
     4: "an optional extra is not installed (dependency_not_available)",
     5: "an import or copy conflicts with what the target holds (sequence_conflict)",
@@ -211,7 +212,8 @@ class _Rewinds:
 class _RunLabels:
     """Short labels for run ids in a timeline, with a legend giving every id in full."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "r") -> None:
+        self.prefix = prefix
         self.labels: dict[str, str] = {}
 
     def __call__(self, run_id: str | None) -> str:
@@ -219,7 +221,7 @@ class _RunLabels:
             return ""
         label = self.labels.get(run_id)
         if label is None:
-            label = self.labels[run_id] = f"r{len(self.labels) + 1}"
+            label = self.labels[run_id] = f"{self.prefix}{len(self.labels) + 1}"
         return label
 
     def legend(self) -> str:
@@ -692,7 +694,7 @@ def _usd(value: float | int | None) -> str:
 
 
 def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title, title_justify="left", show_header=False)
+    table = Table(title=title or None, title_justify="left", show_header=False)
     table.add_column("what", style="dim", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in rows:
@@ -847,28 +849,31 @@ async def _events_search(args: argparse.Namespace) -> int:
         if hint or total is not None:
             _note(title + (f" — {hint}" if hint else ""))
         return 0
-    labels = _RunLabels()
+    # A narrow terminal gets short session labels too, so the "what" column keeps its room;
+    # the legends below give every id in full.
+    wide = _wide()
+    sessions, runs = _RunLabels("s"), _RunLabels()
     table = Table(title=title + (" — more exist" if hint else ""), title_justify="left")
-    table.add_column(
-        "session", no_wrap=True, min_width=max((len(e.session_id) for e in found), default=7)
-    )
+    width = max((len(e.session_id) for e in found), default=7) if wide else 3
+    table.add_column("session", no_wrap=True, min_width=width)
     table.add_column("seq", justify="right", style="dim", no_wrap=True)
     table.add_column("time (UTC)", style="dim", no_wrap=True)
     table.add_column("type", no_wrap=True)
     table.add_column("run", style="dim", no_wrap=True)
-    table.add_column("what", overflow="fold")
+    table.add_column("what", overflow="fold", min_width=20)
     for e in found:
         table.add_row(
-            e.session_id,
+            e.session_id if wide else sessions(e.session_id),
             str(e.sequence_number),
-            _stamp(e.timestamp),
+            _stamp(e.timestamp) if wide else _time(e),
             Text(e.type.value, style=_FAMILY_STYLE.get(e.type.family, "")),
-            labels(e.run_id),
+            runs(e.run_id),
             _summary(e),
         )
     _print_paged(table, hint)
-    if labels.labels:
-        _out().print(Text(labels.legend(), style="dim"))
+    legend = "\n".join(x.legend() for x in (sessions, runs) if x.labels)
+    if legend:
+        _out().print(Text(legend, style="dim"), soft_wrap=True)
     return 0
 
 
@@ -887,9 +892,11 @@ async def _maintain(args: argparse.Namespace) -> int:
         title = f"maintenance as of {_stamp(now)} UTC" + (
             " — dry run: nothing was changed" if report.dry_run else ""
         )
-        _out().print(
+        console = _out()
+        console.print(title, soft_wrap=True, markup=False)
+        console.print(
             _kv_table(
-                title,
+                "",
                 [
                     (f"sessions soft-deleted ({verb})", str(report.sessions_soft_deleted)),
                     (f"sessions hard-deleted ({verb})", str(report.sessions_hard_deleted)),
