@@ -17,6 +17,7 @@ from .common import Row
 
 MODULES = [
     "core",
+    "query_sqlite",
     "postgres",
     "redis_bench",
     "artifacts",

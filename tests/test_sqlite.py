@@ -1141,6 +1141,8 @@ def test_run_aggregates_read_only_the_matched_runs(
 
 
 def test_stats_and_retention_reads_are_index_searches(filled_path: str) -> None:
+    every = plan(filled_path, *run_groups_sql(RunFilter()))
+    assert every == "SCAN runs USING COVERING INDEX runs_by_group", every  # in group order
     text = plan(filled_path, EVENT_STATS, ["s1"] * 3)
     assert text.count("COVERING INDEX events_by_session_time (session_id=?)") == 3, text
     assert "SEARCH sessions USING INDEX sessions_by_deleted" in plan(

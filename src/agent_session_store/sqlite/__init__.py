@@ -7,6 +7,7 @@ Read the modules in this order:
 * ``writer`` — the writer thread: one write connection, group commit of queued requests.
 * ``writes`` — the write work each request does inside the group's transaction.
 * ``reads`` and ``readers`` — the read statements, and the pool of reader threads running them.
+* ``queries`` — searches, summaries and retention (contract 7, 8), each walking an index.
 * ``watcher`` — long-poll readers woken by commits made in other processes.
 * ``store`` — ``SQLiteSessionStore``: each operation handed to the writer or to the readers.
 

@@ -249,37 +249,34 @@ def run_groups_sql(f: RunFilter) -> tuple[str, list[Any]]:
     w, p = _bounds("started_at_us", f.since_us, f.until_us)
     where += w
     params += p
+    # Costed and uncosted runs are separate groups: five plain sums instead of conditional ones.
     sql = (
-        "SELECT provider, model, status, count(*), total(input_tokens), total(output_tokens),"
-        " total(total_tokens), count(cost_usd), total(cost_usd),"
-        " total(CASE WHEN cost_usd IS NULL THEN input_tokens END),"
-        " total(CASE WHEN cost_usd IS NULL THEN output_tokens END)"
+        "SELECT provider, model, status, cost_usd IS NULL, count(*), sum(input_tokens),"
+        " sum(output_tokens), sum(total_tokens), total(cost_usd)"
         f" FROM runs INDEXED BY {index} WHERE {' AND '.join(where) or '1'}"
-        " GROUP BY provider, model, status"
+        " GROUP BY provider, model, status, cost_usd IS NULL"
     )
-    if index == "runs_by_started" and not w:
-        sql = sql.replace(" INDEXED BY runs_by_started", "")  # all runs: any order will do
+    if index == "runs_by_started" and not w:  # every run: the covering index, in group order
+        sql = sql.replace("INDEXED BY runs_by_started", "INDEXED BY runs_by_group")
     return sql, params
 
 
 def run_groups(conn: sqlite3.Connection, f: RunFilter) -> list[RunGroup]:
     sql, params = run_groups_sql(f)
-    groups = [
-        RunGroup(
-            r[0],
-            r[1],
-            r[2],
-            int(r[3]),
-            int(r[4]),
-            int(r[5]),
-            int(r[6]),
-            int(r[7]),
-            float(r[8]),
-            int(r[9]),
-            int(r[10]),
-        )
-        for r in conn.execute(sql, params)
-    ]
+    acc: dict[tuple[str | None, str | None, str], list[Any]] = {}
+    for provider, model, status, uncosted, n, inp, out, tot, cost in conn.execute(sql, params):
+        row = acc.setdefault((provider, model, status), [0, 0, 0, 0, 0, 0.0, 0, 0])
+        row[0] += n
+        row[1] += inp
+        row[2] += out
+        row[3] += tot
+        if uncosted:
+            row[6] += inp
+            row[7] += out
+        else:
+            row[4] += n
+            row[5] += cost
+    groups = [RunGroup(p, m, s, *row) for (p, m, s), row in acc.items()]
     groups.sort(key=lambda g: (g.provider or "", g.model or "", g.status))
     return groups
 

@@ -157,6 +157,9 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX IF NOT EXISTS runs_by_agent ON runs (agent_id, started_at_us, id)",
             "CREATE INDEX IF NOT EXISTS runs_by_provider ON runs (provider, started_at_us, id)",
             "CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started_at_us, id)",
+            # Usage and cost over every run read this in group order, without the rows.
+            "CREATE INDEX IF NOT EXISTS runs_by_group ON runs (provider, model, status,"
+            " (cost_usd IS NULL), input_tokens, output_tokens, total_tokens, cost_usd)",
             # search_events: one index per single filter, in the default (timestamp) order;
             # the rarely set columns get partial indexes so other events do not pay for them.
             "CREATE INDEX IF NOT EXISTS events_by_time ON events (timestamp_us, id)",
