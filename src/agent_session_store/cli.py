@@ -657,6 +657,12 @@ def _when(value: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+WHEN_HELP = (
+    "WHEN is ISO-8601 (2026-01-31, 2026-01-31T09:30:00Z; UTC unless an offset is given) "
+    "or a time ago (30m, 24h, 7d); bounds are inclusive."
+)
+
+
 def _page_size(value: str) -> int:
     number = _positive(value)
     if not 1 <= number <= MAX_LIMIT:
@@ -1366,6 +1372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='count every match too ("N of M"); --no-total skips the count',
     )
     json_flag(s_list, "one JSON array (a note on stderr says when more exist)")
+    s_list.epilog = WHEN_HELP
     s_show = command(s_cmds, "show", "one session with its runs", _sessions_show)
     s_show.add_argument("session_id", metavar="SESSION", help="the session id")
     json_flag(s_show)
@@ -1446,6 +1453,7 @@ def build_parser() -> argparse.ArgumentParser:
     e_search.add_argument("--cursor", help="the next page, as the previous page's hint says")
     e_search.add_argument("--total", action="store_true", help='count every match too ("N of M")')
     json_flag(e_search, "one JSON array (a note on stderr gives the next cursor)")
+    e_search.epilog = WHEN_HELP
 
     for name, helptext, func in (
         ("usage", "token totals of the matching runs, per provider", _usage),
@@ -1465,6 +1473,7 @@ def build_parser() -> argparse.ArgumentParser:
                 '[provider."model"] input = 3.0, output = 15.0',
             )
         json_flag(p)
+        p.epilog = WHEN_HELP
 
     maintain = command(
         commands,
@@ -1482,9 +1491,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only count what would be done; change nothing"
     )
     maintain.add_argument(
-        "--now", type=_when, metavar="WHEN", help="judge ages as of this time (default: now)"
+        "--now",
+        type=_when,
+        metavar="WHEN",
+        help="judge ages as of this time instead of the current time",
     )
     json_flag(maintain)
+    maintain.epilog = WHEN_HELP
 
     health = command(
         commands,
