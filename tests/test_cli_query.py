@@ -173,6 +173,9 @@ def test_include_deleted_shows_sessions_maintain_soft_deleted(tmp_path: Path) ->
     }
     assert deleted["s1"] == deleted["s2"] == deleted["s5"] == "2026-01-16T12:00:00.000000Z"
     assert deleted["s3"] is None
+    table = run_cli("--url", url, "sessions", "list", "--include-deleted").stdout
+    assert re.search(r"s1\s*│\s*alpha\s*│\s*completed \(deleted\)", table), table
+    assert re.search(r"s3\s*│\s*beta\s*│\s*completed\s*│", table), table
 
 
 # ---------------------------------------------------------------- bad arguments

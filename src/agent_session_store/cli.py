@@ -279,7 +279,10 @@ def _sessions_table(title: str, sessions: list[Session]) -> Table:
         row: list[Text | str] = [
             s.id,
             s.agent_id,
-            _status(s.status.value),
+            # soft-deleted sessions show only with --include-deleted, and say so
+            _status(s.status.value)
+            if s.deleted_at is None
+            else Text.assemble(_status(s.status.value), (" (deleted)", "dim red")),
             s.updated_at.strftime(stamp),
         ]
         if wide:
