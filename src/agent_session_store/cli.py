@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import sys
+import tomllib
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -36,9 +40,13 @@ from .models import (
     RunStatus,
     Session,
     SessionStatus,
+    iso,
     to_event_type,
+    utcnow,
 )
-from .querying import QueryAndMaintenance
+from .query import EVENT_ORDERS, SESSION_ORDERS, encode_cursor
+from .querying import MAX_LIMIT, QueryAndMaintenance, event_position, session_position
+from .retention import RetentionPolicy
 from .transfer import ImportReport, copy_session, dump_record, load_record
 from .urls import open_session_store
 
@@ -46,16 +54,22 @@ __all__ = ["EXIT_CODES", "main"]
 
 DEFAULT_URL = "sqlite:///agent-sessions.db"
 URL_ENV = "AGENT_SESSION_STORE_URL"
+#: ``health`` exits with this when it found problems (and lists them).
+HEALTH_PROBLEMS = 6
+
+T = TypeVar("T")
 
 #: Exit status -> meaning; also printed at the end of ``--help``.
 EXIT_CODES = {
     0: "success",
     1: "the store said no or failed: not found (session_not_found, ...), storage_error, "
-    "storage_connection_failed",
-    2: "usage error: bad arguments, bad URL or bad input (validation_error)",
+    "storage_connection_failed; or a `maintain` step failed (the report lists it)",
+    2: "usage error: bad arguments, bad URL, bad input, a bad policy or pricing file "
+    "(validation_error, invalid_cursor)",
     3: "the schema needs `agent-session-store migrate` (migration_required)",
     4: "an optional extra is not installed (dependency_not_available)",
     5: "an import or copy conflicts with what the target holds (sequence_conflict)",
+    HEALTH_PROBLEMS: "`health` found problems in the stored data (it lists them)",
     130: "interrupted (Ctrl-C)",
 }
 _EXIT_BY_CODE = {
@@ -198,7 +212,8 @@ class _Rewinds:
 class _RunLabels:
     """Short labels for run ids in a timeline, with a legend giving every id in full."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "r") -> None:
+        self.prefix = prefix
         self.labels: dict[str, str] = {}
 
     def __call__(self, run_id: str | None) -> str:
@@ -206,7 +221,7 @@ class _RunLabels:
             return ""
         label = self.labels.get(run_id)
         if label is None:
-            label = self.labels[run_id] = f"r{len(self.labels) + 1}"
+            label = self.labels[run_id] = f"{self.prefix}{len(self.labels) + 1}"
         return label
 
     def legend(self) -> str:
@@ -264,7 +279,10 @@ def _sessions_table(title: str, sessions: list[Session]) -> Table:
         row: list[Text | str] = [
             s.id,
             s.agent_id,
-            _status(s.status.value),
+            # soft-deleted sessions show only with --include-deleted, and say so
+            _status(s.status.value)
+            if s.deleted_at is None
+            else Text.assemble(_status(s.status.value), (" (deleted)", "dim red")),
             s.updated_at.strftime(stamp),
         ]
         if wide:
@@ -294,42 +312,113 @@ def _has_queries(store: SessionStoreBase) -> bool:
     return type(store)._search_sessions is not QueryAndMaintenance._search_sessions
 
 
+_SESSION_ORDER_TEXT = {
+    "updated_at_desc": "newest activity first",
+    "created_at_desc": "newest first",
+    "created_at_asc": "oldest first",
+}
+
+
+def _keyset_only(args: argparse.Namespace) -> list[str]:
+    """The ``sessions list`` options only a keyset search can answer (contract 7.2)."""
+    used = [
+        f"--{name.replace('_', '-')}"
+        for name in (
+            "tag",
+            "created_after",
+            "created_before",
+            "updated_after",
+            "updated_before",
+            "include_deleted",
+            "cursor",
+        )
+        if getattr(args, name)
+    ]
+    if args.order != "updated_at_desc":
+        used.append("--order")
+    if args.status and len(args.status) > 1:
+        used.append("--status (more than one)")
+    return used
+
+
 async def _sessions_list(args: argparse.Namespace) -> int:
+    keyset = _keyset_only(args)
+    if args.offset and keyset:
+        raise UsageError(f"--offset cannot be combined with {', '.join(keyset)}: page by --cursor")
+    order = _SESSION_ORDER_TEXT[args.order]
     async with _open(args.url) as store:
-        if _has_queries(store) and not args.offset:
-            # Newest activity first, a keyset page at a time (contract 7.2).
+        if keyset or (_has_queries(store) and not args.offset):
+            # A keyset page at a time (contract 7.2); backends without it say so (exit 1).
             page = await store.search_sessions(
                 status=args.status,
                 agent_id=args.agent,
-                include_deleted=True,
-                limit=args.limit,
+                tags=args.tag,
+                created_after=args.created_after,
+                created_before=args.created_before,
+                updated_after=args.updated_after,
+                updated_before=args.updated_before,
+                include_deleted=args.include_deleted,
+                order_by=args.order,
+                limit=_probe(args.limit),
                 cursor=args.cursor,
-                include_total=True,
+                include_total=args.total,
             )
-            found, total = page.items, page.total_count or 0
-            more = page.cursor is not None and len(found) == args.limit and total > len(found)
-            hint = f"next: --cursor {page.cursor}" if more else ""
-            title = f"{len(found)} of {total} session(s), newest activity first"
+            found, next_cursor = _page_end(
+                page.items,
+                args.limit,
+                page.cursor,
+                lambda s: encode_cursor(
+                    "search_sessions", args.order, session_position(s, args.order)
+                ),
+            )
+            more = next_cursor is not None
+            hint = f"next: --cursor {next_cursor}" if more else ""
+            count = f"{len(found)} of {page.total_count}" if args.total else str(len(found))
+            title = f"{count} session(s), {order}"
         else:
-            if args.cursor is not None:
-                raise UsageError("this store cannot page by cursor yet: use --offset")
             # list_sessions orders by creation, so sort here; this reads every matching
             # session record (not their events).
-            every = await store.list_sessions(status=args.status, agent_id=args.agent)
+            status = args.status[0] if args.status else None
+            every = await store.list_sessions(status=status, agent_id=args.agent)
             every.sort(key=lambda s: (s.updated_at, s.id), reverse=True)
             found = every[args.offset : args.offset + args.limit]
             end = args.offset + len(found)
             more = end < len(every)
             shown = f"{args.offset + 1}–{end}" if args.offset and found else str(len(found))
-            title = f"{shown} of {len(every)} session(s), newest activity first"
+            title = f"{shown} of {len(every)} session(s), {order}"
             hint = f"next: --offset {end}" if more else ""
     if args.json:
         _print_json([s.to_dict() for s in found])
         if more:
             _note(f"{title} — {hint}")
     else:
-        _out().print(_sessions_table(title + (f" — {hint}" if hint else ""), found))
+        _print_paged(_sessions_table(title + (" — more exist" if hint else ""), found), hint)
     return 0
+
+
+def _print_paged(table: Table, hint: str) -> None:
+    """A page, then the hint to the next on a line of its own that is never wrapped, so a
+    long cursor can be copied whole."""
+    console = _out()
+    console.print(table)
+    if hint:
+        console.print(hint, soft_wrap=True, markup=False)
+
+
+def _probe(limit: int) -> int:
+    """Ask for one item more than shown, so "more exist" is known rather than guessed."""
+    return min(limit + 1, MAX_LIMIT)
+
+
+def _page_end(
+    items: list[T], limit: int, cursor: str | None, after: Callable[[T], str]
+) -> tuple[list[T], str | None]:
+    """The items to show and the cursor after the last one shown (None: nothing follows)."""
+    if len(items) > limit:
+        shown = items[:limit]
+        return shown, after(shown[-1])
+    # A full page of the largest size may still have a successor: the cursor says where.
+    return items, cursor if len(items) == limit == MAX_LIMIT else None
 
 
 async def _sessions_show(args: argparse.Namespace) -> int:
@@ -549,6 +638,301 @@ async def _events_tail(args: argparse.Namespace) -> int:
             )
             console.print(line)
     return 0
+
+
+# ---------------------------------------------------------------- questions across sessions
+
+
+def _when(value: str) -> datetime:
+    """A time bound: ISO-8601 (no offset means UTC, as every table shows), or a duration
+    before now such as ``90m``, ``24h``, ``7d``."""
+    ago = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    if ago:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[ago.group(2)]
+        return utcnow() - timedelta(**{unit: int(ago.group(1))})
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither an ISO-8601 time (2026-01-31, 2026-01-31T09:30:00Z) "
+            "nor a time ago (30m, 24h, 7d)"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+WHEN_HELP = (
+    "WHEN is ISO-8601 (2026-01-31, 2026-01-31T09:30:00Z; UTC unless an offset is given) "
+    "or a time ago (30m, 24h, 7d); bounds are inclusive."
+)
+
+
+def _page_size(value: str) -> int:
+    number = _positive(value)
+    if not 1 <= number <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to {MAX_LIMIT}")
+    return number
+
+
+def _toml(path: str, what: str) -> dict[str, Any]:
+    """A TOML file as a table; a missing or malformed file is a usage error naming it."""
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"no such {what} file: {path}")
+    try:
+        with file.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{path} is not valid TOML: {err}") from None
+
+
+def _plain(value: Any) -> Any:
+    """A summary dataclass as JSON-ready values (datetimes as ISO-8601 UTC)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return iso(value)
+    return value
+
+
+def _usd(value: float | int | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _kv_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title or None, title_justify="left", show_header=False)
+    table.add_column("what", style="dim", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _stamp(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+async def _sessions_stats(args: argparse.Namespace) -> int:
+    async with _open(args.url) as store:
+        stats = await store.get_session_stats(args.session_id)
+    if args.json:
+        _print_json(_plain(stats))
+        return 0
+    statuses = ", ".join(f"{status} {n}" for status, n in stats.status_counts.items())
+    _out().print(
+        _kv_table(
+            f"session {stats.session_id}",
+            [
+                ("events", str(stats.event_count)),
+                ("latest sequence", str(stats.latest_sequence)),
+                ("first event (UTC)", _stamp(stats.first_event_at)),
+                ("last event (UTC)", _stamp(stats.last_event_at)),
+                ("runs", f"{stats.run_count}" + (f" ({statuses})" if statuses else "")),
+                ("tokens", _tokens(stats.token_totals)),
+                ("cost $", _usd(stats.cost_usd) or "none recorded"),
+                ("providers", ", ".join(stats.providers_used)),
+            ],
+        )
+    )
+    return 0
+
+
+def _run_filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "session_id": args.session,
+        "agent_id": args.agent,
+        "provider": args.provider,
+        "since": args.since,
+        "until": args.until,
+    }
+
+
+def _scope(args: argparse.Namespace) -> str:
+    """What a summary covered, in words, for its title."""
+    parts = [
+        f"{label} {value}"
+        for label, value in (
+            ("session", args.session),
+            ("agent", args.agent),
+            ("provider", args.provider),
+        )
+        if value is not None
+    ]
+    if args.since is not None:
+        parts.append(f"since {_stamp(args.since)}")
+    if args.until is not None:
+        parts.append(f"until {_stamp(args.until)}")
+    return ", ".join(parts) or "every run"
+
+
+async def _usage(args: argparse.Namespace) -> int:
+    async with _open(args.url) as store:
+        usage = await store.get_usage_summary(**_run_filters(args))
+    if args.json:
+        _print_json(_plain(usage))
+        return 0
+    table = Table(
+        title=f"token usage by provider — {_scope(args)}", title_justify="left", show_footer=True
+    )
+    columns = {
+        "runs": ("run_count", usage.run_count),
+        "input": ("input_tokens", usage.total_input_tokens),
+        "output": ("output_tokens", usage.total_output_tokens),
+        "total": ("total_tokens", usage.total_tokens),
+    }
+    table.add_column("provider", footer="total", no_wrap=True)
+    for name, (_, total) in columns.items():
+        table.add_column(name, footer=str(total), justify="right", no_wrap=True)
+    for provider, row in usage.by_provider.items():
+        table.add_row(provider, *(str(row[key]) for key, _ in columns.values()))
+    _out().print(table)
+    return 0
+
+
+async def _cost(args: argparse.Namespace) -> int:
+    pricing = None if args.pricing_file is None else _toml(args.pricing_file, "pricing")
+    async with _open(args.url) as store:
+        cost = await store.get_cost_summary(**_run_filters(args), pricing=pricing)
+    if args.json:
+        _print_json(_plain(cost))
+        return 0
+    console = _out()
+    by_provider = Table(
+        title=f"cost by provider — {_scope(args)}", title_justify="left", show_footer=True
+    )
+    priced = sum(int(row["run_count"]) for row in cost.by_provider.values())
+    by_provider.add_column("provider", footer="total", no_wrap=True)
+    by_provider.add_column("priced runs", footer=str(priced), justify="right")
+    by_provider.add_column("cost $", footer=_usd(cost.total_cost_usd), justify="right")
+    for provider, row in cost.by_provider.items():
+        by_provider.add_row(provider, str(row["run_count"]), _usd(row["cost_usd"]))
+    console.print(by_provider)
+    by_model = Table(title="cost by model", title_justify="left")
+    by_model.add_column("model", no_wrap=True)
+    for name in ("input", "output", "cost $"):
+        by_model.add_column(name, justify="right")
+    for model, row in cost.by_model.items():
+        by_model.add_row(
+            model, str(row["input_tokens"]), str(row["output_tokens"]), _usd(row["cost_usd"])
+        )
+    console.print(by_model)
+    console.print(f"{cost.run_count} run(s) matched, {priced} priced")
+    if cost.unmapped_runs:
+        _warn(
+            f"{cost.unmapped_runs} run(s) have no cost_usd and no price for their provider and "
+            "model: not counted (add their prices with --pricing-file)"
+        )
+    return 0
+
+
+async def _events_search(args: argparse.Namespace) -> int:
+    types = _types(args.type)
+    async with _open(args.url) as store:
+        filters: dict[str, Any] = {
+            "session_ids": args.session,
+            "run_ids": args.run,
+            "types": types,
+            "providers": args.provider,
+            "since": args.since,
+            "until": args.until,
+            "correlation_id": args.correlation_id,
+        }
+        page = await store.search_events(
+            **filters, order_by=args.order, limit=_probe(args.limit), cursor=args.cursor
+        )
+        total = await store.count_events(**filters) if args.total else None
+    found, next_cursor = _page_end(
+        page.items,
+        args.limit,
+        page.cursor,
+        lambda e: encode_cursor("search_events", args.order, event_position(e, args.order)),
+    )
+    count = f"{len(found)} of {total}" if total is not None else str(len(found))
+    title = f"{count} event(s), {args.order.replace('_', ' ')}"
+    hint = f"next: --cursor {next_cursor}" if next_cursor is not None else ""
+    if args.json:
+        _print_json([e.to_dict() for e in found])
+        if hint or total is not None:
+            _note(title + (f" — {hint}" if hint else ""))
+        return 0
+    # A narrow terminal gets short session labels too, so the "what" column keeps its room;
+    # the legends below give every id in full.
+    wide = _wide()
+    sessions, runs = _RunLabels("s"), _RunLabels()
+    table = Table(title=title + (" — more exist" if hint else ""), title_justify="left")
+    width = max((len(e.session_id) for e in found), default=7) if wide else 3
+    table.add_column("session", no_wrap=True, min_width=width)
+    table.add_column("seq", justify="right", style="dim", no_wrap=True)
+    table.add_column("time (UTC)", style="dim", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("run", style="dim", no_wrap=True)
+    table.add_column("what", overflow="fold", min_width=20)
+    for e in found:
+        table.add_row(
+            e.session_id if wide else sessions(e.session_id),
+            str(e.sequence_number),
+            _stamp(e.timestamp) if wide else _time(e),
+            Text(e.type.value, style=_FAMILY_STYLE.get(e.type.family, "")),
+            runs(e.run_id),
+            _summary(e),
+        )
+    _print_paged(table, hint)
+    legend = "\n".join(x.legend() for x in (sessions, runs) if x.labels)
+    if legend:
+        _out().print(Text(legend, style="dim"), soft_wrap=True)
+    return 0
+
+
+# ---------------------------------------------------------------- maintain, health
+
+
+async def _maintain(args: argparse.Namespace) -> int:
+    policy = RetentionPolicy.from_dict(_toml(args.policy_file, "policy"))
+    now = args.now if args.now is not None else utcnow()
+    async with _open(args.url) as store:
+        report = await store.run_maintenance(policy, dry_run=args.dry_run, now=now)
+    if args.json:
+        _print_json({**_plain(report), "now": iso(now), "policy": _plain(policy)})
+    else:
+        verb = "would be" if report.dry_run else "were"
+        title = f"maintenance as of {_stamp(now)} UTC" + (
+            " — dry run: nothing was changed" if report.dry_run else ""
+        )
+        console = _out()
+        console.print(title, soft_wrap=True, markup=False)
+        console.print(
+            _kv_table(
+                "",
+                [
+                    (f"sessions soft-deleted ({verb})", str(report.sessions_soft_deleted)),
+                    (f"sessions hard-deleted ({verb})", str(report.sessions_hard_deleted)),
+                    (f"events pruned ({verb})", str(report.events_pruned)),
+                    (f"artifacts deleted ({verb})", str(report.artifacts_deleted)),
+                    ("took", f"{report.duration_ms:.1f} ms"),
+                ],
+            )
+        )
+    for message in report.errors:
+        _err().print(f"[bold red]failed:[/bold red] {message}", markup=True)
+    return 1 if report.errors else 0
+
+
+async def _health(args: argparse.Namespace) -> int:
+    async with _open(args.url) as store:
+        problems = await store.health_check()
+    if args.json:
+        _print_json({"healthy": not problems, "problems": problems})
+    elif problems:
+        console = _out()
+        console.print(f"[bold red]{len(problems)} problem(s)[/bold red] in {redact(args.url)}:")
+        for problem in problems:
+            console.print(f"  - {problem}", markup=False, soft_wrap=True)
+    else:
+        _out().print(f"[green]healthy[/green]: no problems found in {redact(args.url)}")
+    return HEALTH_PROBLEMS if problems else 0
 
 
 # ---------------------------------------------------------------- export, import, copy, fork
@@ -942,24 +1326,69 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag(demo)
 
     sessions = commands.add_parser(
-        "sessions", help="list or show sessions", formatter_class=_Formatter
+        "sessions", help="list, show or sum up sessions", formatter_class=_Formatter
     )
     s_cmds = sessions.add_subparsers(dest="sessions_command", required=True, metavar="COMMAND")
-    s_list = command(s_cmds, "list", "sessions, newest activity first", _sessions_list)
+    s_list = command(
+        s_cmds, "list", "sessions by filter, newest activity first by default", _sessions_list
+    )
     s_list.add_argument(
-        "--status", choices=[s.value for s in SessionStatus], help="only this status"
+        "--status",
+        action="append",
+        choices=[s.value for s in SessionStatus],
+        help="only these statuses (repeatable: any of them)",
     )
     s_list.add_argument("--agent", help="only this agent_id")
-    s_list.add_argument("--limit", type=_positive, default=50, help="show at most N")
-    s_list.add_argument("--offset", type=_positive, default=0, help="skip the first N")
+    s_list.add_argument(
+        "--tag", action="append", metavar="TAG", help="only sessions with every one of these tags"
+    )
+    for bound, text in (
+        ("created-after", "created at or after WHEN"),
+        ("created-before", "created at or before WHEN"),
+        ("updated-after", "active at or after WHEN"),
+        ("updated-before", "last active at or before WHEN"),
+    ):
+        s_list.add_argument(f"--{bound}", type=_when, metavar="WHEN", help=f"only sessions {text}")
+    s_list.add_argument(
+        "--order",
+        choices=SESSION_ORDERS,
+        default="updated_at_desc",
+        help="updated_at_desc: newest activity first",
+    )
+    s_list.add_argument(
+        "--include-deleted",
+        action="store_true",
+        help="also sessions soft-deleted by `maintain` (not yet hard-deleted)",
+    )
+    s_list.add_argument("--limit", type=_page_size, default=50, help="show at most N")
+    s_list.add_argument(
+        "--offset",
+        type=_positive,
+        default=0,
+        help="skip the first N (for stores that cannot page by cursor)",
+    )
     s_list.add_argument("--cursor", help="the next page, as the previous page's hint says")
+    s_list.add_argument(
+        "--total",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help='count every match too ("N of M"); --no-total skips the count',
+    )
     json_flag(s_list, "one JSON array (a note on stderr says when more exist)")
+    s_list.epilog = WHEN_HELP
     s_show = command(s_cmds, "show", "one session with its runs", _sessions_show)
     s_show.add_argument("session_id", metavar="SESSION", help="the session id")
     json_flag(s_show)
+    s_stats = command(
+        s_cmds, "stats", "one session's counts, tokens, cost and time span", _sessions_stats
+    )
+    s_stats.add_argument("session_id", metavar="SESSION", help="the session id")
+    json_flag(s_stats)
 
     events = commands.add_parser(
-        "events", help="list or follow a session's events", formatter_class=_Formatter
+        "events",
+        help="list or follow a session's events, or search across sessions",
+        formatter_class=_Formatter,
     )
     e_cmds = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     for name, helptext, func in (
@@ -995,6 +1424,91 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--after", type=_positive, help="start after this sequence")
             p.add_argument("--last", type=_positive, default=10, help="first show the last N")
             json_flag(p, 'one JSON object per line, with "rewound"')
+
+    e_search = command(
+        e_cmds, "search", "events across sessions, by filter, a page at a time", _events_search
+    )
+    e_search.add_argument(
+        "--session", action="append", metavar="SESSION", help="only these sessions (repeatable)"
+    )
+    e_search.add_argument(
+        "--run", action="append", metavar="RUN", help="only these run ids (repeatable)"
+    )
+    e_search.add_argument(
+        "--type",
+        action="append",
+        metavar="TYPE",
+        help="only these types or families (repeatable, or comma-separated)",
+    )
+    e_search.add_argument(
+        "--provider", action="append", metavar="PROVIDER", help="only these providers (repeatable)"
+    )
+    e_search.add_argument("--since", type=_when, metavar="WHEN", help="only events at or after")
+    e_search.add_argument("--until", type=_when, metavar="WHEN", help="only events at or before")
+    e_search.add_argument("--correlation-id", help="only events with this correlation_id")
+    e_search.add_argument(
+        "--order",
+        choices=EVENT_ORDERS,
+        default="timestamp_asc",
+        help="sequence_asc: by sequence number, then id",
+    )
+    e_search.add_argument("--limit", type=_page_size, default=100, help="show at most N")
+    e_search.add_argument("--cursor", help="the next page, as the previous page's hint says")
+    e_search.add_argument("--total", action="store_true", help='count every match too ("N of M")')
+    json_flag(e_search, "one JSON array (a note on stderr gives the next cursor)")
+    e_search.epilog = WHEN_HELP
+
+    for name, helptext, func in (
+        ("usage", "token totals of the matching runs, per provider", _usage),
+        ("cost", "what the matching runs cost, per provider and per model", _cost),
+    ):
+        p = command(commands, name, helptext, func)
+        p.add_argument("--session", help="only this session's runs")
+        p.add_argument("--agent", help="only runs of this agent_id's sessions")
+        p.add_argument("--provider", help="only this provider's runs")
+        p.add_argument("--since", type=_when, metavar="WHEN", help="only runs started at or after")
+        p.add_argument("--until", type=_when, metavar="WHEN", help="only runs started at or before")
+        if name == "cost":
+            p.add_argument(
+                "--pricing-file",
+                metavar="FILE",
+                help="TOML prices in USD per million tokens, over the built-in table: "
+                '[provider."model"] input = 3.0, output = 15.0',
+            )
+        json_flag(p)
+        p.epilog = WHEN_HELP
+
+    maintain = command(
+        commands,
+        "maintain",
+        "apply a retention policy: soft delete, hard delete, prune; print the report",
+        _maintain,
+    )
+    maintain.add_argument(
+        "--policy-file",
+        required=True,
+        metavar="FILE",
+        help="TOML retention settings (RetentionPolicy fields; an empty file: the defaults)",
+    )
+    maintain.add_argument(
+        "--dry-run", action="store_true", help="only count what would be done; change nothing"
+    )
+    maintain.add_argument(
+        "--now",
+        type=_when,
+        metavar="WHEN",
+        help="judge ages as of this time instead of the current time",
+    )
+    json_flag(maintain)
+    maintain.epilog = WHEN_HELP
+
+    health = command(
+        commands,
+        "health",
+        f"look for inconsistencies in the stored data; exit {HEALTH_PROBLEMS} when found",
+        _health,
+    )
+    json_flag(health)
 
     export = command(
         commands, "export", "write a session as JSON Lines (one record a line)", _export
