@@ -16,4 +16,6 @@ def unique_name() -> str:
     return f"ass_{RUN_TAG}_{uuid.uuid4().hex[:8]}"
 
 
+from backends import open_backend  # noqa: E402, F401  (a fresh store of any backend, by name)
 from moto_s3 import s3_endpoint  # noqa: E402, F401  (session fixture: a real S3 endpoint)
+from test_redis import redis_cluster  # noqa: E402, F401  (session fixture: a real cluster)

@@ -8,14 +8,10 @@ streamed form (``iter_export`` → ``import_records``) agrees with the whole-val
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from agent_session_store import (
@@ -26,62 +22,13 @@ from agent_session_store import (
     Session,
     SessionExport,
     SessionStatus,
-    open_session_store,
 )
 from agent_session_store.base import SessionStoreBase
-from test_redis import _drop_prefix, redis_cluster  # noqa: F401  (the cluster fixture)
+from backends import BACKENDS
 
-PG = os.environ.get("ASS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("ASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis-cluster"]
 T0 = datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 Opener = Callable[[str], Any]
-
-
-@pytest.fixture
-async def open_backend(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Callable[[str], Any]]:
-    """Opens a fresh, empty store of the named backend; cleans server-side data after."""
-    schemas: list[str] = []
-    prefixes: list[tuple[str, str]] = []
-    stores: list[SessionStoreBase] = []
-
-    async def opener(name: str) -> SessionStoreBase:
-        tag = f"ass_tr_{uuid.uuid4().hex[:10]}"
-        if name == "redis-cluster":
-            base = request.getfixturevalue("redis_cluster")
-            prefixes.append((base, tag))
-            url = f"{base}?prefix={tag}"
-        else:
-            url = {
-                "memory": "memory://",
-                "sqlite": f"sqlite:///{tmp_path}/{tag}.db?auto_migrate=true",
-                "postgres": f"{PG}?schema={tag}&auto_migrate=true",
-                "redis": f"{REDIS}?prefix={tag}",
-            }[name]
-        if name == "postgres":
-            schemas.append(tag)
-        elif name == "redis":
-            prefixes.append((REDIS, tag))
-        store: SessionStoreBase = open_session_store(url)
-        await store.open()
-        stores.append(store)
-        return store
-
-    yield opener
-    for store in stores:
-        await store.close()
-    if schemas:
-        conn = await asyncpg.connect(PG)
-        try:
-            for schema in schemas:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
-    for base, prefix in prefixes:
-        await _drop_prefix(base, prefix)
 
 
 def _sample() -> SessionExport:

@@ -58,14 +58,14 @@ class QueryContract:
     async def test_paging_visits_every_session_once_while_more_arrive(
         self, store: SessionStoreBase, order_by: str
     ) -> None:
-        made = await _sessions(store, 2000)
+        made = await _sessions(store, 10_000)
         seen: list[str] = []
         cursor = None
         page_no = 0
         while True:
-            page = await store.search_sessions(order_by=order_by, limit=97, cursor=cursor)
+            page = await store.search_sessions(order_by=order_by, limit=487, cursor=cursor)
             seen += [s.id for s in page.items]
-            if page_no % 4 == 0:  # sessions keep arriving while we page
+            if page_no % 2 == 0:  # sessions keep arriving while we page
                 await store.save_session(
                     Session(
                         id=f"new{page_no}",
