@@ -209,7 +209,11 @@ CREATE OR REPLACE FUNCTION {s}.import_events(
     p_sv integer[], p_provider text[], p_corr text[], p_seq bigint[],
     p_latest bigint
 ) RETURNS TABLE (imported bigint, skipped bigint)
-LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan AS $fn$
+-- At most a chunk of rows comes in: probe the indexes per row. Any other join (hash, merge,
+-- or a nested loop over a materialized scan, which stale statistics on a table that is being
+-- filled invite) reads the whole session on every chunk: a copy would slow down as it grows.
+LANGUAGE plpgsql SET plan_cache_mode = force_custom_plan SET enable_hashjoin = off
+    SET enable_mergejoin = off SET enable_material = off SET enable_bitmapscan = off AS $fn$
 DECLARE
     v_expected bigint;
     v_actual bigint;
@@ -229,13 +233,17 @@ BEGIN
                format('event %L is already stored in session %L at sequence %s, not at %s in %L',
                       i.id, e.session_id, e.seq, i.seq, p_session) AS reason
         FROM unnest(p_id, p_seq) AS i(id, seq)
-        JOIN {s}.events AS e ON e.id = i.id
+        -- one index probe per incoming row (OFFSET 0 keeps each probe a probe): a join the
+        -- planner may turn around would read the whole session on every chunk
+        CROSS JOIN LATERAL (SELECT x.session_id, x.seq FROM {s}.events AS x
+                            WHERE x.id = i.id OFFSET 0) AS e
         WHERE e.session_id <> p_session OR e.seq <> i.seq
         UNION ALL
         SELECT i.seq, e.seq, format('session %L holds another event at sequence %s',
                                     p_session, i.seq)
         FROM unnest(p_id, p_seq) AS i(id, seq)
-        JOIN {s}.events AS e ON e.session_id = p_session AND e.seq = i.seq
+        CROSS JOIN LATERAL (SELECT x.id, x.seq FROM {s}.events AS x
+                            WHERE x.session_id = p_session AND x.seq = i.seq OFFSET 0) AS e
         WHERE e.id <> i.id
     ) AS x
     ORDER BY x.expected LIMIT 1;
