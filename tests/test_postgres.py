@@ -1102,6 +1102,61 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
         await pool.close()
 
 
+async def _index_rows_read(conn: Any, schema: str) -> int:
+    """Rows fetched by index and sequential scans in the schema, so far in this transaction."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(coalesce(idx_tup_fetch, 0) + seq_tup_read), 0) "
+        "FROM pg_stat_xact_user_tables WHERE schemaname = $1",
+        schema,
+    )
+    return int(value)
+
+
+async def test_an_import_chunk_reads_what_it_writes_not_the_session(schema: str) -> None:
+    """A copy streams 1,000-event chunks into one session: each chunk must probe the indexes
+    once per row, whatever the session already holds and however stale the statistics (a
+    join the planner turned around read the whole session per chunk, 0.08x raw at 1M)."""
+    pool = await asyncpg.create_pool(BASE_DSN, min_size=1, max_size=1)
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store:
+            await _raw(f'ALTER TABLE "{schema}".events SET (autovacuum_enabled = false)')
+
+            async def one_chunk(start: int) -> int:
+                events = [
+                    Event(
+                        id=f"imp_{start + i}",
+                        type=EventType.MESSAGE_SENT,
+                        session_id="s",
+                        sequence_number=start + i,
+                    )
+                    for i in range(1000)
+                ]
+                args = store.import_args("s", None, [], store._numbered(events), start + 999)
+                async with pool.acquire() as conn:
+                    tx = conn.transaction()
+                    await tx.start()
+                    try:
+                        before = await _index_rows_read(conn, schema)
+                        await conn.fetch(store._sql_import, *args)
+                        return await _index_rows_read(conn, schema) - before
+                    finally:
+                        await tx.rollback()
+
+            await store.append_events(_events("s", 10))
+            small = await one_chunk(11)
+            await _raw(
+                f"""INSERT INTO "{schema}".events (session_id, seq, id, type, ts_us, data,
+                                                 metadata, schema_version)
+                SELECT 's', g, 'evt_bulk_' || g, 'message_sent', 0, repeat('x', 300), '{{}}', 1
+                FROM generate_series(11, 60010) AS g"""
+            )
+            big = await one_chunk(60011)
+            assert big <= 2 * small + 100, f"one chunk read {big} rows (with 10 events: {small})"
+    finally:
+        await pool.close()
+
+
 # ---------------------------------------------------------------------------- schema v1 -> v2
 
 V1_SCHEMA = (Path(__file__).parent / "postgres_v1_schema.sql").read_text(encoding="utf-8")

@@ -592,20 +592,20 @@ class PostgresSessionStore(SessionStoreBase):
         with faults.sequence_conflicts(session.id):
             return self._stored(rows, await self._retrying(work))
 
-    async def _import(
+    def import_args(
         self,
         session_id: str,
         session_doc: str | None,
         runs: list[tuple[Run, str]],
         rows: list[NumberedRow],
         latest_sequence: int,
-    ) -> tuple[int, int]:
-        """One call of ``import_events``: checks, inserts, records and counter atomically."""
+    ) -> list[Any]:
+        """The arguments of ``import_events``, as ``_import`` sends them (tests reuse it)."""
         session = None if session_doc is None else decode_session(session_doc)
         columns: list[Any] = (
             [list(c) for c in zip(*(row for row, _ in rows))] if rows else [[]] * 10
         )
-        args = [
+        return [
             session_id,
             None if session is None else session.agent_id,
             None if session is None else session.status.value,
@@ -621,6 +621,17 @@ class PostgresSessionStore(SessionStoreBase):
             [seq for _, seq in rows],
             latest_sequence,
         ]
+
+    async def _import(
+        self,
+        session_id: str,
+        session_doc: str | None,
+        runs: list[tuple[Run, str]],
+        rows: list[NumberedRow],
+        latest_sequence: int,
+    ) -> tuple[int, int]:
+        """One call of ``import_events``: checks, inserts, records and counter atomically."""
+        args = self.import_args(session_id, session_doc, runs, rows, latest_sequence)
 
         async def work() -> Any:
             return await self._fetchrow(self._sql_import, *args)
