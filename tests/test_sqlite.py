@@ -708,10 +708,15 @@ async def test_blocking_work_runs_off_the_event_loop(store: SQLiteSessionStore) 
 
 
 async def test_close_stops_every_thread(tmp_path: Path) -> None:
-    def ours() -> list[str]:
-        return [t.name for t in threading.enumerate() if "agent-session-store-sqlite" in t.name]
+    earlier = set(threading.enumerate())  # another test's store is not this one's business
 
-    assert ours() == []
+    def ours() -> list[str]:
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t not in earlier and "agent-session-store-sqlite" in t.name
+        ]
+
     store = await SQLiteSessionStore(tmp_path / "s.db", auto_migrate=True).open()
     waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=60_000))
     await store.append_events([ev("x") for _ in range(100)])  # decoded beside the commit
