@@ -1493,3 +1493,19 @@ async def test_unknown_url_option_is_refused_with_the_valid_ones(schema: str) ->
     url = f"{BASE_DSN}?schema={schema}&auto_migrate=true&application_name=my-worker"
     async with open_session_store(url) as store:
         assert await store._fetchval("SELECT current_setting('application_name')") == "my-worker"
+
+
+async def test_health_check_finds_each_injected_inconsistency(
+    pg: PostgresSessionStore, schema: str
+) -> None:
+    await pg.save_session(Session(id="s", agent_id="a"))
+    await pg.append_events(_events("s", 3))
+    await pg.save_run(Run(id="ok", session_id="s"))
+    assert await pg.health_check() == []
+    await _raw(f"""UPDATE "{schema}".counters SET last_seq = 1 WHERE session_id = 's'""")
+    assert await pg.health_check() == ["session 's': counter 1 is below event 3"]
+    await _raw(f"""DELETE FROM "{schema}".counters WHERE session_id = 's'""")
+    assert await pg.health_check() == ["session 's': counter 0 is below event 3"]
+    await pg.save_run(Run(id="orphan", session_id="gone"))
+    problems = await pg.health_check()
+    assert len(problems) == 2 and "'orphan'" in problems[0]
