@@ -408,13 +408,16 @@ class QueryAndMaintenance:
         days = policy.hard_delete_after_days
         if days is None:
             return []
+        op = "hard_delete_expired_sessions"
         cutoff = _cutoff_us(now, days)
-        ids = await self._call("hard_delete_expired_sessions", self._deleted_before(cutoff))
-        if not dry_run:
-            for start in range(0, len(ids), policy.batch_size):
-                for sid in ids[start : start + policy.batch_size]:
-                    await self._call("hard_delete_expired_sessions", self._delete_session(sid))
-        return ids
+        ids = await self._call(op, self._deleted_before(cutoff))
+        if dry_run:
+            return ids
+        gone: list[str] = []
+        for start in range(0, len(ids), policy.batch_size):
+            batch = ids[start : start + policy.batch_size]
+            gone += await self._call(op, self._delete_expired(batch, cutoff))
+        return gone
 
     async def _prune_step(self, session_id: str, policy: RetentionPolicy, dry_run: bool) -> int:
         keep = policy.max_events_per_session
@@ -522,6 +525,14 @@ class QueryAndMaintenance:
     async def _deleted_before(self, cutoff_us: int) -> list[str]:
         """Ids of sessions whose ``deleted_at`` is before the cutoff, in id order."""
         raise self._unsupported()
+
+    async def _delete_expired(self, session_ids: list[str], cutoff_us: int) -> list[str]:
+        """Delete, as ``delete_session`` does, one batch of sessions found soft-deleted before
+        the cutoff; return the ids deleted. Backends override it to delete a batch in one
+        transaction or round trip (and may skip a session restored meanwhile)."""
+        for sid in session_ids:
+            await self._delete_session(sid)
+        return session_ids
 
     async def _sessions_over(self, max_events: int) -> list[str]:
         """Ids of sessions that have a record and more than ``max_events`` events."""

@@ -34,7 +34,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -54,7 +54,6 @@ from ..query import (
     SessionSearch,
     descending,
 )
-from ..retention import RetentionPolicy
 from ..urls import bool_option, number_options, query_options
 from . import faults
 from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
@@ -870,25 +869,9 @@ class PostgresSessionStore(SessionStoreBase):
         )
         return [r[0] for r in rows]
 
-    async def _hard_step(self, policy: RetentionPolicy, now: datetime, dry_run: bool) -> list[str]:
-        """As the shared step, but a batch per call of ``delete_sessions`` (one round trip)
-        rather than one ``delete_session`` per session."""
-        days = policy.hard_delete_after_days
-        if days is None:
-            return []
-        cutoff = to_micros(now - timedelta(days=days))
-        op = "hard_delete_expired_sessions"
-        ids = await self._call(op, self._deleted_before(cutoff))
-        if dry_run:
-            return ids
-        gone: list[str] = []
-        for start in range(0, len(ids), policy.batch_size):
-            gone += await self._call(
-                op, self._delete_batch(ids[start : start + policy.batch_size], cutoff)
-            )
-        return gone
+    async def _delete_expired(self, ids: list[str], cutoff_us: int) -> list[str]:
+        """A batch per call of ``delete_sessions``: one round trip, one transaction."""
 
-    async def _delete_batch(self, ids: list[str], cutoff_us: int) -> list[str]:
         async def work() -> list[Any]:
             return await self._fetch(
                 f"SELECT id FROM {self._s}.delete_sessions($1, $2)", ids, cutoff_us
