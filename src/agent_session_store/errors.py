@@ -143,6 +143,10 @@ class AlreadyExistsError(StoreError):
 
 # userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.
 _URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+# the same inside a query string (?listen_url=postgresql%3A%2F%2Fuser%3Apass%40host)
+_ENCODED_URL_SECRET = re.compile(
+    r"(?i)(?P<scheme>[a-z][a-z0-9+.\-]*%3A%2F%2F)(?P<user>[^%/@\s&]*)%3A[^\s&/]*?%40"
+)
 _KV_SECRET = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key|secret_access_key)"
     r"(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s&;,]+)"
@@ -152,4 +156,5 @@ _KV_SECRET = re.compile(
 def redact(text: str) -> str:
     """Remove passwords from anything that may end up in a message, a log or a repr."""
     text = _URL_SECRET.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _ENCODED_URL_SECRET.sub(r"\g<scheme>\g<user>%3A***%40", text)
     return _KV_SECRET.sub(r"\1\2***", text)
