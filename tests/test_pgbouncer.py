@@ -186,10 +186,10 @@ async def test_without_the_cache_option_operations_fail_and_say_what_to_add(
     finally:
         await store.close()
     assert failures, "expected prepared-statement failures through transaction pooling"
-    for exc in failures:
-        assert isinstance(exc, StorageError), repr(exc)
-        assert exc.details.get("reason") == "transaction_pooler", exc.message
-        assert "statement_cache_size=0" in exc.message
+    for failure in failures:
+        assert isinstance(failure, StorageError), repr(failure)
+        assert failure.details.get("reason") == "transaction_pooler", failure.message
+        assert "statement_cache_size=0" in failure.message
     async with PostgresSessionStore.from_url(_url(bouncer, schema, CACHE_OFF)) as fixed:
         assert await _workload(fixed, "ok") == []
         assert await fixed.get_latest_sequence("ok0") == 10
