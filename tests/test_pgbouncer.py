@@ -8,6 +8,7 @@ a shared pooler. Each test works in its own schema, as in test_postgres.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import shutil
@@ -240,11 +241,51 @@ async def test_polling_wakes_a_reader_within_the_interval(bouncer: Bouncer, sche
     assert latency < 0.2 + 2, f"woken {latency:.2f} s after the append (timeout 20 s)"
 
 
-async def test_listening_on_the_pool_hears_nothing(bouncer: Bouncer, schema: str) -> None:
+async def test_listening_on_the_pool_hears_nothing(
+    bouncer: Bouncer, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Why the options exist: LISTEN on a pooled connection registers on a server session
-    the pooler lends to others, so the reader returns only at its timeout's last look."""
-    latency, waited = await _wake_after_other_process_appends(_url(bouncer, schema, CACHE_OFF), 4)
+    the pooler lends to others, so the reader returns only at its timeout's last look. The
+    store says so in its log, naming both ways out."""
+    with caplog.at_level(logging.WARNING, logger="agent_session_store.postgres"):
+        latency, waited = await _wake_after_other_process_appends(
+            _url(bouncer, schema, CACHE_OFF), 4
+        )
     assert waited >= 4 and latency > 0.5, (latency, waited)
+    [warning] = [r.getMessage() for r in caplog.records if "listen_url" in r.getMessage()]
+    assert "notify=poll" in warning
+
+
+class _FlakyPolls(PostgresSessionStore):
+    """Its first polls fail, as when the database is briefly unreachable."""
+
+    failures = 3
+
+    async def _latest_sequences(self, session_ids: list[str]) -> dict[str, int]:
+        poller = self._poller
+        # the baseline read of watch() passes; the polls after it fail until failures runs out
+        if poller is not None and session_ids[0] in poller._seen and self.failures:
+            self.failures -= 1
+            raise StorageError("injected: the database is unreachable")
+        return await super()._latest_sequences(session_ids)
+
+
+async def test_failed_polls_are_retried_and_lose_no_wake(
+    bouncer: Bouncer, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An append committed while the polls fail still wakes the reader once they work again
+    (the numbers are compared with the last ones seen), and the failure is logged once."""
+    url = _url(bouncer, schema, CACHE_OFF, "notify=poll&poll_interval=0.05")
+    async with _FlakyPolls.from_url(url) as reader, PostgresSessionStore.from_url(url) as writer:
+        with caplog.at_level(logging.WARNING, logger="agent_session_store.polling"):
+            waiting = asyncio.create_task(reader.get_events("s", wait_timeout_ms=20_000))
+            await _reader_waits(reader, "s")
+            appended = await writer.append_event_with_sequence(_event("s"))
+            t0 = time.monotonic()
+            assert await asyncio.wait_for(waiting, 30) == [appended]
+        assert time.monotonic() - t0 < 5
+        assert reader.failures == 0  # the failures did happen, before the wake
+    assert len([r for r in caplog.records if "polling failed" in r.getMessage()]) == 1
 
 
 async def test_polling_costs_one_query_per_interval_and_none_when_idle(
