@@ -349,3 +349,23 @@ def test_listen_url_password_never_shows() -> None:
     with pytest.raises(ValidationError) as info:
         PostgresSessionStore.from_url(f"{BASE_DSN}?listen_url={quote('http://bob:s3cret@h/db')}")
     assert "s3cret" not in str(info.value) and "bob" in str(info.value)
+
+
+async def test_a_given_pool_through_pgbouncer_listens_on_listen_dsn(
+    bouncer: Bouncer, schema: str
+) -> None:
+    """With a pool the application made (through pgbouncer), ``listen_dsn`` still puts
+    LISTEN on the server itself, so a reader wakes at once, not at its timeout."""
+    pool = await asyncpg.create_pool(bouncer.dsn, statement_cache_size=0, min_size=1, max_size=4)
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, listen_dsn=BASE_DSN)
+        await store.migrate()
+        async with store, PostgresSessionStore.from_url(_url(bouncer, schema, CACHE_OFF)) as writer:
+            waiting = asyncio.create_task(store.get_events("s", wait_timeout_ms=20_000))
+            await _reader_waits(store, "s")
+            appended = await writer.append_event_with_sequence(_event("s"))
+            t0 = time.monotonic()
+            assert await asyncio.wait_for(waiting, 30) == [appended]
+            assert time.monotonic() - t0 < 3
+    finally:
+        await pool.close()
