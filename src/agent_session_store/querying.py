@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import StorageError, StoreError, ValidationError
+from .errors import QueryNotImplementedError, StoreError, ValidationError
 from .models import (
     Event,
     Run,
@@ -51,7 +51,7 @@ from .query import (
 )
 from .retention import PROTECTED_TYPES, MaintenanceReport, RetentionPolicy
 
-__all__ = ["ArtifactCleanup", "QueryAndMaintenance"]
+__all__ = ["ArtifactCleanup", "QueryAndMaintenance", "supports_query"]
 
 T = TypeVar("T")
 
@@ -140,8 +140,39 @@ def event_position(event: Event, order_by: str) -> Position:
     return to_micros(event.timestamp), event.id
 
 
+#: The primitives a backend implements for contract 7 (the queries).
+QUERY_PRIMITIVES = (
+    "_search_sessions",
+    "_count_sessions",
+    "_search_runs",
+    "_run_groups",
+    "_event_stats",
+    "_search_events",
+    "_count_events",
+)
+
+
+def supports_query(store: object) -> bool:
+    """Whether ``store`` answers contract 7: it has the ``SessionQuery`` methods and does not
+    say otherwise through ``implements_query`` (the shared base's answer, below). Callers
+    with a fallback (the server, the CLI) ask this instead of probing and reading errors."""
+    from .ports import SessionQuery  # ports imports what this module builds on
+
+    return isinstance(store, SessionQuery) and getattr(store, "implements_query", True) is True
+
+
 class QueryAndMaintenance:
     """Contract 7 and 8 on top of a backend's primitives."""
+
+    @property
+    def implements_query(self) -> bool:
+        """True when this backend implements the query primitives; a backend still on the
+        stubs below answers every query with ``QueryNotImplementedError``."""
+        cls = type(self)
+        return all(
+            getattr(cls, name) is not getattr(QueryAndMaintenance, name)
+            for name in QUERY_PRIMITIVES
+        )
 
     if TYPE_CHECKING:
 
@@ -474,7 +505,10 @@ class QueryAndMaintenance:
 
     def _unsupported(self) -> StoreError:
         name = getattr(self, "backend_name", type(self).__name__)
-        return StorageError(f"the {name} store does not implement queries and retention yet")
+        return QueryNotImplementedError(
+            f"the {name} store does not implement queries and retention yet",
+            details={"reason": "not_implemented"},
+        )
 
     async def _search_sessions(
         self, q: SessionSearch, after: Position | None, limit: int

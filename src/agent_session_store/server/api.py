@@ -57,7 +57,7 @@ async def list_sessions(request: Request) -> Response:
         updated_before=p.when("updated_before"),
         include_deleted=p.boolean("include_deleted"),
         order_by=p.choice(
-            "order_by", queries.SESSION_ORDERS, await queries.default_session_order(c.store)
+            "order_by", queries.SESSION_ORDERS, queries.default_session_order(c.store)
         ),
         limit=_limit(p, 50),
         cursor=p.text("cursor"),
