@@ -27,6 +27,7 @@ import tempfile
 import time
 from array import array
 from pathlib import Path
+from typing import Any
 
 from agent_session_store import Event, EventType, Run, RunStatus, Session, open_session_store
 
@@ -189,25 +190,64 @@ async def _direct_load(url: str, work: str, seconds: float) -> int:
     return done
 
 
-async def _api_rows(url: str, port: int, seconds: float) -> list[Row]:
+async def _http_client_main(port: int, path: str, seconds: float) -> None:
+    """A client process: 50 keep-alive clients for ``seconds``; prints count, latencies, CPU."""
+    cpu0 = _own_cpu()
+    n, lat = await _http_load(port, path, seconds)
+    print(json.dumps({"n": n, "lat": lat, "cpu_s": _own_cpu() - cpu0}))
+
+
+async def _http_round(server: _ServerProcess, path: str, seconds: float) -> dict[str, Any]:
+    cpu0 = server.cpu_s()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.server",
+        "http-client",
+        str(server.port),
+        path,
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    got: dict[str, Any] = json.loads(out)
+    got["server_cpu_s"] = server.cpu_s() - cpu0
+    return got
+
+
+async def _api_rows(url: str, server: _ServerProcess, seconds: float) -> list[Row]:
+    """HTTP (client in its own process) and direct calls alternate, twice each, so a change
+    in the machine's load hits both sides alike; the ratio is what counts."""
     rows = []
     for case, path, work in (
         ("GET session (+stats)", f"/api/sessions/{SID}", "session"),
         ("GET 100-event page", f"/api/sessions/{SID}/events?limit=100", "events"),
     ):
-        await _http_load(port, path, 0.5)  # warm up
-        n, lat = await _http_load(port, path, seconds)
-        direct = await _direct_load(url, work, seconds)
+        await _http_round(server, path, 0.5)  # warm up
+        n = direct = 0
+        lat: list[float] = []
+        client_cpu = server_cpu = 0.0
+        loads = [os.getloadavg()[0]]
+        for _ in range(2):
+            got = await _http_round(server, path, seconds / 2)
+            n += got["n"]
+            lat += got["lat"]
+            client_cpu += got["cpu_s"]
+            server_cpu += got["server_cpu_s"]
+            direct += await _direct_load(url, work, seconds / 2)
+            loads.append(os.getloadavg()[0])
+        lat.sort()
         p99 = percentile(lat, 99) * 1000
+        info = {
+            "p50_ms": percentile(lat, 50) * 1000,
+            "requests": n,
+            "server_cpu_ms_per_request": server_cpu / n * 1000,
+            "client_cpu_ms_per_request": client_cpu / n * 1000,
+            "load_avg_1m": loads,
+        }
         rows.append(
             check_max(
-                Row(
-                    "sqlite",
-                    f"{case}, {CLIENTS} clients: p99",
-                    p99,
-                    "ms",
-                    extra={"p50_ms": percentile(lat, 50) * 1000, "requests": n},
-                ),
+                Row("sqlite", f"{case}, {CLIENTS} clients: p99", p99, "ms", extra=info),
                 50,
                 "<= 50 ms",
             )
@@ -511,7 +551,7 @@ async def run(quick: bool = False) -> list[Row]:
         server = _ServerProcess(url.split("?")[0])
         try:
             await server.ready()
-            rows += await _api_rows(url, server.port, 2.0 if quick else 5.0)
+            rows += await _api_rows(url, server, 2.0 if quick else 5.0)
             subscribers = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", 200 if quick else 1000))
             rows += await _fanout_rows(url, server, subscribers, 3.0 if quick else 10.0)
         finally:
@@ -533,6 +573,9 @@ if __name__ == "__main__" and sys.argv[1:2] == ["sse-client"]:
     port_s, count_s, expected_s, out_path = sys.argv[2:6]
     with asyncio.Runner(loop_factory=_client_loop) as runner:
         runner.run(_sse_client_main(int(port_s), int(count_s), int(expected_s), out_path))
+elif __name__ == "__main__" and sys.argv[1:2] == ["http-client"]:
+    with asyncio.Runner(loop_factory=_client_loop) as runner:
+        runner.run(_http_client_main(int(sys.argv[2]), sys.argv[3], float(sys.argv[4])))
 elif __name__ == "__main__":
     from .__main__ import table
 

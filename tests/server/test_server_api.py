@@ -564,3 +564,16 @@ async def test_query_support_is_a_typed_signal_not_an_error_text() -> None:
         async with asgi_client(create_app(broken)) as c:
             r = await c.get("/api/sessions")
             assert r.status_code == 500 and r.json()["code"] == "storage_error"
+
+
+async def test_payload_beyond_64_bits_is_served_like_any_other(memory_store: SessionStore) -> None:
+    """orjson refuses integers past 64 bits; such a stored value still encodes (json)."""
+    await memory_store.save_session(Session(id="s1", agent_id="a"))
+    big = {"n": 2**70, "neg": -(2**65), "text": "é <b>"}
+    await memory_store.append_event(
+        Event(type=EventType.TOOL_CALL_COMPLETED, session_id="s1", data=big)
+    )
+    async with asgi_client(create_app(memory_store)) as c:
+        r = await c.get("/api/sessions/s1/events")
+        assert r.status_code == 200, r.text
+        assert r.json()["items"][0]["data"] == big

@@ -285,6 +285,7 @@ class _Channel:
         self._last_flush = self._loop.time()
         self.position = batch.last
         now = self._last_flush
+        self.hub.batches += 1
         for sub in self.subscribers:
             sub.push(batch, now)
 
@@ -328,6 +329,8 @@ class StreamHub:
         self.disconnected_slow = 0
         #: Subscribers that went live writing straight to their socket, since start.
         self.direct_writers = 0
+        #: Batches handed out, since start (one per stream per coalescing window at most).
+        self.batches = 0
         self._beat: asyncio.Task[None] | None = None
 
     @property
