@@ -246,10 +246,14 @@ class QueryAndMaintenance:
         """Counts, tokens, cost and time span of one session; ``session_not_found`` if
         unknown (contract 7.3)."""
         check_id(session_id, "session_id")
-        await self.get_session(session_id)
-        groups = await self._call("get_session_stats", self._run_groups(RunFilter(session_id)))
-        events = await self._call("get_session_stats", self._event_stats(session_id))
-        latest = await self._call("get_session_stats", self._latest_sequence(session_id))
+        parts = await self._call("get_session_stats", self._session_stats_parts(session_id))
+        if parts is None:
+            await self.get_session(session_id)  # session_not_found, as get_session says it
+            parts = await self._call(
+                "get_session_stats", QueryAndMaintenance._session_stats_parts(self, session_id)
+            )
+            assert parts is not None
+        groups, events, latest = parts
         return session_stats(session_id, groups, events, latest)
 
     # ------------------------------------------------------------ 7.4 runs
@@ -509,6 +513,18 @@ class QueryAndMaintenance:
             f"the {name} store does not implement queries and retention yet",
             details={"reason": "not_implemented"},
         )
+
+    async def _session_stats_parts(
+        self, session_id: str
+    ) -> tuple[list[RunGroup], tuple[int, int | None, int | None], int] | None:
+        """The run groups, event stats and latest sequence of one session, or None when it
+        has no record. From the primitives one after another; a backend that can read them
+        in one trip to its storage (SQLite: one reader-thread hand-off instead of four)
+        overrides this."""
+        await self.get_session(session_id)
+        groups = await self._run_groups(RunFilter(session_id))
+        events = await self._event_stats(session_id)
+        return groups, events, await self._latest_sequence(session_id)
 
     async def _search_sessions(
         self, q: SessionSearch, after: Position | None, limit: int
