@@ -187,7 +187,11 @@ class QueryAndMaintenance:
         async def _latest_sequence(self, session_id: str) -> int: ...
 
     async def _call(self, operation: str, work: Coroutine[Any, Any, T]) -> T:
-        await self._ready()
+        try:
+            await self._ready()
+        except BaseException:
+            work.close()  # never started: no "coroutine was never awaited" warning
+            raise
         try:
             return await work
         except StoreError:
