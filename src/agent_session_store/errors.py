@@ -18,6 +18,7 @@ __all__ = [
     "InvalidStatusError",
     "MigrationRequiredError",
     "NotFoundError",
+    "QueryNotImplementedError",
     "RunNotFoundError",
     "SequenceConflictError",
     "SessionNotFoundError",
@@ -95,6 +96,15 @@ class StorageError(StoreError):
     """The backend failed: I/O, constraint, server error."""
 
     code = "storage_error"
+
+
+class QueryNotImplementedError(StorageError):
+    """A backend built on the shared base that has not implemented contract 7 and 8 yet.
+
+    Its code stays ``storage_error`` (contract 7); the class, and the store's
+    ``implements_query`` attribute (``querying.supports_query``), tell it apart from a
+    storage failure without reading the message.
+    """
 
 
 class StorageConnectionFailedError(StorageError):
