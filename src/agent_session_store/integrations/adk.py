@@ -447,18 +447,30 @@ class StoreSessionService(BaseSessionService):
     ) -> ListSessionsResponse:
         """Indexed by owner; sessions come without events, oldest update first (as ADK)."""
         _check_names(app_name=app_name)
+        app_log = _Keys.app_state(app_name)
+        listings: list[tuple[str, list[Session], dict[str, Any]]] = []
         if user_id is not None:
-            users = [user_id]
-        else:
-            rows = await self._store.get_events(_Keys.users(app_name), type=USER_TYPE)
-            users = [row.data["user_id"] for row in rows]
-        app_state = await self._scope_state(_Keys.app_state(app_name))
-        sessions: list[AdkSession] = []
-        for user in users:
-            records, user_state = await asyncio.gather(
-                self._store.list_sessions(agent_id=_Keys.owner(app_name, user)),
-                self._scope_state(_Keys.user_state(app_name, user)),
+            # The usual call: its three reads (app state, user state, the indexed listing,
+            # which loads no event) in one round trip.
+            app_state, records, user_state = await asyncio.gather(
+                self._scope_state(app_log),
+                self._store.list_sessions(agent_id=_Keys.owner(app_name, user_id)),
+                self._scope_state(_Keys.user_state(app_name, user_id)),
             )
+            listings.append((user_id, records, user_state))
+        else:
+            rows, app_state = await asyncio.gather(
+                self._store.get_events(_Keys.users(app_name), type=USER_TYPE),
+                self._scope_state(app_log),
+            )
+            for user in (row.data["user_id"] for row in rows):  # one user at a time
+                records, user_state = await asyncio.gather(
+                    self._store.list_sessions(agent_id=_Keys.owner(app_name, user)),
+                    self._scope_state(_Keys.user_state(app_name, user)),
+                )
+                listings.append((user, records, user_state))
+        sessions: list[AdkSession] = []
+        for user, records, user_state in listings:
             scoped = _scoped(app_state, user_state)
             for record in records:
                 meta = record.metadata["adk"]
