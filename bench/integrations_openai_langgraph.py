@@ -336,9 +336,13 @@ async def _langgraph_rows(quick: bool, tmp: str) -> list[Row]:
     ):
         await saver.setup()
         async with saver.conn.execute("PRAGMA synchronous") as cur:
-            their_sync = (await cur.fetchone())[0]
+            row = await cur.fetchone()
+        their_sync = None if row is None else row[0]
         ours_sqlite, theirs_sqlite = await _round_trips(StoreCheckpointSaver(store), saver, repeats)
-        sqlite_sync = {"ours_synchronous": store.synchronous, "theirs_synchronous": their_sync}
+        sqlite_sync = {
+            "ours_synchronous": getattr(store, "synchronous", "?"),
+            "theirs_synchronous": their_sync,
+        }
     try:
         import psycopg
 
