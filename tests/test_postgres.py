@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
@@ -562,7 +563,7 @@ async def test_a_batch_is_one_round_trip(schema: str) -> None:
             out = await store.append_events(_events("big", 20_000))
             assert [e.sequence_number for e in out] == list(range(1, 20_001))
             ours = [q for q in statements if reset not in q]
-            assert len(ours) == 1 and "append_events" in ours[0]
+            assert len(ours) == 1 and "append_call" in ours[0]
             statements.clear()
             batch = _events("a", 10) + _events("b", 10)
             await store.flush(Session(id="a", agent_id="x"), Run(session_id="a"), batch)
@@ -760,6 +761,37 @@ async def test_waiter_wakes_after_its_listener_connection_is_killed(pg_url: str)
         await _until(lambda: bool(reader._waiters))
         second = await writer.append_event_with_sequence(_events("s", 1)[0])
         assert await asyncio.wait_for(again, 60) == [second]
+
+
+async def test_concurrent_appends_share_a_wal_flush(pg_url: str, schema: str) -> None:
+    """Issue 13: a commit that NOTIFYs holds a server-wide lock until its WAL flush is done,
+    so appends that NOTIFY inside their own transaction commit one after another. With each
+    flush held back 100 ms (commit_delay), 10 concurrent appends into 10 sessions take one or
+    two flushes when their commits share them, and 10 x 100 ms in a row. Readers in another
+    store are still woken."""
+    if (await _raw("SHOW fsync"))[0][0] != "on":
+        pytest.skip("commit_delay only applies with fsync on")
+    writers = 10
+    pool = await asyncpg.create_pool(
+        BASE_DSN,
+        min_size=writers,
+        max_size=writers,
+        server_settings={"commit_delay": "100000", "commit_siblings": "0"},
+    )
+    try:
+        store = PostgresSessionStore(pool=pool, schema=schema, auto_migrate=True)
+        async with store, PostgresSessionStore.from_url(pg_url) as reader:
+            sids = [f"s{k}" for k in range(writers)]
+            await asyncio.gather(*(store.append_events(_events(sid, 1)) for sid in sids))
+            waiting = asyncio.create_task(reader.get_events("s0", after=1, wait_timeout_ms=60_000))
+            await _until(lambda: reader._listen_conn is not None and bool(reader._waiters))
+            started = time.perf_counter()
+            done = await asyncio.gather(*(store.append_events(_events(sid, 1)) for sid in sids))
+            took = time.perf_counter() - started
+            assert took < 0.6, f"{writers} appends took {took:.2f} s: their commits ran in a row"
+            assert await asyncio.wait_for(waiting, 30) == done[0]
+    finally:
+        await pool.close()
 
 
 async def test_given_pool_is_used_and_left_open(pg_url: str, schema: str) -> None:
@@ -1052,7 +1084,7 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
                 await store.flush(Session(id="f", agent_id="a"), Run(session_id="f"), [])
 
             async def one_append() -> dict[str, tuple[int, int]]:
-                """An append and a flush exactly as the store sends them, on its one pooled
+                """An append and a flush as the store's procedures run them, on its one pooled
                 connection, in a transaction of their own (rolled back) to count reads."""
                 rows, _ = store._encode_batch(_events("s", 1))
                 flushed, _ = store._encode_batch(_events("f", 1))
@@ -1062,10 +1094,10 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
                     await tx.start()
                     try:
                         for name, sql, args in (
-                            ("append", store._sql_append, store.append_args(rows)),
+                            ("append", store._sql_append_rows, store.append_args(rows)),
                             (
                                 "flush",
-                                store._sql_flush,
+                                store._sql_flush_rows,
                                 store.flush_args(
                                     Session(id="f", agent_id="a"),
                                     "{}",
@@ -1237,7 +1269,7 @@ async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
     )
     assert [r["seq"] for r in again] == [7]
     rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
-    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2, 3]
+    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2, 3, 4]
 
 
 async def test_a_version_2_database_migrates_its_rows_into_the_query_columns(

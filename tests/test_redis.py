@@ -416,6 +416,49 @@ async def test_pubsub_reconnect_wakes_waiters_and_loses_nothing(own_server: _Ser
         assert await asyncio.wait_for(later, 20) == [e2]
 
 
+async def test_a_follower_long_polling_again_subscribes_once(unique_name: str) -> None:
+    """Issue 13: a reader long-polling one session call after call keeps the subscription
+    between calls (one SUBSCRIBE, not one per call), and a channel nobody waits on is
+    unsubscribed once its linger time is over."""
+    url = f"{SINGLE}?prefix={unique_name}"
+    async with (
+        open_session_store(url) as reader,
+        open_session_store(url) as writer,
+        redis.asyncio.Redis.from_url(SINGLE) as admin,
+    ):
+        channel = reader.keys.channel("s")
+        sub = reader._subscriber(channel)
+        sent: list[str] = []
+        make = sub._make
+
+        def counting() -> Any:
+            conn = make()
+            send = conn.send_command
+
+            async def send_command(*args: Any, **kwargs: Any) -> Any:
+                sent.append(str(args[0]))
+                return await send(*args, **kwargs)
+
+            conn.send_command = send_command
+            return conn
+
+        sub._make = counting
+        for i in range(5):
+            waiting = asyncio.create_task(reader.get_events("s", after=i, wait_timeout_ms=60_000))
+            e = await writer.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id="s")
+            )
+            assert await asyncio.wait_for(waiting, 20) == [e]
+        assert sent.count("SUBSCRIBE") == 1 and "UNSUBSCRIBE" not in sent, sent
+        assert (await admin.pubsub_numsub(channel))[0][1] == 1
+        sub.linger_s = 0.05
+        assert await reader.get_events("s", after=5, wait_timeout_ms=10) == []
+        async with asyncio.timeout(20):
+            while (await admin.pubsub_numsub(channel))[0][1] != 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # until the linger time is over
+        assert sent[-1] == "UNSUBSCRIBE" and not sub._linger
+
+
 async def test_waiting_reader_gets_an_error_when_the_server_stops(own_server: _Server) -> None:
     url = f"redis://127.0.0.1:{own_server.port}/0?prefix=w&socket_timeout=2&connect_timeout=1"
     async with open_session_store(url) as store, redis.asyncio.Redis(port=own_server.port) as admin:

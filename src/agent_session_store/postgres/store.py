@@ -22,13 +22,14 @@ How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
   ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one committed,
   the attempt is undone and re-numbered inside the same transaction.
 * Conditional appends are checked in the function, under the counter lock.
-* Long-poll: each append sends ``NOTIFY`` (payload: the session id) in its own transaction,
-  so it is delivered exactly when the events become visible. Each store keeps one dedicated
-  listening connection; ``_watch_start`` returns only once ``LISTEN`` is active, and after a
-  reconnect every waiter is woken to re-query, so no wake-up is lost. ``listen_url`` puts
-  that connection on another address than the pool's (the server itself, when the pool
-  goes through pgbouncer); ``notify=poll`` replaces it by a poll of the watched sessions'
-  counters every ``poll_interval`` (``polling.py``).
+* Long-poll: each append sends ``NOTIFY`` (payload: the session id) right after its commit,
+  in a second transaction of the same call (a commit that NOTIFYs would hold a server-wide
+  lock through its WAL flush), so it is delivered once the events are visible. Each store
+  keeps one dedicated listening connection; ``_watch_start`` returns only once ``LISTEN``
+  is active, and after a reconnect every waiter is woken to re-query, so no wake-up is lost.
+  ``listen_url`` puts that connection on another address than the pool's (the server
+  itself, when the pool goes through pgbouncer); ``notify=poll`` replaces it by a poll of
+  the watched sessions' counters every ``poll_interval`` (``polling.py``).
 * Failures: classified in ``faults.py``; the pool reconnects by itself once the server is back.
 """
 
@@ -218,14 +219,21 @@ class PostgresSessionStore(SessionStoreBase):
         )
         s = quote_ident(schema)
         self._s = s
-        # plain and conditional forms (the function's p_expected defaults to NULL)
-        self._sql_append = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS})"
-        self._sql_append_if = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint)"
+        # plain and conditional forms (p_expected defaults to NULL); the procedures commit,
+        # then NOTIFY in a transaction of their own (see functions.sql)
+        self._sql_append = f"CALL {s}.append_call({_ARRAY_ARGS})"
+        self._sql_append_if = f"CALL {s}.append_call({_ARRAY_ARGS}, $11::bigint)"
         self._sql_flush = (
-            f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-            f"{_ARRAY_ARGS_FROM_11})"
+            f"CALL {s}.flush_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {_ARRAY_ARGS_FROM_11})"
         )
         self._sql_flush_if = f"{self._sql_flush[:-1]}, $21::bigint)"
+        # what the procedures run before their COMMIT, without the NOTIFY (benchmarks and
+        # tests call these inside a transaction of their own, where CALL cannot commit)
+        self._sql_append_rows = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, NULL, false)"
+        self._sql_flush_rows = (
+            f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            f"{_ARRAY_ARGS_FROM_11}, NULL, false)"
+        )
         self._sql_import = (
             f"SELECT * FROM {s}.import_events($1, $2, $3, $4, $5, $6, $7::text[], $8::text[], "
             "$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], "
@@ -638,7 +646,7 @@ class PostgresSessionStore(SessionStoreBase):
         sql = self._sql_append if expected is None else self._sql_append_if
 
         async def work() -> list[Any]:
-            return await self._fetch(sql, *args)
+            return _transposed(await self._fetchrow(sql, *args))
 
         with faults.sequence_conflicts(rows[0].session_id):
             return self._stored(rows, await self._retrying(work))
@@ -656,7 +664,7 @@ class PostgresSessionStore(SessionStoreBase):
         sql = self._sql_flush if expected is None else self._sql_flush_if
 
         async def work() -> list[Any]:
-            return await self._fetch(sql, *args)
+            return _transposed(await self._fetchrow(sql, *args))
 
         with faults.sequence_conflicts(session.id):
             return self._stored(rows, await self._retrying(work))
@@ -1135,6 +1143,13 @@ def _listen_dsn(url: str) -> str:
             details={"field": "listen_url"},
         )
     return url
+
+
+def _transposed(record: Any) -> list[Any]:
+    """The rows of an append_call / flush_call answer (one array per column)."""
+    if record is None or record[0] is None:
+        return []
+    return list(zip(*record))
 
 
 def _where(conditions: list[str]) -> str:

@@ -3,6 +3,12 @@
 The write script publishes on the session's channel (SPUBLISH, in the session's slot, in a
 cluster). A subscription counts only once the server confirmed it, because the base class
 queries right after ``_watch_start`` returns.
+
+A channel whose last reader left stays subscribed for ``linger_s`` (at most ``linger_max``
+channels, oldest dropped first): a follower long-polls the same session call after call,
+and each call would otherwise cost a SUBSCRIBE round trip before its first query (and an
+UNSUBSCRIBE after). Messages on a lingering channel wake nobody; a broken connection drops
+every lingering channel (none is subscribed again on reconnect).
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ class Subscriber:
     (to re-query, or to see the error), and again once every channel is confirmed anew.
     """
 
+    linger_s = 30.0
+    linger_max = 1024
+
     def __init__(self, store: RedisSessionStore, make: Any, sharded: bool, timeout: float):
         self._store = store
         self._make = make
@@ -43,6 +52,10 @@ class Subscriber:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # channel -> when to unsubscribe, in that order; each is subscribed and confirmed on
+        # the current connection
+        self._linger: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _connect(self) -> Connection:
         """Connect and re-subscribe what is wanted; call with the lock held."""
@@ -55,6 +68,8 @@ class Subscriber:
         return conn
 
     async def subscribe(self, channel: str) -> None:
+        if self._linger.pop(channel, None) is not None and self._conn is not None:
+            return  # still subscribed since its last reader left: no round trip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         async with self._lock:
@@ -86,12 +101,55 @@ class Subscriber:
             fut.cancel()
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+        """The channel's last reader left: keep it subscribed a while (see the module doc)."""
+        if (
+            self._conn is None
+            or self._closed
+            or channel not in self._channels
+            or self._pending.get(channel)
+        ):
+            await self._unsubscribe([channel])
+            return
+        loop = asyncio.get_running_loop()
+        first = next(iter(self._linger.values()), None)
+        self._linger.pop(channel, None)
+        self._linger[channel] = loop.time() + self.linger_s
+        if (
+            self._sweeper is None
+            or self._sweeper.done()
+            or first != next(iter(self._linger.values()))
+        ):
+            if self._sweeper is not None:
+                self._sweeper.cancel()  # it sleeps until a deadline that is no longer first
+            self._sweeper = asyncio.create_task(self._sweep())
+        if len(self._linger) > self.linger_max:
+            await self._expire(loop.time())
+
+    async def _unsubscribe(self, channels: list[str]) -> None:
+        for channel in channels:
+            self._channels.discard(channel)
         conn = self._conn
-        if conn is not None:
+        if conn is not None and channels:
             # a failure here means a broken connection, which the reader task recovers from
             with contextlib.suppress(Exception):
-                await conn.send_command(self._unsub, channel)
+                await conn.send_command(self._unsub, *channels)
+
+    async def _expire(self, now: float) -> None:
+        """Unsubscribe the lingering channels that are due, and the oldest beyond the cap."""
+        due: list[str] = []
+        for channel, until in self._linger.items():
+            if until > now and len(self._linger) - len(due) <= self.linger_max:
+                break
+            due.append(channel)
+        for channel in due:
+            del self._linger[channel]
+        await self._unsubscribe(due)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._linger and not self._closed:
+            await asyncio.sleep(max(0.0, next(iter(self._linger.values())) - loop.time()))
+            await self._expire(loop.time())
 
     async def _run(self) -> None:
         retry = Retry(RECONNECT)
@@ -118,6 +176,9 @@ class Subscriber:
                     return
                 if self._conn is conn:
                     self._conn = None
+                for channel in self._linger:
+                    self._channels.discard(channel)  # nobody waits on these: not again
+                self._linger.clear()
                 for waiting in self._pending.values():
                     for fut in waiting:
                         if not fut.done():
@@ -149,10 +210,16 @@ class Subscriber:
         elif kind == "sunsubscribe" and channel in self._channels:
             # not asked for: the server gave the channel's slot to another master
             self._channels.discard(channel)
+            self._linger.pop(channel, None)
             self._store._follow_moved_channel(channel)
 
     async def close(self) -> None:
         self._closed = True
+        self._linger.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

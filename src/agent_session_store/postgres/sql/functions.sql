@@ -22,10 +22,20 @@
 -- Sequence conflicts (conditional append, import) raise SQLSTATE AS409 with
 -- DETAIL 'expected actual'; the store turns that into sequence_conflict.
 
+-- Wake the long-poll readers of these sessions, in every process (payload: the session id,
+-- '#' + md5 for ids over 200 characters: payloads are capped at 8000 bytes).
+CREATE OR REPLACE FUNCTION {s}.notify(p_sessions text[])
+RETURNS void LANGUAGE sql AS $fn$
+    SELECT count(pg_notify({channel}, CASE WHEN char_length(u.sid) <= 200 THEN u.sid
+                                           ELSE '#' || md5(u.sid) END))
+    FROM unnest(p_sessions) AS u(sid);
+$fn$;
+
 CREATE OR REPLACE FUNCTION {s}.append_events(
     p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
     p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
-    p_expected bigint DEFAULT NULL  -- the latest sequence the (single) session must be at
+    p_expected bigint DEFAULT NULL,  -- the latest sequence the (single) session must be at
+    p_notify boolean DEFAULT true    -- false: the caller notifies after the commit (append_call)
 ) RETURNS TABLE (
     seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
     e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
@@ -37,6 +47,7 @@ DECLARE
     v_fresh bigint;
     v_sessions text[];
     v_seqs bigint[];
+    v_touched text[];
 BEGIN
     IF coalesce(cardinality(p_id), 0) = 0 THEN
         RETURN;
@@ -94,7 +105,8 @@ BEGIN
         USING unnest(v_sessions, v_seqs) AS d(sid, q)
         WHERE e.session_id = d.sid AND e.seq = d.q;
     END LOOP;
-    -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers.
+    -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers
+    --    (unless the caller does so after the commit).
     IF v_seqs IS NOT NULL THEN
         WITH top AS (
             SELECT u.sid, max(u.q) AS top
@@ -107,10 +119,10 @@ BEGIN
             SET updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
             FROM top WHERE s.id = top.sid
         )
-        SELECT count(pg_notify({channel}, CASE WHEN char_length(top.sid) <= 200 THEN top.sid
-                                               ELSE '#' || md5(top.sid) END))
-        INTO v_fresh
-        FROM top;
+        SELECT array_agg(top.sid) INTO v_touched FROM top;
+        IF p_notify THEN
+            PERFORM {s}.notify(v_touched);
+        END IF;
     END IF;
     -- 5. Every input id as stored now. Rows this transaction wrote ("mine") come back without
     --    their payload, which the caller already has; rows stored earlier come back whole.
@@ -130,7 +142,8 @@ CREATE OR REPLACE FUNCTION {s}.flush(
     r_id text, r_session text, r_status text, r_started bigint, r_doc text,
     p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
     p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
-    p_expected bigint DEFAULT NULL  -- the latest sequence s_id must be at
+    p_expected bigint DEFAULT NULL,  -- the latest sequence s_id must be at
+    p_notify boolean DEFAULT true    -- false: the caller notifies after the commit (flush_call)
 ) RETURNS TABLE (
     seq bigint, mine boolean, e_id text, e_session text, e_type text, e_run text,
     e_ts bigint, e_data text, e_meta text, e_sv integer, e_provider text, e_corr text
@@ -165,7 +178,81 @@ BEGIN
         status = EXCLUDED.status, started_us = EXCLUDED.started_us, doc = EXCLUDED.doc;
     RETURN QUERY SELECT * FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts,
                                                   p_data, p_meta, p_sv, p_provider, p_corr,
-                                                  p_expected);
+                                                  p_expected, p_notify);
+END
+$fn$;
+
+-- What the store calls to append (append_call) and to flush (flush_call): the function, its
+-- COMMIT, then the NOTIFY in a second transaction, all in one round trip. A commit that
+-- NOTIFYs holds one server-wide lock (PreCommit_Notify) until its WAL flush is done, so
+-- such commits never share a flush; at 64 concurrent appenders that halved the throughput.
+-- The data commit is durable as before; the NOTIFY's own commit waits for no flush
+-- (synchronous_commit off for that transaction only: it writes no data), so the lock is
+-- held for microseconds. A reader still cannot miss a wake-up: the NOTIFY is sent after the
+-- events are visible, and only a server crash between the two commits loses it, which also
+-- drops every listening connection, whose waiters re-query when LISTEN is back.
+-- The answer is the function's rows as one array per column (a procedure returns one row).
+-- No SET clause: a procedure with one cannot COMMIT (the function keeps its own).
+CREATE OR REPLACE PROCEDURE {s}.append_call(
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
+    p_expected bigint DEFAULT NULL,
+    INOUT seq bigint[] DEFAULT NULL, INOUT mine boolean[] DEFAULT NULL,
+    INOUT e_id text[] DEFAULT NULL, INOUT e_session text[] DEFAULT NULL,
+    INOUT e_type text[] DEFAULT NULL, INOUT e_run text[] DEFAULT NULL,
+    INOUT e_ts bigint[] DEFAULT NULL, INOUT e_data text[] DEFAULT NULL,
+    INOUT e_meta text[] DEFAULT NULL, INOUT e_sv integer[] DEFAULT NULL,
+    INOUT e_provider text[] DEFAULT NULL, INOUT e_corr text[] DEFAULT NULL
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_touched text[];
+BEGIN
+    SELECT array_agg(a.seq), array_agg(a.mine), array_agg(a.e_id), array_agg(a.e_session),
+           array_agg(a.e_type), array_agg(a.e_run), array_agg(a.e_ts), array_agg(a.e_data),
+           array_agg(a.e_meta), array_agg(a.e_sv), array_agg(a.e_provider),
+           array_agg(a.e_corr), array_agg(DISTINCT a.e_session) FILTER (WHERE a.mine)
+    INTO seq, mine, e_id, e_session, e_type, e_run, e_ts, e_data, e_meta, e_sv, e_provider,
+         e_corr, v_touched
+    FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
+                           p_provider, p_corr, p_expected, false) AS a;
+    COMMIT;
+    IF v_touched IS NOT NULL THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        PERFORM {s}.notify(v_touched);
+    END IF;
+END
+$fn$;
+
+CREATE OR REPLACE PROCEDURE {s}.flush_call(
+    s_id text, s_agent text, s_status text, s_created bigint, s_doc text,
+    r_id text, r_session text, r_status text, r_started bigint, r_doc text,
+    p_id text[], p_session text[], p_type text[], p_run text[], p_ts bigint[],
+    p_data text[], p_meta text[], p_sv integer[], p_provider text[], p_corr text[],
+    p_expected bigint DEFAULT NULL,
+    INOUT seq bigint[] DEFAULT NULL, INOUT mine boolean[] DEFAULT NULL,
+    INOUT e_id text[] DEFAULT NULL, INOUT e_session text[] DEFAULT NULL,
+    INOUT e_type text[] DEFAULT NULL, INOUT e_run text[] DEFAULT NULL,
+    INOUT e_ts bigint[] DEFAULT NULL, INOUT e_data text[] DEFAULT NULL,
+    INOUT e_meta text[] DEFAULT NULL, INOUT e_sv integer[] DEFAULT NULL,
+    INOUT e_provider text[] DEFAULT NULL, INOUT e_corr text[] DEFAULT NULL
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_touched text[];
+BEGIN
+    SELECT array_agg(a.seq), array_agg(a.mine), array_agg(a.e_id), array_agg(a.e_session),
+           array_agg(a.e_type), array_agg(a.e_run), array_agg(a.e_ts), array_agg(a.e_data),
+           array_agg(a.e_meta), array_agg(a.e_sv), array_agg(a.e_provider),
+           array_agg(a.e_corr), array_agg(DISTINCT a.e_session) FILTER (WHERE a.mine)
+    INTO seq, mine, e_id, e_session, e_type, e_run, e_ts, e_data, e_meta, e_sv, e_provider,
+         e_corr, v_touched
+    FROM {s}.flush(s_id, s_agent, s_status, s_created, s_doc, r_id, r_session, r_status,
+                   r_started, r_doc, p_id, p_session, p_type, p_run, p_ts, p_data, p_meta,
+                   p_sv, p_provider, p_corr, p_expected, false) AS a;
+    COMMIT;
+    IF v_touched IS NOT NULL THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        PERFORM {s}.notify(v_touched);
+    END IF;
 END
 $fn$;
 
@@ -290,8 +377,7 @@ BEGIN
     SET last_seq = greatest(last_seq, p_latest, (SELECT max(q) FROM unnest(p_seq) AS q))
     WHERE session_id = p_session;
     IF v_imported > 0 THEN
-        PERFORM pg_notify({channel}, CASE WHEN char_length(p_session) <= 200 THEN p_session
-                                          ELSE '#' || md5(p_session) END);
+        PERFORM {s}.notify(ARRAY[p_session]);
     END IF;
     RETURN QUERY SELECT v_imported, v_skipped;
 END
