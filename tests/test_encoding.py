@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import struct
 import threading
 from typing import Any
 
@@ -142,3 +144,18 @@ async def test_a_large_payload_is_encoded_off_the_event_loop() -> None:
         stored = await store.append_event_with_sequence(ev({"x": probe}))
     assert stored.data == {"x": {"s": "x" * (LOOP_BUDGET + 1)}}
     assert any(t is not loop_thread for t in probe.threads)
+
+
+def test_small_texts_decode_exactly_as_json() -> None:
+    """The orjson reading gives json's values: floats to the bit, big ints, odd escapes."""
+    rng = random.Random(7)
+    floats = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(3000)]
+    texts = [_json({"f": [f for f in floats if math.isfinite(f)]})]
+    texts += [
+        '{"n":[0,-0,-0.0,1e5,1E400,-1e-400,5e-324,18446744073709551616,-9223372036854775809]}',
+        '{"s":"\\ud800 \\udc00 \\ud83d\\ude00 \\u0000 \\/ \\b\\f\\n\\r\\t"}',
+        '{"a": {"b" : [1 , 2]},\n "c": null, "d": true, "e": false}',
+        '{"k":"x","k":"y"}',
+    ]
+    for text in texts:
+        assert repr(_loads(text)) == repr(json.loads(text))
