@@ -17,6 +17,7 @@ from .common import Row
 
 MODULES = [
     "core",
+    "encoding",
     "query_sqlite",
     "postgres",
     "redis_bench",

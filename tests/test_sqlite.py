@@ -498,8 +498,8 @@ async def hold_writer_then_submit(
         await asyncio.sleep(0)  # the plug is queued...
         await eventually(lambda: store._writer.queue.qsize() == 0)  # ...and the writer has taken it
         tasks = [asyncio.ensure_future(c) for c in calls]
-        await asyncio.sleep(0)  # each task runs up to its queued request
-        assert store._writer.queue.qsize() == len(calls)
+        # each task runs up to its queued request (a large payload is encoded in a thread first)
+        await eventually(lambda: store._writer.queue.qsize() == len(calls))
         other.execute("COMMIT")
     await plug
     return list(await asyncio.gather(*tasks, return_exceptions=True))

@@ -18,6 +18,7 @@ import abc
 import asyncio
 import copy
 import logging
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ from . import transfer
 from .codec import (
     DEFAULT_MAX_EVENT_BYTES,
     EncodedEvent,
+    OverBudget,
     encode_event,
     encode_run,
     encode_session,
@@ -141,6 +143,55 @@ def _one_session(rows: list[EncodedEvent], expected: int | None) -> None:
                 f"of {sid!r} and {row.session_id!r}",
                 details={"field": "expected_sequence"},
             )
+
+
+#: Payload characters one call encodes on the event loop (about a millisecond of work); the
+#: rest goes to a thread. Each event also counts ``_ROW_COST`` for its fixed work.
+LOOP_BUDGET = 256 * 1024
+_ROW_COST = 256
+
+
+class _Encoding:
+    """A batch being encoded, resumable: first on the event loop up to a budget, then the rest
+    in a thread (``run`` again with no budget)."""
+
+    __slots__ = ("done", "events", "first", "rows", "store", "where")
+
+    def __init__(self, store: SessionStoreBase, events: list[Event]) -> None:
+        self.store = store
+        self.events = list(events)  # the caller's list may change while a thread encodes
+        self.rows: list[EncodedEvent] = []
+        self.where: list[int] = []
+        self.first: dict[str, int] = {}
+        self.done = 0
+
+    def run(self, budget: int) -> int:
+        """Encode on from where the last run stopped, until done or ``budget`` is spent;
+        returns how many events are encoded."""
+        events, rows, where, first = self.events, self.rows, self.where, self.first
+        limit = self.store.max_event_bytes
+        encode = self.store._encode
+        i = self.done
+        while i < len(events) and budget > 0:
+            try:
+                row = encode(events[i], limit, budget)
+            except OverBudget:
+                break
+            except StoreError as err:
+                if len(events) > 1:
+                    err.message = f"events[{i}]: {err.message}"
+                    err.args = (err.message,)
+                    err.details.setdefault("index", i)
+                raise
+            budget -= _ROW_COST + len(row[5]) + len(row[6])
+            pos = first.get(row[0])
+            if pos is None:
+                pos = first[row[0]] = len(rows)
+                rows.append(row)
+            where.append(pos)
+            i += 1
+        self.done = i
+        return i
 
 
 class _Waiters:
@@ -417,34 +468,37 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         index of its row, so the backend stores each id once and callers still get one
         result per input.
         """
+        batch = self._encoding(events)
+        batch.run(sys.maxsize)
+        return batch.rows, batch.where
+
+    async def _encode_rows(self, events: object) -> tuple[list[EncodedEvent], list[int]]:
+        """``_encode_batch`` with the event loop encoding up to ``LOOP_BUDGET`` characters of
+        payload and a thread the rest, in slices: however large the batch or a payload, the
+        loop is never held for long (issue 13)."""
+        batch = self._encoding(events)
+        if batch.run(LOOP_BUDGET) < len(batch.events):
+            await asyncio.to_thread(batch.run, sys.maxsize)
+        return batch.rows, batch.where
+
+    def _encoding(self, events: object) -> _Encoding:
         if not isinstance(events, list):
             raise ValidationError(f"events must be a list of Event, got {type(events).__name__}")
-        limit = self.max_event_bytes
-        rows: list[EncodedEvent] = []
-        where: list[int] = []
-        first: dict[str, int] = {}
-        for i, event in enumerate(events):
-            try:
-                row = self._encode(event, limit)
-            except StoreError as err:
-                if len(events) > 1:
-                    err.message = f"events[{i}]: {err.message}"
-                    err.args = (err.message,)
-                    err.details.setdefault("index", i)
-                raise
-            pos = first.get(row.id)
-            if pos is None:
-                pos = first[row.id] = len(rows)
-                rows.append(row)
-            where.append(pos)
-        return rows, where
+        return _Encoding(self, events)
 
-    def _encode(self, event: Event, limit: int) -> EncodedEvent:
+    def _encode(self, event: Event, limit: int, budget: int = sys.maxsize) -> EncodedEvent:
         """The one place an event becomes a row: every write path redacts here."""
         config = self.redaction
         if config is not None and type(event) is Event:
             event = redact_event(event, config).event
-        return encode_event(event, limit)
+        return encode_event(event, limit, budget)
+
+    async def _encode_one(self, event: Event) -> EncodedEvent:
+        """One event, in a thread if its payload is past the loop's budget."""
+        try:
+            return self._encode(event, self.max_event_bytes, LOOP_BUDGET)
+        except OverBudget:
+            return await asyncio.to_thread(self._encode, event, self.max_event_bytes)
 
     async def append_event(self, event: Event, *, expected_sequence: int | None = None) -> None:
         await self.append_event_with_sequence(event, expected_sequence=expected_sequence)
@@ -452,7 +506,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
     async def append_event_with_sequence(
         self, event: Event, *, expected_sequence: int | None = None
     ) -> Event:
-        row = self._encode(event, self.max_event_bytes)
+        row = await self._encode_one(event)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         await self._ready()
         try:
@@ -466,7 +520,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
     async def append_events(
         self, events: list[Event], *, expected_sequence: int | None = None
     ) -> list[Event]:
-        rows, where = self._encode_batch(events)
+        rows, where = await self._encode_rows(events)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         if not rows:
             return []
@@ -501,7 +555,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             raise ValidationError(f"expected a Session, got {type(session).__name__}")
         session_doc = encode_session(session)
         run_doc = encode_run(run)
-        rows, where = self._encode_batch([] if events is None else events)
+        rows, where = await self._encode_rows([] if events is None else events)
         expected = _opt_int(expected_sequence, "expected_sequence", 0)
         if expected is not None:
             for row in rows:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+import re
+import sys
+from datetime import UTC, datetime, timedelta
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
+import orjson
+
 from .errors import ValidationError
 from .models import (
+    EPOCH,
     MAX_ID_BYTES,
     CustomEventType,
     Event,
@@ -24,12 +29,12 @@ from .models import (
     check_id,
     check_text,
     from_micros,
-    to_micros,
 )
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EncodedEvent",
+    "OverBudget",
     "check_rewind",
     "decode_event",
     "decode_run",
@@ -64,6 +69,117 @@ def _dumps(value: Any) -> str:
     return "".join(_c_encode(value, 0))
 
 
+#: Characters encoded or decoded in one C call at most, on the paths for large payloads: a C
+#: call holds the GIL, so a longer one would stall the event loop even from another thread.
+SLICE = 64 * 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f]")  # json.loads refuses these raw in a string
+_orjson = orjson.dumps
+_orjson_loads = orjson.loads
+_OrjsonDecodeError = orjson.JSONDecodeError
+_OrjsonError = orjson.JSONEncodeError
+
+
+def _flat(value: dict[str, Any]) -> str:
+    """A flat dict of checked ASCII text and ints: orjson writes exactly what json writes for
+    those (tests/test_models.py compares), five times faster; ints past 64 bits it refuses."""
+    try:
+        return _orjson(value).decode()
+    except _OrjsonError:
+        return _dumps(value)
+
+
+def _string(text: str) -> str:
+    try:
+        return _orjson(text).decode()
+    except _OrjsonError:  # a lone surrogate: checked values have none, but stay exact
+        encoded: str = encode_basestring(text)
+        return encoded
+
+
+class OverBudget(Exception):
+    """A payload costs more than the caller's budget; raised before any encoding."""
+
+
+def cost(value: Any, cap: int) -> int:
+    """Encoding work of a JSON value, about its characters, counted up to just past ``cap``."""
+    total = 0
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        total += 1
+        if isinstance(obj, str):
+            total += len(obj)
+        elif isinstance(obj, dict):
+            total += len(obj)
+            for k, v in obj.items():
+                if isinstance(k, str):
+                    total += len(k)
+                stack.append(v)
+        elif isinstance(obj, list):
+            stack.extend(obj)
+        if total > cap:
+            break
+    return total
+
+
+def _emit(obj: Any, out: list[str]) -> None:
+    """Encode a checked value as ``_dumps`` would, in pieces of at most ``SLICE`` characters'
+    work each, so a thread encoding it lets the event loop run between them."""
+    if isinstance(obj, str):
+        if len(obj) <= SLICE:
+            out.append(_string(obj))
+            return
+        out.append('"')
+        for i in range(0, len(obj), SLICE):
+            out.append(_string(obj[i : i + SLICE])[1:-1])
+        out.append('"')
+    elif isinstance(obj, dict):
+        if cost(obj, SLICE) <= SLICE:
+            out.append(_dumps(obj))
+            return
+        sep = "{"
+        for k, v in obj.items():
+            out.append(sep)
+            _emit(k, out)
+            out.append(":")
+            _emit(v, out)
+            sep = ","
+        out.append("{}" if sep == "{" else "}")
+    elif isinstance(obj, list):
+        if cost(obj, SLICE) <= SLICE:
+            out.append(_dumps(obj))
+            return
+        out.append("[")
+        start, run, first = 0, 0, True
+        for i, v in enumerate(obj):
+            c = cost(v, SLICE)
+            if c > SLICE or run + c > SLICE:
+                if i > start:  # the small ones before it, in one call
+                    out.append(("" if first else ",") + _dumps(obj[start:i])[1:-1])
+                    first = False
+                start, run = i, 0
+            if c > SLICE:
+                if not first:
+                    out.append(",")
+                _emit(v, out)
+                first = False
+                start = i + 1
+            else:
+                run += c
+        if start < len(obj):
+            out.append(("" if first else ",") + _dumps(obj[start:])[1:-1])
+        out.append("]")
+    else:
+        out.append(_dumps(obj))
+
+
+def _sliced(value: Any) -> str:
+    out: list[str] = []
+    _emit(value, out)
+    return "".join(out)
+
+
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner json.loads uses, minus its wrapping
 
 
@@ -71,7 +187,144 @@ def _loads(text: str) -> Any:
     """Decode JSON text this package wrote (compact, no leading whitespace)."""
     if text == "{}":
         return {}
-    return _scan(text, 0)[0]
+    if len(text) > SLICE:
+        return _Sliced(text).value()
+    try:
+        return _orjson_loads(text)  # twice json's speed, the same values for what we write
+    except _OrjsonDecodeError:  # ints past 64 bits, lone surrogate escapes: json's reading
+        return _scan(text, 0)[0]
+
+
+_scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
+_WS = " \t\n\r"
+
+
+class _Sliced:
+    """A decoder for large JSON texts that does its work in C calls of at most ``SLICE``
+    characters each (strings are cut between escapes), so decoding 12 MB in a thread leaves
+    the event loop free to run; gives exactly what ``json.loads`` gives."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def value(self) -> Any:
+        value, end = self._value(self._ws(0))
+        if self._ws(end) != len(self.text):
+            raise json.JSONDecodeError("Extra data", self.text, end)
+        return value
+
+    def _ws(self, i: int) -> int:
+        text = self.text
+        while i < len(text) and text[i] in _WS:
+            i += 1
+        return i
+
+    def _value(self, i: int) -> tuple[Any, int]:
+        text = self.text
+        c = text[i : i + 1]
+        if c == '"':
+            return self._string(i + 1)
+        if c == "{":
+            return self._object(i + 1)
+        if c == "[":
+            return self._array(i + 1)
+        try:
+            return _scan(text, i)  # type: ignore[no-any-return]  # a number or literal: short
+        except StopIteration:
+            raise json.JSONDecodeError("Expecting value", text, i) from None
+
+    def _object(self, i: int) -> tuple[dict[str, Any], int]:
+        text = self.text
+        out: dict[str, Any] = {}
+        i = self._ws(i)
+        if text[i : i + 1] == "}":
+            return out, i + 1
+        while True:
+            if text[i : i + 1] != '"':
+                raise json.JSONDecodeError("Expecting property name", text, i)
+            key, i = self._string(i + 1)
+            i = self._ws(i)
+            if text[i : i + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+            out[key], i = self._value(self._ws(i + 1))
+            i = self._ws(i)
+            c = text[i : i + 1]
+            if c == "}":
+                return out, i + 1
+            if c != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = self._ws(i + 1)
+
+    def _array(self, i: int) -> tuple[list[Any], int]:
+        text = self.text
+        out: list[Any] = []
+        i = self._ws(i)
+        if text[i : i + 1] == "]":
+            return out, i + 1
+        while True:
+            value, i = self._value(i)
+            out.append(value)
+            i = self._ws(i)
+            c = text[i : i + 1]
+            if c == "]":
+                return out, i + 1
+            if c != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+            i = self._ws(i + 1)
+
+    def _run(self, end: int, start: int) -> int:
+        """How many backslashes end just before ``end`` (counting back to ``start``)."""
+        text = self.text
+        j = end
+        while j > start and text[j - 1] == "\\":
+            j -= 1
+        return end - j
+
+    def _string(self, start: int) -> tuple[str, int]:
+        """The string whose text starts at ``start`` (after its quote) and its end."""
+        text = self.text
+        pieces: list[str] = []
+        a = start  # always at an escape boundary
+        while True:
+            limit = a + SLICE
+            q = text.find('"', a, limit)
+            while q != -1 and self._run(q, a) % 2:
+                q = text.find('"', q + 1, limit)  # an escaped quote
+            if q != -1:
+                pieces.append(self._piece(a, q))
+                return self._join(pieces), q + 1
+            if limit >= len(text):
+                raise json.JSONDecodeError("Unterminated string", text, start - 1)
+            cut = limit
+            p = text.rfind("\\", cut - 6, cut)
+            if p != -1 and self._run(p + 1, a) % 2:
+                cut = p  # that backslash starts an escape: keep it whole for the next piece
+            pieces.append(self._piece(a, cut))
+            a = cut
+
+    def _piece(self, a: int, b: int) -> str:
+        text = self.text
+        if text.find("\\", a, b) == -1 and not _CONTROL.search(text, a, b):
+            return text[a:b]
+        decoded: str = _scanstring('"' + text[a:b] + '"', 1)[0]  # escapes; raises as json
+        return decoded
+
+    @staticmethod
+    def _join(pieces: list[str]) -> str:
+        # A surrogate pair written as two escapes and cut between them: json joins it.
+        for k in range(len(pieces) - 1):
+            left, right = pieces[k], pieces[k + 1]
+            if (
+                left
+                and right
+                and "\ud800" <= left[-1] <= "\udbff"
+                and "\udc00" <= right[0] <= "\udfff"
+            ):
+                pair = chr(0x10000 + ((ord(left[-1]) - 0xD800) << 10) + ord(right[0]) - 0xDC00)
+                pieces[k], pieces[k + 1] = left[:-1], pair + right[1:]
+        return "".join(pieces)
 
 
 def _bad(where: str, what: str) -> ValidationError:
@@ -133,9 +386,11 @@ def dumps(value: Any, where: str) -> str:
     return _dumps(value)
 
 
-def _size_ok(text: str, limit: int) -> bool:
-    n = len(text)
-    return n <= limit and (n * 4 <= limit or len(text.encode("utf-8")) <= limit)
+def utf8_len(text: str) -> int:
+    """UTF-8 size, a slice at a time (one ``encode`` of 12 MB would hold the GIL for long)."""
+    if text.isascii():
+        return len(text)
+    return sum(len(text[i : i + SLICE].encode("utf-8")) for i in range(0, len(text), SLICE))
 
 
 class EncodedEvent(NamedTuple):
@@ -153,32 +408,76 @@ class EncodedEvent(NamedTuple):
     correlation_id: str | None
 
 
-def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> EncodedEvent:
+def _payload(value: dict[str, Any], where: str, budget: int) -> str:
+    """Check and encode one payload dict. Flat dicts of ASCII text and ints (most events) are
+    checked inline; anything else takes the full walk. Past ``budget`` it raises
+    ``OverBudget`` before encoding; a large payload is encoded in slices."""
+    if not value:
+        return "{}"
+    n = 0
+    for k, v in value.items():
+        if k.__class__ is not str or not k.isascii() or "\x00" in k:
+            break
+        tv = v.__class__
+        if tv is str:
+            if not v.isascii() or "\x00" in v:
+                break
+            n += len(v)
+        elif tv is not int:
+            break
+    else:
+        if n > budget:
+            raise OverBudget
+        return _flat(value) if n <= SLICE else _sliced(value)
+    # counted no further than needed: past the budget, or past SLICE with no budget (a
+    # circular value would count for ever; the walk below refuses it)
+    n = cost(value, SLICE if budget == sys.maxsize else max(budget, SLICE))
+    if n > budget:
+        raise OverBudget
+    check_json(value, where)
+    return _dumps(value) if n <= SLICE else _sliced(value)
+
+
+def encode_event(
+    event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES, budget: int = sys.maxsize
+) -> EncodedEvent:
+    """Check and encode an event. ``budget`` caps the payload characters to encode in this
+    call: a larger payload raises ``OverBudget`` first, for the caller to encode it in a
+    thread (the event loop's share of a call stays short whatever the payload)."""
     if type(event) is not Event:
         raise ValidationError(f"expected an Event, got {type(event).__name__}")
     _recheck(event)
-    if event.type is EventType.HISTORY_REWOUND:
+    kind = event.type
+    if kind is EventType.HISTORY_REWOUND:
         check_rewind(event)
-    data = dumps(event.data, "event.data") if event.data else "{}"
-    metadata = dumps(event.metadata, "event.metadata") if event.metadata else "{}"
-    if not _size_ok(data, max_bytes) or not _size_ok(data + metadata, max_bytes):
+    data = _payload(event.data, "event.data", budget)
+    metadata = _payload(event.metadata, "event.metadata", budget - len(data))
+    n = len(data) + len(metadata)
+    if n * 4 > max_bytes and (n > max_bytes or utf8_len(data) + utf8_len(metadata) > max_bytes):
         raise ValidationError(
             f"event {event.id!r}: payload is larger than the {max_bytes}-byte limit per event; "
             "store large blobs as artifacts and reference them by key",
             details={"limit": max_bytes},
         )
-    return EncodedEvent(
-        event.id,
-        event.session_id,
-        event.type.value,
-        event.run_id,
-        to_micros(event.timestamp),
-        data,
-        metadata,
-        event.schema_version,
-        event.provider,
-        event.correlation_id,
+    return _new_row(
+        EncodedEvent,
+        (
+            event.id,
+            event.session_id,
+            kind.value,
+            event.run_id,
+            (event.timestamp - EPOCH) // _MICROSECOND,
+            data,
+            metadata,
+            event.schema_version,
+            event.provider,
+            event.correlation_id,
+        ),
     )
+
+
+_new_row = tuple.__new__  # EncodedEvent's own __new__ is a Python function; this is not
+_MICROSECOND = timedelta(microseconds=1)
 
 
 _TYPES: dict[str, EventType | CustomEventType] = {t.value: t for t in EventType}
@@ -223,25 +522,40 @@ def _recheck(event: Event) -> None:
             event.type, EventType | CustomEventType
         ):
             raise ValidationError("event fields were changed after construction")
-    for name in ("id", "session_id"):
-        value = getattr(event, name)
-        if (
-            type(value) is not str
-            or not value
-            or len(value) > MAX_ID_BYTES
-            or not value.isascii()
-            or "\x00" in value
-        ):
-            check_id(value, f"event.{name}")
-    for name in ("run_id", "provider", "correlation_id"):
-        value = getattr(event, name)
-        if value is not None and (
-            type(value) is not str
-            or len(value) > MAX_ID_BYTES
-            or not value.isascii()
-            or "\x00" in value
-        ):
-            Event.__post_init__(event)
+    eid, sid = event.id, event.session_id
+    if (
+        eid.__class__ is not str
+        or not 0 < len(eid) <= MAX_ID_BYTES
+        or not eid.isascii()
+        or "\x00" in eid
+    ):
+        check_id(eid, "event.id")
+    if (
+        sid.__class__ is not str
+        or not 0 < len(sid) <= MAX_ID_BYTES
+        or not sid.isascii()
+        or "\x00" in sid
+    ):
+        check_id(sid, "event.session_id")
+    run_id, provider, correlation = event.run_id, event.provider, event.correlation_id
+    if (run_id is not None and not _plain_ref(run_id)) or (
+        (provider is not None or correlation is not None)
+        and not (
+            (provider is None or _plain_ref(provider))
+            and (correlation is None or _plain_ref(correlation))
+        )
+    ):
+        Event.__post_init__(event)
+
+
+def _plain_ref(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and value.__class__ is str
+        and len(value) <= MAX_ID_BYTES
+        and value.isascii()
+        and "\x00" not in value
+    )
 
 
 def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> Event:

@@ -11,6 +11,7 @@ filters, so a page costs what it returns, however large the store.
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
@@ -273,8 +274,9 @@ class InMemorySessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ events
 
-    def _store_rows(self, rows: list[EncodedEvent]) -> list[Event]:
-        stored: list[Event] = []
+    def _store_rows(self, rows: list[EncodedEvent]) -> list[tuple[EncodedEvent, int]]:
+        """Store; return each row as stored, with its number (decoded by ``_decoded``)."""
+        stored: list[tuple[EncodedEvent, int]] = []
         ids = self._event_ids
         logs = self._logs
         touched: set[str] = set()
@@ -282,7 +284,7 @@ class InMemorySessionStore(SessionStoreBase):
             known = ids.get(row.id)
             if known is not None:
                 sid, seq = known
-                stored.append(decode_event(logs[sid].row(seq), seq))
+                stored.append((logs[sid].row(seq), seq))
                 continue
             log = logs.get(row.session_id)
             if log is None:
@@ -290,7 +292,7 @@ class InMemorySessionStore(SessionStoreBase):
             seq = log.add(row)
             ids[row.id] = (row.session_id, seq)
             touched.add(row.session_id)
-            stored.append(decode_event(row, seq))
+            stored.append((row, seq))
         if touched:
             self._touch(touched)
             if self._waiters:
@@ -308,7 +310,7 @@ class InMemorySessionStore(SessionStoreBase):
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         if expected is not None:
             self._check_expected(rows[0].session_id, rows, expected)
-        return self._store_rows(rows)
+        return await _decoded(self._store_rows(rows))
 
     async def _flush(
         self,
@@ -325,7 +327,7 @@ class InMemorySessionStore(SessionStoreBase):
         self._put_session(session, session_doc)
         self._put_run(run, run_doc)
         self._touch((session.id,))
-        return self._store_rows(rows)
+        return await _decoded(self._store_rows(rows))
 
     async def _import(
         self,
@@ -396,7 +398,7 @@ class InMemorySessionStore(SessionStoreBase):
             candidates = positions[bisect_right(positions, lo) : bisect_right(positions, hi)]
         if q.desc:
             candidates = candidates[::-1]
-        out: list[Event] = []
+        out: list[tuple[EncodedEvent, int]] = []
         limit = q.limit
         for seq in candidates:
             row = log.row(seq)
@@ -406,10 +408,10 @@ class InMemorySessionStore(SessionStoreBase):
                 continue
             if q.since_us is not None and row.timestamp_us < q.since_us:
                 continue
-            out.append(decode_event(row, seq))
+            out.append((row, seq))
             if limit is not None and len(out) >= limit:
                 break
-        return out
+        return await _decoded(out)
 
     async def _latest_sequence(self, session_id: str) -> int:
         log = self._logs.get(session_id)
@@ -604,6 +606,30 @@ class InMemorySessionStore(SessionStoreBase):
                     f"session {sid!r}: counter {log.last} is below event {log.seqs[-1]}"
                 )
         return problems
+
+
+def _decode_all(rows: list[tuple[EncodedEvent, int]]) -> list[Event]:
+    return [decode_event(row, seq) for row, seq in rows]
+
+
+#: Decoding work (payload characters, plus ``_ROW_COST`` per event) done on the event loop:
+#: a few milliseconds, 1,000 typical events; past it the rows are decoded in a thread.
+_DECODE_BUDGET = 1 << 20
+_ROW_COST = 256
+
+
+async def _decoded(rows: list[tuple[EncodedEvent, int]]) -> list[Event]:
+    """Events from stored rows; past ``_DECODE_BUDGET`` they are decoded in a thread (in
+    slices), so a large read or write never holds the event loop for long (issue 13)."""
+    total = _ROW_COST * len(rows)
+    if total <= _DECODE_BUDGET:
+        for row, _ in rows:
+            total += len(row[5]) + len(row[6])
+            if total > _DECODE_BUDGET:
+                break
+    if total > _DECODE_BUDGET:
+        return await asyncio.to_thread(_decode_all, rows)
+    return _decode_all(rows)
 
 
 def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:

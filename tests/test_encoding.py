@@ -1,0 +1,161 @@
+"""The fast and the sliced encoding paths (issue 13): same bytes as json, same refusals, and
+large work kept off the event loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+import threading
+from typing import Any
+
+import pytest
+
+from agent_session_store import Event, EventType, InMemorySessionStore, StoreError
+from agent_session_store.base import LOOP_BUDGET
+from agent_session_store.codec import SLICE, _dumps, _loads, _sliced, check_json, encode_event
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def ev(data: dict[str, Any]) -> Event:
+    return Event(type=EventType.MESSAGE_SENT, session_id="s", data=data)
+
+
+def test_flat_payloads_encode_exactly_as_json() -> None:
+    """The orjson path must write the bytes json writes, every ASCII character included."""
+    ascii_chars = "".join(chr(c) for c in range(1, 128))
+    cases: list[dict[str, Any]] = [
+        {"role": "assistant", "content": ascii_chars},
+        {ascii_chars: ascii_chars[::-1], "n": 0},
+        {"big": 2**63 - 1, "small": -(2**63), "u64": 2**64 - 1},
+        {"huge": 2**64, "neg": -(2**100)},  # past 64 bits: orjson refuses, json writes them
+        {"k": "x" * (SLICE + 7), "q": '"\\' * 100},
+    ]
+    for data in cases:
+        row = encode_event(ev(data))
+        assert row.data == _json(data)
+        assert _loads(row.data) == data
+
+
+def _samples() -> list[Any]:
+    big = SLICE * 3 + 5
+    return [
+        {"s": "x" * big},
+        {"s": ('a"b\\c\n\x01é😀\u2028' * (big // 10))},
+        {"s": "\\" * big},  # escapes all the way, cut between pairs
+        {"l": ["y" * 100] * (big // 100)},
+        {"l": [1, 2.5, None, True, "z" * big, {"k": "w" * big}, [], {}]},
+        {"k" * big: {"nested": ["é" * big]}},
+        {"deep": [[["x" * (big // 3)]]] * 3},
+    ]
+
+
+def test_large_payloads_encode_and_decode_exactly_as_json() -> None:
+    for value in _samples():
+        check_json(value, "data")
+        text = _dumps(value)
+        assert _sliced(value) == text
+        assert _loads(text) == json.loads(text) == value
+        # rows written elsewhere: escapes everywhere (pairs as two escapes), or jsonb's spacing
+        for other in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+            assert _loads(other) == json.loads(other)
+
+
+def test_large_texts_that_are_not_json_are_refused() -> None:
+    pad = "x" * (SLICE * 2)
+    for bad in (
+        '{"a":"' + pad + "\x01" + '"}',  # a raw control character
+        '{"a":"' + pad + '"',  # unterminated
+        '{"a":"' + pad + '" 1}',
+        '["' + pad + '",]',
+        '{"a":"' + pad + '\\q"}',
+        '["' + pad + '"] x',
+    ):
+        with pytest.raises(json.JSONDecodeError):
+            _loads(bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"),
+    [
+        (math.nan, "NaN"),
+        (b"bytes", "bytes"),
+        ({1: "x"}, "key 1"),
+        ("\x00", "NUL"),
+        ("\ud800", "surrogate"),
+    ],
+)
+def test_large_payloads_keep_every_refusal(bad: Any, what: str) -> None:
+    """The same refusal, with the same message, whether the payload is small or large."""
+    small = {"a": [bad]}
+    large = {"pad": "x" * (SLICE * 4), "a": [bad]}
+    with pytest.raises(StoreError) as e_small:
+        encode_event(ev(small))
+    with pytest.raises(StoreError) as e_large:
+        encode_event(ev(large))
+    assert e_small.value.code == e_large.value.code == "validation_error"
+    assert e_small.value.message == e_large.value.message
+    assert e_small.value.details == e_large.value.details
+
+
+def test_large_payload_over_the_size_limit_is_refused() -> None:
+    with pytest.raises(StoreError) as err:
+        encode_event(ev({"s": "é" * (SLICE * 4)}), max_bytes=SLICE * 4)
+    assert "limit" in err.value.message
+
+
+class _Probe(dict[str, Any]):
+    """A payload dict that notes which thread reads it."""
+
+    threads: list[threading.Thread]
+
+    def items(self) -> Any:
+        self.threads.append(threading.current_thread())
+        return super().items()
+
+
+def _probe(content: dict[str, Any]) -> _Probe:
+    p = _Probe(content)
+    p.threads = []
+    return p
+
+
+async def test_a_large_batch_is_encoded_off_the_event_loop() -> None:
+    """Past the loop's budget, the rest of a batch is checked and encoded in a thread."""
+    loop_thread = threading.current_thread()
+    count = LOOP_BUDGET // 300 + 10
+    events = [ev({"content": "c" * 250}) for _ in range(count)]
+    probe = _probe({"k": "v"})
+    events.append(ev({"x": probe}))
+    async with InMemorySessionStore() as store:
+        stored = await store.append_events(events)
+    assert len(stored) == count + 1 and stored[-1].data == {"x": {"k": "v"}}
+    assert probe.threads and loop_thread not in probe.threads
+
+
+async def test_a_large_payload_is_encoded_off_the_event_loop() -> None:
+    loop_thread = threading.current_thread()
+    probe = _probe({"s": "x" * (LOOP_BUDGET + 1)})
+    async with InMemorySessionStore() as store:
+        stored = await store.append_event_with_sequence(ev({"x": probe}))
+    assert stored.data == {"x": {"s": "x" * (LOOP_BUDGET + 1)}}
+    assert any(t is not loop_thread for t in probe.threads)
+
+
+def test_small_texts_decode_exactly_as_json() -> None:
+    """The orjson reading gives json's values: floats to the bit, big ints, odd escapes."""
+    rng = random.Random(7)
+    floats = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(3000)]
+    texts = [_json({"f": [f for f in floats if math.isfinite(f)]})]
+    texts += [
+        '{"n":[0,-0,-0.0,1e5,1E400,-1e-400,5e-324,18446744073709551616,-9223372036854775809]}',
+        '{"s":"\\ud800 \\udc00 \\ud83d\\ude00 \\u0000 \\/ \\b\\f\\n\\r\\t"}',
+        '{"a": {"b" : [1 , 2]},\n "c": null, "d": true, "e": false}',
+        '{"k":"x","k":"y"}',
+    ]
+    for text in texts:
+        assert repr(_loads(text)) == repr(json.loads(text))
