@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import StorageError
+from ..errors import StorageConnectionFailedError
 from ..retry import Retry, RetryPolicy
 
 __all__ = [
@@ -35,8 +35,11 @@ READ_RETRY = RetryPolicy(attempts=3, first_delay=0.001, max_delay=0.005)
 RECONNECT = RetryPolicy(first_delay=0.02, max_delay=0.5)
 
 
-def gave_up(what: str, retry: Retry, why: str) -> StorageError:
-    return StorageError(
-        f"redis {what}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: {why}",
-        details={"operation": what, "attempts": retry.attempt},
+def gave_up(what: str, retry: Retry, why: str) -> StorageConnectionFailedError:
+    """A lock (a delete fence) or a race that outlasted its deadline: nothing was written
+    and the condition is passing, so the caller may retry (contract: retryable code)."""
+    return StorageConnectionFailedError(
+        f"redis {what}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: {why}; "
+        "nothing was written, retry later",
+        details={"operation": what, "attempts": retry.attempt, "reason": "busy"},
     )
