@@ -1247,3 +1247,69 @@ async def test_writes_during_a_real_slot_migration_succeed_exactly_once(
         if finish is not None:  # leave the shared test cluster whole
             _finish_slot_move(*finish)
         await _drop_prefix(redis_cluster, unique_name)
+
+
+# ---------------------------------------------------------------- interrupted deletes (item 17)
+
+
+@pytest.mark.timeout(120)
+async def test_a_cancelled_cluster_delete_holds_writers_off_only_briefly(
+    redis_cluster: str, unique_name: str
+) -> None:
+    """A delete_session cancelled after it fenced the session (as if its client died)
+    leaves the session whole, and the next append waits only for the short fence TTL (it
+    waited the old 30 s), then succeeds; repeating the delete finishes it."""
+    from agent_session_store.redis.limits import BUSY_TTL_MS
+
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            sid = "interrupted"
+            events = [Event(type=EventType.MESSAGE_SENT, session_id=sid) for _ in range(1500)]
+            for i in range(0, len(events), 500):
+                await store.append_events(events[i : i + 500])
+            fence = f"{store.keys.tag(sid)}:del"
+            task = asyncio.create_task(store.delete_session(sid))
+            deadline = time.monotonic() + 30
+            while await store.client.get(fence) != "busy":
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.001)  # until the delete has fenced the session
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(await store.get_events(sid)) == 1500  # the delete did not happen
+            started = time.monotonic()
+            later = await store.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id=sid)
+            )
+            waited = time.monotonic() - started
+            assert later.sequence_number == 1501
+            assert waited < BUSY_TTL_MS / 1000 + 3 < 10, waited
+            await store.delete_session(sid)
+            assert await store.get_events(sid) == []
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+async def test_a_cluster_delete_whose_fence_lapsed_deletes_nothing(
+    redis_cluster: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete slower than its fence (renewed between steps) may have let writers in: it
+    then drops nothing and fails retryably; called again (in time) it deletes."""
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            sid = "slow"
+            await store.append_events(
+                [Event(type=EventType.MESSAGE_SENT, session_id=sid) for _ in range(10)]
+            )
+            monkeypatch.setattr("agent_session_store.redis.cluster.BUSY_TTL_MS", 1)
+            with pytest.raises(StoreError) as info:
+                await store.delete_session(sid)
+            assert info.value.code == "storage_connection_failed"
+            assert len(await store.get_events(sid)) == 10
+            monkeypatch.undo()
+            await store.delete_session(sid)
+            assert await store.get_events(sid) == []
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)
