@@ -1313,3 +1313,26 @@ async def test_a_cluster_delete_whose_fence_lapsed_deletes_nothing(
             assert await store.get_events(sid) == []
     finally:
         await _drop_prefix(redis_cluster, unique_name)
+
+
+@pytest.mark.timeout(120)
+async def test_single_node_paused_gives_retryable_codes_then_recovers(
+    own_server: _Server,
+) -> None:
+    """The single-node side of item 9: a hung server (SIGSTOP) under every kind of call,
+    long-polls included (their subscriber connect once hung for ever), gives
+    storage_connection_failed only; resumed, the store works again by itself."""
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=p&socket_timeout=1&connect_timeout=1"
+    async with open_session_store(url) as store:
+        sids = ["a", "b"]
+        for sid in sids:
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sid))
+        assert own_server.proc is not None
+        own_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            paused = await _load_until_each_kind_fails(store, sids, time.monotonic() + 30)
+        finally:
+            own_server.proc.send_signal(signal.SIGCONT)
+        assert all(paused.values()), {k: len(v) for k, v in paused.items()}
+        assert _codes(paused) == {"storage_connection_failed"}
+        await _wait_healthy(store, sids, 30)
