@@ -85,7 +85,7 @@ def _reason(exc: BaseException) -> str | None:
         return "timeout"
     if isinstance(exc, rexc.ConnectionError | OSError | ConnectionError):
         return "connection_lost"
-    if isinstance(exc, AttributeError | TypeError) and _from_driver(exc):
+    if isinstance(exc, AttributeError) and _from_driver(exc):
         return "connection_lost"  # the driver tripped over a connection dropped under it
     return None
 
