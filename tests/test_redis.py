@@ -1269,11 +1269,19 @@ async def test_a_cancelled_cluster_delete_holds_writers_off_only_briefly(
             for i in range(0, len(events), 500):
                 await store.append_events(events[i : i + 500])
             fence = f"{store.keys.tag(sid)}:del"
+            client = store.client
+            real_hscan = client.hscan
+            between = asyncio.Event()
+
+            async def stalls_between_steps(*args: Any, **kwargs: Any) -> Any:
+                between.set()  # the delete has fenced the session and walks its ids now
+                await asyncio.Event().wait()  # its client stops here (then is cancelled)
+
+            client.hscan = stalls_between_steps
             task = asyncio.create_task(store.delete_session(sid))
-            deadline = time.monotonic() + 30
-            while await store.client.get(fence) != "busy":
-                assert time.monotonic() < deadline and not task.done()
-                await asyncio.sleep(0.001)  # until the delete has fenced the session
+            await asyncio.wait_for(between.wait(), 30)
+            client.hscan = real_hscan
+            assert await client.get(fence) == "busy"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -1303,7 +1311,14 @@ async def test_a_cluster_delete_whose_fence_lapsed_deletes_nothing(
             await store.append_events(
                 [Event(type=EventType.MESSAGE_SENT, session_id=sid) for _ in range(10)]
             )
-            monkeypatch.setattr("agent_session_store.redis.cluster.BUSY_TTL_MS", 1)
+            real_eval = store.eval
+
+            async def lapses(name: str, keys: Any, args: Any) -> Any:
+                if name == "fence":  # the fence expired before the delete renewed it
+                    await store.client.delete(keys[0])
+                return await real_eval(name, keys, args)
+
+            monkeypatch.setattr(store, "eval", lapses)
             with pytest.raises(StoreError) as info:
                 await store.delete_session(sid)
             assert info.value.code == "storage_connection_failed"
