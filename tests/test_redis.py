@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -104,17 +105,17 @@ class _Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGCONT)  # a test may have paused it
+                self.proc.terminate()
             self.proc.wait(timeout=30)
             self.proc = None
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real three-master Redis Cluster on loopback; yields its seed URL."""
+def _start_cluster(root: Path, node_timeout_ms: int = 5000) -> list[_Server]:
+    """Three cluster-enabled servers of our own made into one cluster (no replicas)."""
     assert shutil.which("redis-server") and shutil.which("redis-cli")
-    root = tmp_path_factory.mktemp("redis-cluster")
-    servers = []
+    servers: list[_Server] = []
     try:
         for i in range(3):
             port = _free_port()
@@ -126,7 +127,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 "--cluster-config-file",
                 str(root / f"n{i}" / "nodes.conf"),
                 "--cluster-node-timeout",
-                "5000",
+                str(node_timeout_ms),
             )
             server.start()
             servers.append(server)
@@ -156,7 +157,30 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.05)  # waiting for the cluster to converge at set-up
             else:
                 raise RuntimeError("the local Redis Cluster did not converge")
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real three-master Redis Cluster on loopback; yields its seed URL."""
+    servers = _start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
         yield f"redis+cluster://127.0.0.1:{servers[0].port}"
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[list[_Server]]:
+    """A throw-away three-master cluster for one test that stops or kills its nodes."""
+    servers = _start_cluster(tmp_path / "cluster", node_timeout_ms=2000)
+    try:
+        yield servers
     finally:
         for server in servers:
             server.stop()
@@ -882,7 +906,8 @@ async def test_a_write_to_a_session_fenced_for_ever_gives_up_by_its_deadline(
                 await asyncio.wait_for(
                     store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s")), 10
                 )
-            assert info.value.code == "storage_error" and "gave up" in info.value.message
+            assert info.value.code == "storage_connection_failed"  # a lock timeout: retryable
+            assert "gave up" in info.value.message
             assert 0.4 < time.monotonic() - started < 5
             await store.client.delete(f"{store.keys.tag('s')}:del")
             assert (
@@ -957,3 +982,414 @@ async def test_health_check_finds_counters_and_index_entries_out_of_step(
     await r.hdel(rstore.keys.list_index[5], "h")
     problems = await rstore.health_check()
     assert len(problems) == 1 and "missing from the list index" in problems[0]
+
+
+# ---------------------------------------------------------------- driver faults (issue item 9)
+
+
+def test_one_classification_of_driver_errors() -> None:
+    """faults.classify, used by the single node and the cluster: redis-py's own
+    AttributeError from a connection dropped under a call is a lost connection, the same
+    error from this package is a bug (storage_error); cluster refusals are retryable."""
+    import redis.exceptions as rexc
+
+    from agent_session_store.redis.faults import classify
+
+    async def write_on_dropped() -> None:
+        # what a concurrent disconnect leaves: a connection whose writer is gone
+        conn = redis.asyncio.Connection(host="127.0.0.1", port=6379)
+        await conn._send_packed_command([b"PING\r\n"])
+
+    with pytest.raises(AttributeError) as driver:
+        asyncio.run(write_on_dropped())
+    assert classify(driver.value, "append_event").code == "storage_connection_failed"
+    assert classify(driver.value, "x").details["reason"] == "connection_lost"
+    ours: Any = None
+    with pytest.raises(AttributeError) as bug:
+        ours.writelines()
+    assert classify(bug.value, "append_event").code == "storage_error"
+    retryable: list[Exception] = [
+        rexc.ClusterError("TTL exhausted."),
+        rexc.TryAgainError("Multiple keys request during rehashing of slot"),
+        rexc.MovedError("3999 127.0.0.1:6381"),
+        rexc.AskError("3999 127.0.0.1:6381"),
+        rexc.ClusterDownError("The cluster is down"),
+        rexc.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        rexc.BusyLoadingError("Redis is loading the dataset in memory"),
+        rexc.ResponseError("BUSY Redis is busy running a script."),
+        rexc.ReadOnlyError("You can't write against a read only replica."),
+        rexc.ConnectionError("Connection closed by server."),
+        rexc.TimeoutError("Timeout reading from socket"),
+        TimeoutError(),
+        ConnectionResetError(104, "Connection reset by peer"),
+    ]
+    for exc in retryable:
+        assert classify(exc, "op").code == "storage_connection_failed", exc
+    final: list[Exception] = [
+        rexc.ResponseError("ERR Error running script"),
+        rexc.OutOfMemoryError("OOM command not allowed"),
+        rexc.AuthenticationError("invalid username-password pair"),
+        rexc.DataError("Invalid input"),
+    ]
+    for exc in final:
+        assert classify(exc, "op").code == "storage_error", exc
+
+
+async def test_wrong_credentials_are_not_retryable() -> None:
+    """A refused password is no outage: storage_error, and the password is not shown."""
+    store = open_session_store("redis://nobody:hunter2secret@127.0.0.1:6379/0?prefix=x")
+    with pytest.raises(StoreError) as info:
+        await store.get_session("s")
+    assert info.value.code == "storage_error"
+    assert "hunter2secret" not in str(info.value)
+    await store.close()
+
+
+_KINDS = ("append", "read", "wait", "list", "delete")
+
+
+async def _load_until_each_kind_fails(
+    store: RedisSessionStore, sids: list[str], deadline: float
+) -> dict[str, list[BaseException]]:
+    """Every kind of call, one loop per kind and session, until each kind has failed (or
+    the deadline); returns the exceptions per kind."""
+    failed: dict[str, list[BaseException]] = {k: [] for k in _KINDS}
+
+    async def one(kind: str, sid: str) -> None:
+        while time.monotonic() < deadline and not all(failed.values()):
+            try:
+                if kind == "append":
+                    await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sid))
+                elif kind == "read":
+                    await store.get_events(sid)
+                elif kind == "wait":
+                    await store.get_events(sid, after=10**9, wait_timeout_ms=300)
+                elif kind == "list":
+                    await store.list_sessions(limit=5)
+                else:
+                    await store.delete_session(sid)
+            except Exception as exc:
+                failed[kind].append(exc)
+                await asyncio.sleep(0.01)  # pacing a failing loop, not a wait for an event
+
+    # a call hanging on the paused node (it once did: a long-poll's subscribe) fails here
+    await asyncio.wait_for(asyncio.gather(*(one(k, s) for k in _KINDS for s in sids)), 60)
+    return failed
+
+
+def _codes(failed: dict[str, list[BaseException]]) -> set[str]:
+    return {
+        e.code if isinstance(e, StoreError) else f"raw {type(e).__name__}: {e}"
+        for errors in failed.values()
+        for e in errors
+    }
+
+
+async def _wait_healthy(store: RedisSessionStore, sids: list[str], within: float) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            for sid in sids:
+                await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sid))
+            return
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)  # polling the cluster's recovery, with a deadline
+
+
+@pytest.mark.timeout(180)
+async def test_cluster_node_stopped_then_killed_gives_retryable_codes(
+    own_cluster: list[_Server],
+) -> None:
+    """A master of a throw-away cluster is paused (SIGSTOP: a hung server), resumed, then
+    killed (SIGKILL) under concurrent calls of every kind: each failure is
+    storage_connection_failed, never a raw driver error nor storage_error."""
+    seed = own_cluster[0].port
+    url = f"redis+cluster://127.0.0.1:{seed}?prefix=k&socket_timeout=1&connect_timeout=1"
+    async with open_session_store(url) as store:
+        sids = [f"s{i}" for i in range(6)]  # spread over the three masters
+        for sid in sids:
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sid))
+        port = store.client.get_node_from_key(store.keys.session(sids[0])[0]).port
+        victim = next(s for s in own_cluster if s.port == port)
+        assert victim.proc is not None
+        victim.proc.send_signal(signal.SIGSTOP)
+        paused = await _load_until_each_kind_fails(store, sids, time.monotonic() + 30)
+        victim.proc.send_signal(signal.SIGCONT)
+        assert all(paused.values()), {k: len(v) for k, v in paused.items()}
+        assert _codes(paused) == {"storage_connection_failed"}
+        await _wait_healthy(store, sids, 60)  # the store recovers by itself
+        victim.proc.kill()
+        victim.proc.wait()
+        killed = await _load_until_each_kind_fails(store, sids, time.monotonic() + 30)
+        assert all(killed.values()), {k: len(v) for k, v in killed.items()}
+        assert _codes(killed) == {"storage_connection_failed"}
+        for errors in (*paused.values(), *killed.values()):
+            assert all(e.__cause__ is not None for e in errors)
+
+
+# ---------------------------------------------------------------- resharding (issue item 10)
+
+_WRITER = """
+import asyncio, sys, time
+from pathlib import Path
+from agent_session_store import urls
+from agent_session_store.errors import StoreError
+from agent_session_store.models import Event, EventType
+
+async def main(url, sid, out):
+    acked, errors, stop = out / "acked", out / "errors", out / "stop"
+    async with urls.open_session_store(url) as store:
+        deadline = time.monotonic() + 120
+        with acked.open("a") as a, errors.open("a") as e:
+            while not stop.exists() and time.monotonic() < deadline:
+                ev = Event(type=EventType.MESSAGE_SENT, session_id=sid, data={"w": "process"})
+                for _ in range(100):  # a retryable failure: the same event (same id) again
+                    try:
+                        await store.append_event(ev)
+                    except StoreError as err:
+                        e.write(err.code + "\\n"); e.flush()
+                        if err.code != "storage_connection_failed":
+                            return
+                        continue
+                    a.write(ev.id + "\\n"); a.flush()
+                    break
+
+asyncio.run(main(sys.argv[1], sys.argv[2], Path(sys.argv[3])))
+"""
+
+
+def _errorstat(port: int, name: str) -> int:
+    for line in _cli(port, "info", "errorstats").splitlines():
+        if line.startswith(f"errorstat_{name}:count="):
+            return int(line.split("=")[1])
+    return 0
+
+
+def _move_keys(slot: int, src: int, dst: int) -> None:
+    """MIGRATE every key of ``slot`` from ``src`` to ``dst``, 100 at a time."""
+    while keys := _cli(src, "cluster", "getkeysinslot", str(slot), "100").split():
+        _cli(src, "migrate", "127.0.0.1", str(dst), "", "0", "5000", "keys", *keys)
+
+
+def _finish_slot_move(slot: int, src: int, dst: int, dst_id: str, masters: Iterable[int]) -> None:
+    """The end of a slot move: no key left behind, every master told the new owner."""
+    _move_keys(slot, src, dst)
+    for port in (dst, src, *(p for p in masters if p not in (src, dst))):
+        _cli(port, "cluster", "setslot", str(slot), "node", dst_id)
+
+
+@pytest.mark.timeout(240)
+async def test_writes_during_a_real_slot_migration_succeed_exactly_once(
+    redis_cluster: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The slot of a session is migrated (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT
+    NODE) while four writers here and one in another process append: the server answers
+    TRYAGAIN to the write scripts meanwhile (they name keys that do not exist yet), the
+    store tries them again within faults.MOVE_RETRY, so every append succeeds, and the log
+    holds every acknowledged event exactly once, numbered without gaps."""
+    import os
+    import sys
+
+    url = f"{redis_cluster}?prefix={unique_name}"
+    seed = int(redis_cluster.rsplit(":", 1)[1])
+    sid = "resharded"
+    proc: asyncio.subprocess.Process | None = None
+    finish: Any = None
+    try:
+        async with open_session_store(url) as store:
+            first = await store.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id=sid)
+            )
+            slot = key_slot(store.keys.session(sid)[0].encode())
+            nodes = [line.split() for line in _cli(seed, "cluster", "nodes").splitlines()]
+            masters = {
+                n[0]: int(n[1].split(":")[1].split("@")[0]) for n in nodes if "master" in n[2]
+            }
+            src = store.client.get_node_from_key(store.keys.session(sid)[0]).port
+            src_id = _cli(src, "cluster", "myid")
+            dst_id, dst = next((i, p) for i, p in masters.items() if i != src_id)
+
+            acked: list[str] = []
+            errors: list[StoreError] = []
+            stop = asyncio.Event()
+
+            async def writer(n: int) -> None:
+                while not stop.is_set():
+                    ev = Event(type=EventType.MESSAGE_SENT, session_id=sid, data={"w": n})
+                    for _ in range(100):  # a retryable failure: the same event again
+                        try:
+                            await store.append_event(ev)
+                        except StoreError as err:
+                            errors.append(err)
+                            if err.code != "storage_connection_failed":
+                                return
+                            continue
+                        acked.append(ev.id)
+                        break
+
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _WRITER, url, sid, str(tmp_path), env=env
+            )
+            writers = [asyncio.create_task(writer(n)) for n in range(4)]
+            other = tmp_path / "acked"
+
+            async def until(what: str, check: Any, within: float = 30) -> None:
+                deadline = time.monotonic() + within
+                while not check():
+                    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                    assert not any(w.done() for w in writers), errors
+                    await asyncio.sleep(0.01)  # polling the cluster and the writers
+
+            def other_acked() -> int:
+                return len(other.read_text().split()) if other.exists() else 0
+
+            await until("both processes writing", lambda: len(acked) > 20 and other_acked())
+            refused = _errorstat(src, "TRYAGAIN") + _errorstat(dst, "TRYAGAIN")
+
+            def tryagain() -> int:
+                return _errorstat(src, "TRYAGAIN") + _errorstat(dst, "TRYAGAIN") - refused
+
+            _cli(dst, "cluster", "setslot", str(slot), "importing", src_id)
+            _cli(src, "cluster", "setslot", str(slot), "migrating", dst_id)
+            finish = (slot, src, dst, dst_id, masters.values())  # even if the test fails
+            # a refused script call costs redis-py 16 TRYAGAIN answers: wait for several, so
+            # that the writers meet the move (without the retry, some of them fail here)
+            await until("writes refused with TRYAGAIN", lambda: tryagain() >= 50)
+            _move_keys(slot, src, dst)
+            moved = tryagain()
+            await until("more TRYAGAIN after the keys moved", lambda: tryagain() >= moved + 50)
+            _finish_slot_move(slot, src, dst, dst_id, masters.values())
+            finish = None
+            done = len(acked), other_acked()
+            await until(
+                "appends after the move",
+                lambda: len(acked) > done[0] + 20 and other_acked() > done[1] + 5,
+            )
+            stop.set()
+            (tmp_path / "stop").touch()
+            await asyncio.gather(*writers)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            assert store.client.get_node_from_key(store.keys.session(sid)[0]).port == dst
+
+            failed = (tmp_path / "errors").read_text().split()
+            assert [e.message for e in errors] == [] and failed == []  # no write failed at all
+            assert tryagain() >= 10
+            stored = await store.get_events(sid)
+            ids = [e.id for e in stored]
+            assert [e.sequence_number for e in stored] == list(range(1, len(stored) + 1))
+            assert len(set(ids)) == len(ids)  # nothing stored twice
+            assert set(ids) == {first.id, *acked, *other.read_text().split()}
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if finish is not None:  # leave the shared test cluster whole
+            _finish_slot_move(*finish)
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+# ---------------------------------------------------------------- interrupted deletes (item 17)
+
+
+@pytest.mark.timeout(120)
+async def test_a_cancelled_cluster_delete_holds_writers_off_only_briefly(
+    redis_cluster: str, unique_name: str
+) -> None:
+    """A delete_session cancelled after it fenced the session (as if its client died)
+    leaves the session whole, and the next append waits only for the short fence TTL (it
+    waited the old 30 s), then succeeds; repeating the delete finishes it."""
+    from agent_session_store.redis.limits import BUSY_TTL_MS
+
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            sid = "interrupted"
+            events = [Event(type=EventType.MESSAGE_SENT, session_id=sid) for _ in range(1500)]
+            for i in range(0, len(events), 500):
+                await store.append_events(events[i : i + 500])
+            fence = f"{store.keys.tag(sid)}:del"
+            client = store.client
+            real_hscan = client.hscan
+            between = asyncio.Event()
+
+            async def stalls_between_steps(*args: Any, **kwargs: Any) -> Any:
+                between.set()  # the delete has fenced the session and walks its ids now
+                await asyncio.Event().wait()  # its client stops here (then is cancelled)
+
+            client.hscan = stalls_between_steps
+            task = asyncio.create_task(store.delete_session(sid))
+            await asyncio.wait_for(between.wait(), 30)
+            client.hscan = real_hscan
+            assert await client.get(fence) == "busy"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert len(await store.get_events(sid)) == 1500  # the delete did not happen
+            started = time.monotonic()
+            later = await store.append_event_with_sequence(
+                Event(type=EventType.MESSAGE_SENT, session_id=sid)
+            )
+            waited = time.monotonic() - started
+            assert later.sequence_number == 1501
+            assert waited < BUSY_TTL_MS / 1000 + 3 < 10, waited
+            await store.delete_session(sid)
+            assert await store.get_events(sid) == []
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+async def test_a_cluster_delete_whose_fence_lapsed_deletes_nothing(
+    redis_cluster: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete slower than its fence (renewed between steps) may have let writers in: it
+    then drops nothing and fails retryably; called again (in time) it deletes."""
+    url = f"{redis_cluster}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            sid = "slow"
+            await store.append_events(
+                [Event(type=EventType.MESSAGE_SENT, session_id=sid) for _ in range(10)]
+            )
+            real_eval = store.eval
+
+            async def lapses(name: str, keys: Any, args: Any) -> Any:
+                if name == "fence":  # the fence expired before the delete renewed it
+                    await store.client.delete(keys[0])
+                return await real_eval(name, keys, args)
+
+            monkeypatch.setattr(store, "eval", lapses)
+            with pytest.raises(StoreError) as info:
+                await store.delete_session(sid)
+            assert info.value.code == "storage_connection_failed"
+            assert len(await store.get_events(sid)) == 10
+            monkeypatch.undo()
+            await store.delete_session(sid)
+            assert await store.get_events(sid) == []
+    finally:
+        await _drop_prefix(redis_cluster, unique_name)
+
+
+@pytest.mark.timeout(120)
+async def test_single_node_paused_gives_retryable_codes_then_recovers(
+    own_server: _Server,
+) -> None:
+    """The single-node side of item 9: a hung server (SIGSTOP) under every kind of call,
+    long-polls included (their subscriber connect once hung for ever), gives
+    storage_connection_failed only; resumed, the store works again by itself."""
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=p&socket_timeout=1&connect_timeout=1"
+    async with open_session_store(url) as store:
+        sids = ["a", "b"]
+        for sid in sids:
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id=sid))
+        assert own_server.proc is not None
+        own_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            paused = await _load_until_each_kind_fails(store, sids, time.monotonic() + 30)
+        finally:
+            own_server.proc.send_signal(signal.SIGCONT)
+        assert all(paused.values()), {k: len(v) for k, v in paused.items()}
+        assert _codes(paused) == {"storage_connection_failed"}
+        await _wait_healthy(store, sids, 30)

@@ -15,10 +15,10 @@ from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..codec import EncodedEvent, decode_event, decode_session
-from ..errors import sequence_conflict
+from ..errors import StorageConnectionFailedError, sequence_conflict
 from ..models import Event, Run, Session
 from ..retry import Retry
-from .keys import IDS
+from .keys import FENCE, IDS
 from .limits import BUSY_TTL_MS, DONE_TTL_MS, GC_BATCH, WRITE_RETRY, gave_up
 from .plan import WritePlan, WriteResult
 from .rows import blob_session, unblob
@@ -42,6 +42,14 @@ async def _bounded(calls: list[Coroutine[Any, Any, _R]], limit: int) -> list[_R]
             return await call
 
     return await asyncio.gather(*(one(c) for c in calls))
+
+
+def lapsed() -> StorageConnectionFailedError:
+    return StorageConnectionFailedError(
+        "redis delete_session: the session's delete fence expired between two steps (a slow "
+        "server or client); the session was not deleted, call delete_session again",
+        details={"operation": "delete_session", "reason": "busy"},
+    )
 
 
 class Cluster:
@@ -247,6 +255,12 @@ class Cluster:
             if not await retry.pause():
                 raise gave_up("delete_session", retry, "another delete kept the session fenced")
         _, runs, version = res
+
+        async def renew() -> None:
+            """Keep the fence up between steps; a lapsed one may have let writers in."""
+            if not await store.eval("fence", [k[FENCE]], [BUSY_TTL_MS]):
+                raise lapsed()
+
         # the fence holds writers off: walk the ids hash a batch at a time, dropping claims
         cursor = 0
         while True:
@@ -256,12 +270,15 @@ class Cluster:
                 for event_id in page:
                     pipe.delete(keys.claim(event_id))  # (a cluster pipeline drops UNLINK)
                 await pipe.execute()
+            await renew()
             if not cursor:
                 break
         for run_id in runs:
             await store.eval("cad", [keys.run(run_id)], [session_id])
+        await renew()
         await store.index(session_id, "", version)
-        await store.eval("delete_end", k, [DONE_TTL_MS])
+        if await store.eval("delete_end", k, [DONE_TTL_MS]) != "OK":
+            raise lapsed()
 
     async def run_session(self, run_id: str) -> str | None:
         sid: str | None = await self._store.client.get(self._store.keys.run(run_id))

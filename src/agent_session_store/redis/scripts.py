@@ -19,6 +19,7 @@ NAMES = (
     "gc",
     "delete_begin",
     "delete_end",
+    "fence",
     "index",
     "unindex",
     "cad",

@@ -17,7 +17,6 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
-import redis.exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as DriverRetry
@@ -25,19 +24,14 @@ from redis.backoff import NoBackoff
 
 from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_run, decode_session
-from ..errors import (
-    StorageConnectionFailedError,
-    StorageError,
-    StoreError,
-    ValidationError,
-    redact,
-)
+from ..errors import StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
 from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
 from . import scripts
 from .cluster import Cluster
+from .faults import classify, while_moving
 from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, ZONES, Keys
 from .limits import READ_BUDGET, READ_RETRY
 from .plan import WritePlan, WriteResult
@@ -158,19 +152,7 @@ class RedisSessionStore(SessionStoreBase):
         return self._r
 
     def _wrap(self, exc: BaseException, operation: str) -> StoreError:
-        text = f"redis {operation} failed: {type(exc).__name__}: {exc}"
-        if isinstance(
-            exc,
-            rexc.ConnectionError
-            | rexc.TimeoutError
-            | rexc.ClusterDownError
-            | rexc.RedisClusterException
-            | rexc.TryAgainError
-            | OSError
-            | TimeoutError,
-        ):
-            return StorageConnectionFailedError(text, details={"operation": operation})
-        return StorageError(text, details={"operation": operation})
+        return classify(exc, operation)  # faults.py: the one classification
 
     async def _open(self) -> None:
         common: dict[str, Any] = {
@@ -181,8 +163,14 @@ class RedisSessionStore(SessionStoreBase):
         }
         if self.cluster:
             # the gate bounds operations; one operation may use a connection on every node
+            # reinitialize_steps=0: a MOVED answer re-points that one slot; redis-py's default
+            # closes the whole client every 5th MOVED, breaking the calls of other tasks in
+            # flight (seen as "Connection closed by server" during a slot migration)
             self._r = RedisCluster.from_url(
-                self._url, max_connections=4 * self.max_connections, **common
+                self._url,
+                max_connections=4 * self.max_connections,
+                reinitialize_steps=0,
+                **common,
             )
         else:
             # the gate already bounds operations, each using one connection at a time
@@ -209,8 +197,10 @@ class RedisSessionStore(SessionStoreBase):
             await self._r.aclose()
 
     async def eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one of the ``lua/`` scripts (EVALSHA, loading it on first use)."""
-        return await self._scripts[name](keys=list(keys), args=list(args))
+        """Run one of the ``lua/`` scripts (EVALSHA, loading it on first use); again while
+        its slot is being moved (faults.py: the server did not run it)."""
+        script, k, a = self._scripts[name], list(keys), list(args)
+        return await while_moving(lambda: script(keys=k, args=a))
 
     async def write(self, plan: WritePlan) -> WriteResult:
         """One call of the write script."""

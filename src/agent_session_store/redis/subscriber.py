@@ -58,35 +58,39 @@ class Subscriber:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _connect(self) -> Connection:
-        """Connect and re-subscribe what is wanted; call with the lock held."""
+        """Connect and re-subscribe what is wanted; call with the lock held, under a
+        timeout: the subscriber connection has no socket timeout, and a hung server (one
+        paused, or a dead host) accepts the TCP connection but never answers the handshake."""
         conn: Connection = self._make()
-        await conn.connect()  # type: ignore[no-untyped-call]
-        if self._channels:
-            self._resync = set(self._channels)
-            await conn.send_command(self._sub, *self._channels)
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            if self._channels:
+                self._resync = set(self._channels)
+                await conn.send_command(self._sub, *self._channels)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
         self._conn = conn
         return conn
 
     async def subscribe(self, channel: str) -> None:
+        """Subscribe and wait for the server's confirmation, all within the timeout."""
         if self._linger.pop(channel, None) is not None and self._conn is not None:
             return  # still subscribed since its last reader left: no round trip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        async with self._lock:
-            conn = self._conn
-            if conn is None:
-                conn = await self._connect()
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._run())
-            self._channels.add(channel)
-            self._pending.setdefault(channel, []).append(fut)
-            try:
-                await conn.send_command(self._sub, channel)
-            except BaseException:
-                self._drop(channel, fut)
-                raise
         try:
             async with asyncio.timeout(self._timeout):
+                async with self._lock:
+                    conn = self._conn
+                    if conn is None:
+                        conn = await self._connect()
+                    if self._task is None or self._task.done():
+                        self._task = asyncio.create_task(self._run())
+                    self._channels.add(channel)
+                    self._pending.setdefault(channel, []).append(fut)
+                    await conn.send_command(self._sub, channel)
                 await fut
         except BaseException:
             self._drop(channel, fut)
@@ -159,7 +163,7 @@ class Subscriber:
                 if not self._channels:
                     return  # idle: the next subscribe connects again
                 try:
-                    async with self._lock:
+                    async with asyncio.timeout(self._timeout), self._lock:
                         conn = self._conn or await self._connect()
                     retry.reset()
                 except Exception:
