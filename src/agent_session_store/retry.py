@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Retry", "RetryPolicy", "retrying", "retrying_sync"]
+from .errors import StorageError
+
+__all__ = ["Retry", "RetryPolicy", "gave_up", "retrying", "retrying_sync"]
 
 _T = TypeVar("_T")
 
@@ -127,6 +129,24 @@ class Retry:
         self._deadline = None if p.timeout is None else self.started + p.timeout
         self._delay = p.first_delay
         self.attempt = 1
+
+
+def gave_up(
+    backend: str, operation: str, retry: Retry, why: str, **details: object
+) -> StorageError:
+    """The error a loop raises once its budget is spent: ``storage_error`` with
+    ``details["retryable"]`` set, since the condition may clear later (a lock released, a
+    competing writer done), and how many tries it made."""
+    return StorageError(
+        f"{backend} {operation}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: "
+        f"{why}",
+        details={
+            "operation": operation,
+            "attempts": retry.attempt,
+            "retryable": True,
+            **details,
+        },
+    )
 
 
 async def retrying(
