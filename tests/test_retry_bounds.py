@@ -40,8 +40,8 @@ def _events(session_id: str, n: int) -> list[Event]:
 
 
 def _assert_gave_up(err: StoreError, attempts: int | None = None) -> None:
-    assert isinstance(err, StorageError) and err.code == "storage_error", err
-    assert err.details.get("retryable") is True, err.details
+    assert isinstance(err, StorageError) and err.code == "storage_connection_failed", err
+    assert err.details.get("reason") == "busy", err.details
     if attempts is not None:
         assert err.details.get("attempts") == attempts, err.details
 
@@ -53,7 +53,7 @@ async def test_postgres_serialization_failure_that_never_clears_gives_up_in_time
     unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A trigger makes the server abort every append with 40001: the store re-runs the
-    transaction TX_RETRY allows, then raises a retryable storage_error; nothing is stored."""
+    transaction TX_RETRY allows, then raises storage_connection_failed (busy); nothing is stored."""
     policy = RetryPolicy(attempts=6, timeout=1.0, first_delay=0.005, max_delay=0.05)
     monkeypatch.setattr(pg_module, "TX_RETRY", policy, raising=False)
     store = open_session_store(f"{PG}?schema={unique_name}&auto_migrate=true")
@@ -138,7 +138,7 @@ def _catch(fn: Any, arg: Any) -> BaseException | None:
 async def test_sqlite_store_locked_for_ever_fails_retryable_then_recovers(
     tmp_path: Path,
 ) -> None:
-    """Another process keeps the write lock: an append fails with a retryable storage_error
+    """Another process keeps the write lock: an append fails with storage_connection_failed (busy)
     within about busy_timeout, and succeeds once the lock is released."""
     path = tmp_path / "locked.db"
     store = open_session_store(f"sqlite:///{path}?auto_migrate=true&busy_timeout=0.3")
@@ -211,7 +211,7 @@ async def test_s3_object_that_keeps_changing_gives_up_after_its_attempts(
 ) -> None:
     """A large get whose object is overwritten between its ranged reads every time (the
     rest of the object reported changed by a fault wrapper) re-reads CHANGED_RETRY's
-    attempts and then raises a retryable storage_error."""
+    attempts and then raises storage_connection_failed (busy)."""
     async with _s3(s3_endpoint, f"{unique_name}/") as store:
         await store.put("big", bytes(6 << 20))
         reads = 0

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import StorageError
+from .errors import StorageConnectionFailedError
 
 __all__ = ["Retry", "RetryPolicy", "gave_up", "retrying", "retrying_sync"]
 
@@ -133,19 +133,15 @@ class Retry:
 
 def gave_up(
     backend: str, operation: str, retry: Retry, why: str, **details: object
-) -> StorageError:
-    """The error a loop raises once its budget is spent: ``storage_error`` with
-    ``details["retryable"]`` set, since the condition may clear later (a lock released, a
-    competing writer done), and how many tries it made."""
-    return StorageError(
+) -> StorageConnectionFailedError:
+    """The error a loop raises once its budget is spent: ``storage_connection_failed``
+    (the contract's "retrying may succeed" code, ``reason`` ``busy``), because what it waited
+    out (a lock, a competing writer, a conflicting request) is passing, only slower than the
+    budget; ``attempts`` says how many tries were made."""
+    return StorageConnectionFailedError(
         f"{backend} {operation}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: "
-        f"{why}",
-        details={
-            "operation": operation,
-            "attempts": retry.attempt,
-            "retryable": True,
-            **details,
-        },
+        f"{why}; retry later",
+        details={"operation": operation, "attempts": retry.attempt, "reason": "busy", **details},
     )
 
 

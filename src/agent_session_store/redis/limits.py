@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..errors import StorageError
 from ..retry import Retry, RetryPolicy
-from ..retry import gave_up as shared_gave_up
 
 __all__ = [
     "BUSY_TTL_MS",
@@ -37,4 +36,7 @@ RECONNECT = RetryPolicy(first_delay=0.02, max_delay=0.5)
 
 
 def gave_up(what: str, retry: Retry, why: str) -> StorageError:
-    return shared_gave_up("redis", what, retry, why)
+    return StorageError(
+        f"redis {what}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: {why}",
+        details={"operation": what, "attempts": retry.attempt},
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ..errors import StorageError
+from ..errors import StorageConnectionFailedError, StorageError
 from ..retry import Retry, RetryPolicy
 
 T = TypeVar("T")
@@ -107,5 +107,6 @@ class Database:
         if name:
             details["sqlite_error"] = name
         if retryable:  # the lock may be released later: the caller may try again
-            details["retryable"] = True
+            details["reason"] = "busy"
+            return StorageConnectionFailedError(text, details=details)
         return StorageError(text, details=details)
