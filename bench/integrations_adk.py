@@ -18,8 +18,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from google.adk.events.event import Event
@@ -29,7 +29,7 @@ from google.genai import types
 
 from agent_session_store.integrations.adk import StoreSessionService
 
-from .common import PG_DSN, Row, best_of, check_ratio, rate
+from .common import PG_DSN, Row, check_ratio, rate
 
 APP = "bench_app"
 BARS = {"append_event": 3.0, "get_session recent 50 of 3000": 10.0, "list_sessions 10000": 10.0}
@@ -47,45 +47,89 @@ def _event(i: int, ts: float) -> Event:
     )
 
 
-async def _append(service: BaseSessionService, count: int) -> float:
-    session = await service.create_session(app_name=APP, user_id="appender")
-    ts = time.time()
+async def _timed(work: Callable[[], Awaitable[Any]]) -> float:
     start = time.perf_counter()
-    for i in range(count):
-        await service.append_event(session, _event(i, ts + i * 1e-3))
-    return rate(count, time.perf_counter() - start)
+    await work()
+    return time.perf_counter() - start
 
 
-async def _get_recent(service: BaseSessionService, events: int, repeats: int) -> float:
-    session = await service.create_session(app_name=APP, user_id="reader")
+async def _alternate(repeats: int, works: list[Callable[[], Awaitable[Any]]]) -> list[list[float]]:
+    """Each work's timings (seconds), run in turns (the order rotating every round), so a
+    change of machine load hits every side alike."""
+    times: list[list[float]] = [[] for _ in works]
+    for r in range(repeats):
+        for k in range(len(works)):
+            i = (k + r) % len(works)
+            times[i].append(await _timed(works[i]))
+    return times
+
+
+async def _append(services: list[BaseSessionService], count: int) -> list[float]:
+    """events/s of each service appending ``count`` events, in alternating chunks."""
+    sessions = [await s.create_session(app_name=APP, user_id="appender") for s in services]
     ts = time.time()
-    for i in range(events):
-        await service.append_event(session, _event(i, ts + i * 1e-3))
+    chunk = max(1, count // 10)
+
+    def chunk_of(service: BaseSessionService, session: Any) -> Callable[[], Awaitable[None]]:
+        done = [0]
+
+        async def work() -> None:
+            start = done[0]
+            done[0] += chunk
+            for i in range(start, start + chunk):
+                await service.append_event(session, _event(i, ts + i * 1e-3))
+
+        return work
+
+    works = [chunk_of(s, sess) for s, sess in zip(services, sessions, strict=True)]
+    times = await _alternate(count // chunk, works)
+    return [rate(chunk * len(t), sum(t)) for t in times]
+
+
+async def _get_recent(services: list[BaseSessionService], events: int, repeats: int) -> list[float]:
+    """Best ms of each service's get_session(num_recent_events=50), reads alternating."""
     config = GetSessionConfig(num_recent_events=50)
+    works = []
+    ts = time.time()
+    for service in services:
+        session = await service.create_session(app_name=APP, user_id="reader")
+        for i in range(events):
+            await service.append_event(session, _event(i, ts + i * 1e-3))
 
-    async def read() -> None:
-        got = await service.get_session(
-            app_name=APP, user_id="reader", session_id=session.id, config=config
-        )
-        assert got is not None and len(got.events) == 50
+        def read(service: BaseSessionService = service, sid: str = session.id) -> Any:
+            async def work() -> None:
+                got = await service.get_session(
+                    app_name=APP, user_id="reader", session_id=sid, config=config
+                )
+                assert got is not None and len(got.events) == 50
 
-    await read()  # warm
-    return 1000 * await best_of(repeats, read)
+            return work
+
+        works.append(read())
+        await works[-1]()  # warm
+    return [1000 * min(t) for t in await _alternate(repeats, works)]
 
 
-async def _list(service: BaseSessionService, sessions: int, repeats: int) -> float:
-    for i in range(sessions):
-        await service.create_session(
-            app_name=APP, user_id="lister", session_id=f"s{i:05d}", state={"n": i}
-        )
-    await service.create_session(app_name=APP, user_id="someone_else")
+async def _list(services: list[BaseSessionService], sessions: int, repeats: int) -> list[float]:
+    """Best ms of each service listing a user's ``sessions`` sessions, alternating."""
+    works = []
+    for service in services:
+        for i in range(sessions):
+            await service.create_session(
+                app_name=APP, user_id="lister", session_id=f"s{i:05d}", state={"n": i}
+            )
+        await service.create_session(app_name=APP, user_id="someone_else")
 
-    async def listing() -> None:
-        got = await service.list_sessions(app_name=APP, user_id="lister")
-        assert len(got.sessions) == sessions
+        def listing(service: BaseSessionService = service) -> Any:
+            async def work() -> None:
+                got = await service.list_sessions(app_name=APP, user_id="lister")
+                assert len(got.sessions) == sessions
 
-    await listing()
-    return 1000 * await best_of(repeats, listing)
+            return work
+
+        works.append(listing())
+        await works[-1]()
+    return [1000 * min(t) for t in await _alternate(repeats, works)]
 
 
 # ---------------------------------------------------------------- the services
@@ -174,13 +218,15 @@ BACKENDS: dict[str, tuple[Factory, list[tuple[str, Factory]]]] = {
 }
 
 
-async def _measure(factory: Factory, case: str, quick: bool) -> float:
-    async with factory() as service:
+async def _measure(factories: list[Factory], case: str, quick: bool) -> list[float]:
+    """The case on every service at once (ours first), measured in alternation."""
+    async with AsyncExitStack() as stack:
+        services = [await stack.enter_async_context(f()) for f in factories]
         if case == "append_event":
-            return await _append(service, 200 if quick else 1000)
+            return await _append(services, 200 if quick else 1000)
         if case.startswith("get_session"):
-            return await _get_recent(service, 300 if quick else 3000, 5 if quick else 20)
-        return await _list(service, 1000 if quick else 10000, 3 if quick else 5)
+            return await _get_recent(services, 300 if quick else 3000, 5 if quick else 20)
+        return await _list(services, 1000 if quick else 10000, 3 if quick else 5)
 
 
 async def run(quick: bool, backends: list[str] | None = None) -> list[Row]:
@@ -188,9 +234,8 @@ async def run(quick: bool, backends: list[str] | None = None) -> list[Row]:
     for backend in backends or list(BACKENDS):
         ours, theirs_list = BACKENDS[backend]
         for case, bar in BARS.items():
-            mine = await _measure(ours, case, quick)
-            for theirs_name, theirs in theirs_list:
-                raw = await _measure(theirs, case, quick)
+            mine, *raws = await _measure([ours] + [f for _, f in theirs_list], case, quick)
+            for (theirs_name, _), raw in zip(theirs_list, raws, strict=True):
                 label = case if not quick else f"{case} (quick sizes)"
                 row = Row(
                     backend=backend,

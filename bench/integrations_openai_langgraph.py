@@ -35,15 +35,6 @@ def _items(n: int, start: int = 0) -> list[Any]:
     ]
 
 
-async def _median_ms(repeats: int, work: Callable[[int], Awaitable[Any]]) -> float:
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        await work(i)
-        times.append(time.perf_counter() - start)
-    return median(times) * 1000
-
-
 async def _drop_schema(schema: str) -> None:
     import asyncpg
 
@@ -97,13 +88,43 @@ async def _fill(session: Any, total: int) -> None:
         await session.add_items(_items(min(1000, total - start), start))
 
 
-async def _measure(session: Any, total: int, repeats: int) -> dict[str, float]:
-    await _fill(session, total)
-    add = await _median_ms(repeats, lambda i: session.add_items(_items(2, total + 2 * i)))
-    got = await session.get_items(50)
-    assert len(got) == 50
-    get = await _median_ms(repeats, lambda i: session.get_items(50))
-    return {"add": add, "get": get}
+async def _alternating_ms(
+    repeats: int, ours: Callable[[int], Awaitable[Any]], theirs: Callable[[int], Awaitable[Any]]
+) -> tuple[float, float]:
+    """Median ms of each side, timed call by call in alternation (who goes first alternates
+    too), so a change of machine load hits both sides alike."""
+    mine: list[float] = []
+    other: list[float] = []
+    for i in range(repeats):
+        for work, into in ((ours, mine), (theirs, other))[:: 1 if i % 2 else -1]:
+            start = time.perf_counter()
+            await work(i)
+            into.append(time.perf_counter() - start)
+    return median(mine) * 1000, median(other) * 1000
+
+
+async def _compare(ours: Any, theirs: Any, total: int, repeats: int) -> dict[str, float]:
+    """add_items and get_items(50) on two sessions already holding ``total`` items."""
+    for session in (ours, theirs):
+        assert len(await session.get_items(50)) == 50
+    out: dict[str, float] = {}
+    out["add_ours"], out["add_theirs"] = await _alternating_ms(
+        repeats,
+        lambda i: ours.add_items(_items(2, total + 2 * i)),
+        lambda i: theirs.add_items(_items(2, total + 2 * i)),
+    )
+    out["get_ours"], out["get_theirs"] = await _alternating_ms(
+        repeats, lambda i: ours.get_items(50), lambda i: theirs.get_items(50)
+    )
+    return out
+
+
+def _their_synchronous(session: Any) -> str:
+    """PRAGMA synchronous of the peer's SQLite connection (2 = FULL, 1 = NORMAL)."""
+    if hasattr(session, "_locked_connection"):
+        with session._locked_connection() as conn:
+            return str(conn.execute("PRAGMA synchronous").fetchone()[0])
+    return "sqlite default (aiosqlite: 2 = FULL)"
 
 
 async def _openai_rows(quick: bool, tmp: str) -> list[Row]:
@@ -117,31 +138,32 @@ async def _openai_rows(quick: bool, tmp: str) -> list[Row]:
         ("sqlite", "SQLAlchemy/sqlite"),
         ("postgres", "SQLAlchemy/postgres"),
     ]
-    ours_cache: dict[str, dict[str, float]] = {}
     for ours_kind, theirs_kind in pairs:
         tag = f"oa{uuid.uuid4().hex[:8]}"
-        if ours_kind not in ours_cache:
-            url = (
-                f"sqlite:///{tmp}/ours-{tag}.db?auto_migrate=true"
-                if ours_kind == "sqlite"
-                else f"{PG}?schema={tag}&auto_migrate=true"
-            )
-            try:
-                async with open_session_store(url) as store:
-                    ours_cache[ours_kind] = await _measure(
-                        OpenAIAgentsSession("bench", store), total, repeats
-                    )
-            finally:
-                if ours_kind == "postgres":
-                    await _drop_schema(tag)
+        url = (
+            f"sqlite:///{tmp}/ours-{tag}.db?auto_migrate=true"
+            if ours_kind == "sqlite"
+            else f"{PG}?schema={tag}&auto_migrate=true"
+        )
         theirs = _theirs(theirs_kind, "bench", tmp, tag)
         try:
-            measured = await _measure(theirs, total, repeats)
+            async with open_session_store(url) as store:
+                ours = OpenAIAgentsSession("bench", store)
+                await _fill(ours, total)
+                await _fill(theirs, total)
+                measured = await _compare(ours, theirs, total, repeats)
+                sync = {}
+                if ours_kind == "sqlite":
+                    sync = {
+                        "ours_synchronous": getattr(store, "synchronous", "?"),
+                        "theirs_synchronous": _their_synchronous(theirs),
+                    }
         finally:
             await _close_theirs(theirs)
+            if ours_kind == "postgres":
+                await _drop_schema(tag)
             if theirs_kind == "SQLAlchemy/postgres":
                 await _drop_tables(f"m_{tag}", f"s_{tag}")
-        ours = ours_cache[ours_kind]
         for case, key in (
             (f"add_items (2 items) into {total:,}-item session", "add"),
             (f"get_items(limit=50) from {total:,}-item session", "get"),
@@ -151,10 +173,11 @@ async def _openai_rows(quick: bool, tmp: str) -> list[Row]:
                     Row(
                         backend=f"openai {ours_kind} vs {theirs_kind}",
                         case=case,
-                        ours=ours[key],
-                        raw=measured[key],
+                        ours=measured[f"{key}_ours"],
+                        raw=measured[f"{key}_theirs"],
                         unit="ms (median)",
                         higher_is_better=False,
+                        extra=sync,
                     ),
                     1.0,
                 )
@@ -263,7 +286,9 @@ async def _pop_rows(quick: bool, tmp: str) -> list[Row]:
 # ---------------------------------------------------------------- LangGraph
 
 
-async def _round_trips(saver: Any, repeats: int) -> float:
+def _round_trip(saver: Any) -> Callable[[int], Awaitable[None]]:
+    """One ``aput`` of a new checkpoint (child of the previous one) + ``aget_tuple`` of the
+    thread's latest, on a thread of its own."""
     from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 
     thread = f"t{uuid.uuid4().hex[:8]}"
@@ -284,9 +309,15 @@ async def _round_trips(saver: Any, repeats: int) -> float:
         tup = await saver.aget_tuple({"configurable": {"thread_id": thread}})
         assert tup is not None and tup.checkpoint["id"] == cp["id"]
 
+    return once
+
+
+async def _round_trips(ours: Any, theirs: Any, repeats: int) -> tuple[float, float]:
+    mine, other = _round_trip(ours), _round_trip(theirs)
     for i in range(20):  # warm-up
-        await once(i)
-    return await _median_ms(repeats, once)
+        await mine(i)
+        await other(i)
+    return await _alternating_ms(repeats, lambda i: mine(20 + i), lambda i: other(20 + i))
 
 
 async def _langgraph_rows(quick: bool, tmp: str) -> list[Row]:
@@ -298,27 +329,37 @@ async def _langgraph_rows(quick: bool, tmp: str) -> list[Row]:
     repeats = 100 if quick else 500
     rows: list[Row] = []
     tag = f"lg{uuid.uuid4().hex[:8]}"
-    async with open_session_store(f"sqlite:///{tmp}/lg-{tag}.db?auto_migrate=true") as store:
-        ours_sqlite = await _round_trips(StoreCheckpointSaver(store), repeats)
-    async with AsyncSqliteSaver.from_conn_string(f"{tmp}/lgs-{tag}.db") as saver:
-        theirs_sqlite = await _round_trips(saver, repeats)
+    async with (
+        open_session_store(f"sqlite:///{tmp}/lg-{tag}.db?auto_migrate=true") as store,
+        AsyncSqliteSaver.from_conn_string(f"{tmp}/lgs-{tag}.db") as saver,
+    ):
+        await saver.setup()
+        async with saver.conn.execute("PRAGMA synchronous") as cur:
+            row = await cur.fetchone()
+        their_sync = None if row is None else row[0]
+        ours_sqlite, theirs_sqlite = await _round_trips(StoreCheckpointSaver(store), saver, repeats)
+        sqlite_sync = {
+            "ours_synchronous": getattr(store, "synchronous", "?"),
+            "theirs_synchronous": their_sync,
+        }
     try:
-        async with open_session_store(f"{PG}?schema={tag}&auto_migrate=true") as store:
-            ours_pg = await _round_trips(StoreCheckpointSaver(store), repeats)
         import psycopg
 
         async with await psycopg.AsyncConnection.connect(PG, autocommit=True) as conn:
             await conn.execute(f'CREATE SCHEMA "{tag}t"')
         dsn = f"{PG}?options=-csearch_path%3D{tag}t"
-        async with AsyncPostgresSaver.from_conn_string(dsn) as saver:
+        async with (
+            open_session_store(f"{PG}?schema={tag}&auto_migrate=true") as store,
+            AsyncPostgresSaver.from_conn_string(dsn) as saver,
+        ):
             await saver.setup()
-            theirs_pg = await _round_trips(saver, repeats)
+            ours_pg, theirs_pg = await _round_trips(StoreCheckpointSaver(store), saver, repeats)
     finally:
         await _drop_schema(tag)
         await _drop_schema(f"{tag}t")
-    for backend, ours, theirs, name in (
-        ("sqlite", ours_sqlite, theirs_sqlite, "AsyncSqliteSaver"),
-        ("postgres", ours_pg, theirs_pg, "AsyncPostgresSaver"),
+    for backend, ours, theirs, name, extra in (
+        ("sqlite", ours_sqlite, theirs_sqlite, "AsyncSqliteSaver", sqlite_sync),
+        ("postgres", ours_pg, theirs_pg, "AsyncPostgresSaver", {}),
     ):
         rows.append(
             check_ratio(
@@ -329,6 +370,7 @@ async def _langgraph_rows(quick: bool, tmp: str) -> list[Row]:
                     raw=theirs,
                     unit="ms (median)",
                     higher_is_better=False,
+                    extra=extra,
                 ),
                 1.0,
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -188,25 +190,64 @@ async def _direct_load(url: str, work: str, seconds: float) -> int:
     return done
 
 
-async def _api_rows(url: str, port: int, seconds: float) -> list[Row]:
+async def _http_client_main(port: int, path: str, seconds: float) -> None:
+    """A client process: 50 keep-alive clients for ``seconds``; prints count, latencies, CPU."""
+    cpu0 = _own_cpu()
+    n, lat = await _http_load(port, path, seconds)
+    print(json.dumps({"n": n, "lat": lat, "cpu_s": _own_cpu() - cpu0}))
+
+
+async def _http_round(server: _ServerProcess, path: str, seconds: float) -> dict[str, Any]:
+    cpu0 = server.cpu_s()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.server",
+        "http-client",
+        str(server.port),
+        path,
+        str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    got: dict[str, Any] = json.loads(out)
+    got["server_cpu_s"] = server.cpu_s() - cpu0
+    return got
+
+
+async def _api_rows(url: str, server: _ServerProcess, seconds: float) -> list[Row]:
+    """HTTP (client in its own process) and direct calls alternate, twice each, so a change
+    in the machine's load hits both sides alike; the ratio is what counts."""
     rows = []
     for case, path, work in (
         ("GET session (+stats)", f"/api/sessions/{SID}", "session"),
         ("GET 100-event page", f"/api/sessions/{SID}/events?limit=100", "events"),
     ):
-        await _http_load(port, path, 0.5)  # warm up
-        n, lat = await _http_load(port, path, seconds)
-        direct = await _direct_load(url, work, seconds)
+        await _http_round(server, path, 0.5)  # warm up
+        n = direct = 0
+        lat: list[float] = []
+        client_cpu = server_cpu = 0.0
+        loads = [os.getloadavg()[0]]
+        for _ in range(2):
+            got = await _http_round(server, path, seconds / 2)
+            n += got["n"]
+            lat += got["lat"]
+            client_cpu += got["cpu_s"]
+            server_cpu += got["server_cpu_s"]
+            direct += await _direct_load(url, work, seconds / 2)
+            loads.append(os.getloadavg()[0])
+        lat.sort()
         p99 = percentile(lat, 99) * 1000
+        info = {
+            "p50_ms": percentile(lat, 50) * 1000,
+            "requests": n,
+            "server_cpu_ms_per_request": server_cpu / n * 1000,
+            "client_cpu_ms_per_request": client_cpu / n * 1000,
+            "load_avg_1m": loads,
+        }
         rows.append(
             check_max(
-                Row(
-                    "sqlite",
-                    f"{case}, {CLIENTS} clients: p99",
-                    p99,
-                    "ms",
-                    extra={"p50_ms": percentile(lat, 50) * 1000, "requests": n},
-                ),
+                Row("sqlite", f"{case}, {CLIENTS} clients: p99", p99, "ms", extra=info),
                 50,
                 "<= 50 ms",
             )
@@ -227,79 +268,120 @@ async def _api_rows(url: str, port: int, seconds: float) -> list[Row]:
 
 # ---------------------------------------------------------------- SSE fan-out
 
-_ID = re.compile(rb"\nid: (\d+)\ndata: \{[^\n]*?\"t\": ?([0-9.]+)")
+_IDS = re.compile(rb"\nid: (\d+)\n")
+_TS = re.compile(rb'"data":\{"t":([0-9.]+)')
 
 
 class _Subscriber(asyncio.Protocol):
-    def __init__(self, fan: _FanOut) -> None:
-        self.fan = fan
+    """One SSE connection of a client process: checks order, records delivery latency."""
+
+    def __init__(self, client: _SSEClient, last: int) -> None:
+        self.client = client
         self.buf = b""
-        self.last = N_EVENTS
+        self.last = last
         self.ok = True
+        self.started = False
+        self.done = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
+        if not self.started:
+            self.started = True
+            self.client.started()
         buf = self.buf + data
         cut = buf.rfind(b"\n\n")
         if cut < 0:
             self.buf = buf
             return
         self.buf = buf[cut + 2 :]
-        for m in _ID.finditer(b"\n" + buf[: cut + 2]):
-            seq = int(m.group(1))
-            if seq != self.last + 1:
+        text = b"\n" + buf[: cut + 2]
+        ids = list(map(int, _IDS.findall(text)))
+        if ids:
+            # Every id in order, each once; all of this chunk arrived now.
+            if ids != list(range(self.last + 1, self.last + 1 + len(ids))):
                 self.ok = False
-            self.last = seq
-            self.fan.latencies.append(now - float(m.group(2)))
-        if len(self.fan.latencies) >= self.fan.target:
-            self.fan.all_in.set()
+            self.last = ids[-1]
+            self.client.latencies.extend([now - t for t in map(float, _TS.findall(text))])
+        if self.last >= self.client.expected and not self.done:
+            self.done = True
+            self.client.finished()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
 
-class _FanOut:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.latencies: list[float] = []
-        self.reconnects = 0
-        self.target = 1 << 62
-        self.all_in = asyncio.Event()
+class _SSEClient:
+    """Many SSE subscribers in one process; a cut-off one resumes by ``Last-Event-ID``."""
 
-    async def follow(
-        self, until: asyncio.Event, ready: asyncio.Event, count: list[int]
-    ) -> _Subscriber:
+    def __init__(self, port: int, subscribers: int, expected: int) -> None:
+        self.port = port
+        self.subscribers = subscribers
+        self.expected = expected
+        self.latencies = array("d")
+        self.reconnects = 0
+        self.complete = 0
+        self.subs: list[_Subscriber] = []
+        self._started = 0
+        self.all_started = asyncio.Event()
+        self.all_done = asyncio.Event()
+
+    def started(self) -> None:
+        self._started += 1
+        if self._started == self.subscribers:
+            self.all_started.set()
+
+    def finished(self) -> None:
+        self.complete += 1
+        if self.complete == self.subscribers:
+            self.all_done.set()
+
+    async def follow(self, stop: asyncio.Event) -> _Subscriber:
         loop = asyncio.get_running_loop()
         last = N_EVENTS
         first = True
         while True:
             transport, sub = await loop.create_connection(
-                lambda: _Subscriber(self), "127.0.0.1", self.port
+                functools.partial(_Subscriber, self, last), "127.0.0.1", self.port
             )
-            sub.last = last
-            headers = f"Last-Event-ID: {last}\r\n"
+            if not first:
+                sub.started = True
+            first = False
             transport.write(
                 f"GET /api/sessions/{SID}/events/stream?after={N_EVENTS} HTTP/1.1\r\n"
-                f"Host: bench\r\n{headers}\r\n".encode()
+                f"Host: bench\r\nLast-Event-ID: {last}\r\n\r\n".encode()
             )
-            if first:
-                count[0] += 1
-                if count[0] == self.total:
-                    ready.set()
-                first = False
-            stopping = asyncio.ensure_future(until.wait())
-            waits: list[asyncio.Future[Any]] = [sub.closed, stopping]
+            stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+            waits: list[asyncio.Future[object]] = [sub.closed, stopping]  # type: ignore[list-item]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
-            if until.is_set():
+            if stop.is_set():
                 transport.close()
                 return sub
             self.reconnects += 1
             last = sub.last
 
-    total = 0
+
+async def _sse_client_main(port: int, subscribers: int, expected: int, out: str) -> None:
+    """A client process: connect, say "ready", take every event, write the latencies."""
+    client = _SSEClient(port, subscribers, expected)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(client.follow(stop)) for _ in range(subscribers)]
+    await asyncio.wait_for(client.all_started.wait(), 60)
+    cpu0 = _own_cpu()
+    print("ready", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    timeout = float(line.strip() or 30)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(client.all_done.wait(), timeout)
+    cpu1 = _own_cpu()
+    stop.set()
+    subs = await asyncio.gather(*tasks)
+    complete = sum(1 for s in subs if s.ok and s.last == expected)
+    with open(out, "wb") as f:  # noqa: ASYNC230 - once, after the measurement
+        f.write(client.latencies.tobytes())
+    print(json.dumps({"complete": complete, "reconnects": client.reconnects, "cpu_s": cpu1 - cpu0}))
 
 
 _APPENDER = """
@@ -322,49 +404,78 @@ asyncio.run(main())
 async def _fanout_rows(
     url: str, server: _ServerProcess, subscribers: int, seconds: float
 ) -> list[Row]:
-    fan = _FanOut(server.port)
-    fan.total = subscribers
-    rss0 = server.rss_mb()
-    cpu0 = server.cpu_s(), _own_cpu()
-    until, ready = asyncio.Event(), asyncio.Event()
-    count = [0]
-    tasks = [asyncio.create_task(fan.follow(until, ready, count)) for _ in range(subscribers)]
-    await asyncio.wait_for(ready.wait(), 60)
-    await asyncio.sleep(1.0)  # let every subscription reach the server
-    rss1 = server.rss_mb()
     n = int(seconds * 100)
-    # The appender is its own process: this one is busy reading 1,000 streams.
+    expected = N_EVENTS + n
+    # The subscribers live in client processes of their own (uvloop), so neither this
+    # process nor the appender competes with them, and each gets its share of the CPUs.
+    procs = max(1, int(os.environ.get("BENCH_SSE_CLIENT_PROCS", "2")))
+    shares = [subscribers // procs + (i < subscribers % procs) for i in range(procs)]
+    tmp = tempfile.mkdtemp()
+    outs = [str(Path(tmp) / f"lat{i}.bin") for i in range(procs)]
+    rss0 = server.rss_mb()
+    clients = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.server",
+            "sse-client",
+            str(server.port),
+            str(share),
+            str(expected),
+            out,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for share, out in zip(shares, outs, strict=True)
+    ]
+    for c in clients:
+        assert c.stdout is not None
+        ready = await asyncio.wait_for(c.stdout.readline(), 90)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"SSE client did not start: {ready!r}")
+    rss1 = server.rss_mb()
+    cpu0 = server.cpu_s()
+    load0 = os.getloadavg()[0]
+    # The appender is its own process too.
     script = _APPENDER.format(url=url, sid=SID, n=n)
-    started = time.perf_counter()
+    for c in clients:
+        assert c.stdin is not None
+        c.stdin.write(b"%f\n" % (seconds + 30))
+        await c.stdin.drain()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     achieved = float(out.decode().strip() or "nan")
-    del started
-    expected = N_EVENTS + n
-    fan.target = subscribers * n
-    if len(fan.latencies) >= fan.target:
-        fan.all_in.set()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(fan.all_in.wait(), 30)
+    results = []
+    for c in clients:
+        got, _ = await c.communicate()
+        results.append(json.loads(got.decode().strip().splitlines()[-1]))
     rss2 = server.rss_mb()
-    cpu1 = server.cpu_s(), _own_cpu()
-    until.set()
-    subs = await asyncio.gather(*tasks)
-    complete = sum(1 for s in subs if s.ok and s.last == expected)
-    p99 = percentile(fan.latencies, 99) * 1000 if fan.latencies else float("inf")
+    cpu1 = server.cpu_s()
+    load1 = os.getloadavg()[0]
+    latencies = array("d")
+    for path in outs:
+        with open(path, "rb") as f:  # noqa: ASYNC230 - after the measurement
+            latencies.frombytes(f.read())
+        os.unlink(path)
+    os.rmdir(tmp)
+    complete = sum(r["complete"] for r in results)
+    lat = sorted(latencies)
+    p99 = percentile(lat, 99) * 1000 if lat else float("inf")
     info = {
         "subscribers": subscribers,
+        "client_processes": procs,
         "events": n,
         "append_rate": achieved,
-        "deliveries": len(fan.latencies),
-        "reconnects": fan.reconnects,
-        "server_cpu_s": cpu1[0] - cpu0[0],
-        "client_cpu_s": cpu1[1] - cpu0[1],
+        "deliveries": len(lat),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "server_cpu_s": cpu1 - cpu0,
+        "client_cpu_s": sum(r["cpu_s"] for r in results),
         "rss_before_mb": rss0,
         "rss_subscribed_mb": rss1,
         "rss_end_mb": rss2,
+        "load_avg_1m": [load0, load1],
     }
     rows = [
         Row(
@@ -382,7 +493,7 @@ async def _fanout_rows(
                 f"SSE {subscribers} subscribers: delivery p99",
                 p99,
                 "ms",
-                extra={"p50_ms": percentile(fan.latencies, 50) * 1000},
+                extra={"p50_ms": percentile(lat, 50) * 1000 if lat else None},
             ),
             100,
             "<= 100 ms",
@@ -440,7 +551,7 @@ async def run(quick: bool = False) -> list[Row]:
         server = _ServerProcess(url.split("?")[0])
         try:
             await server.ready()
-            rows += await _api_rows(url, server.port, 2.0 if quick else 5.0)
+            rows += await _api_rows(url, server, 2.0 if quick else 5.0)
             subscribers = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", 200 if quick else 1000))
             rows += await _fanout_rows(url, server, subscribers, 3.0 if quick else 10.0)
         finally:
@@ -448,7 +559,24 @@ async def run(quick: bool = False) -> list[Row]:
     return rows
 
 
-if __name__ == "__main__":
+def _client_loop() -> asyncio.AbstractEventLoop:
+    """Load generators run on uvloop when it is there: less client CPU per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["sse-client"]:
+    port_s, count_s, expected_s, out_path = sys.argv[2:6]
+    with asyncio.Runner(loop_factory=_client_loop) as runner:
+        runner.run(_sse_client_main(int(port_s), int(count_s), int(expected_s), out_path))
+elif __name__ == "__main__" and sys.argv[1:2] == ["http-client"]:
+    with asyncio.Runner(loop_factory=_client_loop) as runner:
+        runner.run(_http_client_main(int(sys.argv[2]), sys.argv[3], float(sys.argv[4])))
+elif __name__ == "__main__":
     from .__main__ import table
 
     quick = "--quick" in sys.argv

@@ -60,6 +60,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "the inner loop reads pushes until the connection fails; the outer one reconnects "
         "under Retry(RECONNECT) and ends when idle or closed"
     ),
+    ("polling.py", "SequencePoller._run"): (
+        "polls every interval while a session is watched; ends when none is"
+    ),
+    ("server/streams.py", "_Channel._run"): "reads the store's event stream; ends with it",
     ("server/streams.py", "StreamHub._heartbeats"): "a timer that ends with the last subscriber",
     ("server/streams.py", "SSEResponse._write"): "one SSE stream: ends on its end or the hub's",
     ("server/streams.py", "_until_disconnect"): "ends at the client's http.disconnect",

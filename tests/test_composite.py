@@ -19,11 +19,10 @@ from agent_session_store.models import Event, EventType, Session
 from agent_session_store.ports import ArtifactStore, SessionStore
 from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import ArtifactStoreContract, SessionStoreContract
-from agent_session_store.testing.contract_query import QueryContract
 from agent_session_store.urls import open_store
 
 
-class TestSessionContractThroughComposite(SessionStoreContract, QueryContract):
+class TestSessionContractThroughComposite(SessionStoreContract):
     @pytest.fixture
     def store_url(self) -> str:
         return "memory://"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agent_session_store.testing import SessionStoreContract
-from agent_session_store.testing.contract_query import QueryContract
 
 
-class TestInMemorySessionStore(SessionStoreContract, QueryContract):
+class TestInMemorySessionStore(SessionStoreContract):
     @pytest.fixture
     def store_url(self) -> str:
         return "memory://"

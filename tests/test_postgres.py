@@ -46,7 +46,6 @@ from agent_session_store.query import (
 )
 from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract, workers
-from agent_session_store.testing.contract_query import QueryContract
 from service_urls import PG_DSN, pg_dsn
 
 
@@ -83,7 +82,7 @@ def pg_url(schema: str) -> str:
     return f"{BASE_DSN}?schema={schema}&auto_migrate=true"
 
 
-class TestPostgresSessionStore(DurableSessionStoreContract, QueryContract):
+class TestPostgresSessionStore(DurableSessionStoreContract):
     @pytest.fixture
     def store_url(self, pg_url: str) -> str:
         return pg_url

@@ -30,7 +30,6 @@ from agent_session_store.models import Event, EventType, Run, Session, SessionSt
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.testing.contract_query import QueryContract
 from agent_session_store.transfer import SessionExport
 from service_urls import REDIS_URL
 
@@ -185,14 +184,14 @@ async def _drop_prefix(url: str, prefix: str) -> None:
             await single.delete(*keys[i : i + 500])
 
 
-class TestRedisSessionStore(DurableSessionStoreContract, QueryContract):
+class TestRedisSessionStore(DurableSessionStoreContract):
     @pytest.fixture
     async def store_url(self, unique_name: str) -> AsyncIterator[str]:
         yield f"{SINGLE}?prefix={unique_name}"
         await _drop_prefix(SINGLE, unique_name)
 
 
-class TestRedisClusterSessionStore(DurableSessionStoreContract, QueryContract):
+class TestRedisClusterSessionStore(DurableSessionStoreContract):
     @pytest.fixture
     async def store_url(self, redis_cluster: str, unique_name: str) -> AsyncIterator[str]:
         yield f"{redis_cluster}?prefix={unique_name}"

@@ -53,7 +53,6 @@ from agent_session_store.sqlite.queries import (
 from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
-from agent_session_store.testing.contract_query import QueryContract
 
 
 def open_session_store(url: str) -> SQLiteSessionStore:
@@ -63,7 +62,7 @@ def open_session_store(url: str) -> SQLiteSessionStore:
     return store
 
 
-class TestSQLiteSessionStore(DurableSessionStoreContract, QueryContract):
+class TestSQLiteSessionStore(DurableSessionStoreContract):
     @pytest.fixture
     def store_url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/s.db?auto_migrate=true"

@@ -45,7 +45,7 @@ from .models import (
     utcnow,
 )
 from .query import EVENT_ORDERS, SESSION_ORDERS, encode_cursor
-from .querying import MAX_LIMIT, QueryAndMaintenance, event_position, session_position
+from .querying import MAX_LIMIT, event_position, session_position, supports_query
 from .retention import RetentionPolicy
 from .transfer import ImportReport, copy_session, dump_record, load_record
 from .urls import open_session_store
@@ -309,7 +309,7 @@ def _open(url: str) -> SessionStoreBase:
 
 def _has_queries(store: SessionStoreBase) -> bool:
     """Whether the backend implements contract 7 yet (the others get a fallback)."""
-    return type(store)._search_sessions is not QueryAndMaintenance._search_sessions
+    return supports_query(store)
 
 
 _SESSION_ORDER_TEXT = {

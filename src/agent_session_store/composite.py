@@ -23,6 +23,7 @@ from .lifecycle import OpenClose
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
 from .query import CostSummary, Page, SessionStats, UsageSummary
+from .querying import supports_query
 from .retention import MaintenanceReport, RetentionPolicy
 from .transfer import ImportReport, SessionExport
 
@@ -263,6 +264,11 @@ class CompositeSessionStore(OpenClose):
         )
 
     # ------------------------------------------------------------ query and retention
+
+    @property
+    def implements_query(self) -> bool:
+        """As its session store: the query methods below only pass calls through."""
+        return supports_query(self.session_store)
 
     async def search_sessions(self, **filters: Any) -> Page[Session]:
         return await self.session_store.search_sessions(**filters)  # type: ignore[attr-defined, no-any-return]

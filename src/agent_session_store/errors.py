@@ -18,6 +18,7 @@ __all__ = [
     "InvalidStatusError",
     "MigrationRequiredError",
     "NotFoundError",
+    "QueryNotImplementedError",
     "RunNotFoundError",
     "SequenceConflictError",
     "SessionNotFoundError",
@@ -97,6 +98,15 @@ class StorageError(StoreError):
     code = "storage_error"
 
 
+class QueryNotImplementedError(StorageError):
+    """A backend built on the shared base that has not implemented contract 7 and 8 yet.
+
+    Its code stays ``storage_error`` (contract 7); the class, and the store's
+    ``implements_query`` attribute (``querying.supports_query``), tell it apart from a
+    storage failure without reading the message.
+    """
+
+
 class StorageConnectionFailedError(StorageError):
     """The backend cannot be reached right now; retrying later may succeed."""
 
@@ -143,6 +153,10 @@ class AlreadyExistsError(StoreError):
 
 # userinfo in a URL (scheme://user:password@host) and key=value secrets in DSNs.
 _URL_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+# the same inside a query string (?listen_url=postgresql%3A%2F%2Fuser%3Apass%40host)
+_ENCODED_URL_SECRET = re.compile(
+    r"(?i)(?P<scheme>[a-z][a-z0-9+.\-]*%3A%2F%2F)(?P<user>[^%/@\s&]*)%3A[^\s&/]*?%40"
+)
 _KV_SECRET = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key|secret_access_key)"
     r"(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s&;,]+)"
@@ -152,4 +166,5 @@ _KV_SECRET = re.compile(
 def redact(text: str) -> str:
     """Remove passwords from anything that may end up in a message, a log or a repr."""
     text = _URL_SECRET.sub(r"\g<scheme>\g<user>:***@", text)
+    text = _ENCODED_URL_SECRET.sub(r"\g<scheme>\g<user>%3A***%40", text)
     return _KV_SECRET.sub(r"\1\2***", text)

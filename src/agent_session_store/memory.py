@@ -29,8 +29,8 @@ from .query import (
     RunGroup,
     RunSearch,
     SessionSearch,
-    descending,
     group_runs,
+    page_sorted,
     run_facts,
 )
 from .urls import number_options, query_options
@@ -418,13 +418,13 @@ class InMemorySessionStore(SessionStoreBase):
     # ------------------------------------------------------------ query (scans: contract 7.8)
 
     def _session_matches(self, r: _SessionRecord, q: SessionSearch) -> bool:
-        return (
-            (q.include_deleted or r.deleted_us is None)
-            and (q.agent_id is None or r.agent_id == q.agent_id)
-            and (q.statuses is None or r.status in q.statuses)
-            and all(t in r.tags for t in q.tags)
-            and _within(r.key[0], q.created_after_us, q.created_before_us)
-            and _within(r.updated_us, q.updated_after_us, q.updated_before_us)
+        return q.matches(
+            agent_id=r.agent_id,
+            status=r.status,
+            tags=r.tags,
+            created_us=r.key[0],
+            updated_us=r.updated_us,
+            deleted_us=r.deleted_us,
         )
 
     async def _search_sessions(
@@ -436,7 +436,7 @@ class InMemorySessionStore(SessionStoreBase):
             for r in self._sessions.values()
             if self._session_matches(r, q)
         ]
-        return [r.session() for r in _page(keyed, q.order_by, after, limit)]
+        return [r.session() for r in page_sorted(keyed, q.order_by, after, limit)]
 
     async def _count_sessions(self, q: SessionSearch) -> int:
         return sum(1 for r in self._sessions.values() if self._session_matches(r, q))
@@ -446,19 +446,18 @@ class InMemorySessionStore(SessionStoreBase):
         return None if record is None else record.agent_id
 
     async def _search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
-        by_tokens = q.order_by == "token_usage_desc"
-        keyed: list[tuple[Position, Any]] = []
-        for r in self._runs.values():
-            if (
-                (q.session_id is None or r.session_id == q.session_id)
-                and (q.agent_id is None or self._agent_of(r.session_id) == q.agent_id)
-                and (q.provider is None or r.facts.provider == q.provider)
-                and (q.statuses is None or r.status in q.statuses)
-                and _within(r.key[0], q.started_after_us, q.started_before_us)
-                and (q.min_tokens is None or r.facts.total_tokens >= q.min_tokens)
-            ):
-                keyed.append((((r.facts.total_tokens if by_tokens else r.key[0]), r.key[1]), r))
-        return [decode_run(r.doc) for r in _page(keyed, q.order_by, after, limit)]
+        keyed: list[tuple[Position, Any]] = [
+            (q.position(r.key[1], r.key[0], r.facts), r)
+            for r in self._runs.values()
+            if q.matches(
+                session_id=r.session_id,
+                agent_id=self._agent_of(r.session_id),
+                status=r.status,
+                started_us=r.key[0],
+                facts=r.facts,
+            )
+        ]
+        return [decode_run(r.doc) for r in page_sorted(keyed, q.order_by, after, limit)]
 
     async def _run_groups(self, f: RunFilter) -> list[RunGroup]:
         runs = (
@@ -469,9 +468,11 @@ class InMemorySessionStore(SessionStoreBase):
         return group_runs(
             (r.status, r.facts)
             for r in runs
-            if (f.agent_id is None or self._agent_of(r.session_id) == f.agent_id)
-            and (f.provider is None or r.facts.provider == f.provider)
-            and _within(r.key[0], f.since_us, f.until_us)
+            if f.matches(
+                agent_id=self._agent_of(r.session_id),
+                provider=r.facts.provider,
+                started_us=r.key[0],
+            )
         )
 
     async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
@@ -489,12 +490,12 @@ class InMemorySessionStore(SessionStoreBase):
         )
         for log in logs:
             for row, seq in zip(log.rows, log.seqs):
-                if (
-                    (q.run_ids is None or row.run_id in q.run_ids)
-                    and (q.types is None or row.type in q.types)
-                    and (q.providers is None or row.provider in q.providers)
-                    and _within(row.timestamp_us, q.since_us, q.until_us)
-                    and (q.correlation_id is None or row.correlation_id == q.correlation_id)
+                if q.matches(
+                    run_id=row.run_id,
+                    type=row.type,
+                    provider=row.provider,
+                    timestamp_us=row.timestamp_us,
+                    correlation_id=row.correlation_id,
                 ):
                     yield row, seq
 
@@ -506,7 +507,7 @@ class InMemorySessionStore(SessionStoreBase):
             (((seq if by_seq else row.timestamp_us), row.id), (row, seq))
             for row, seq in self._event_rows(q)
         ]
-        return [decode_event(row, seq) for row, seq in _page(keyed, q.order_by, after, limit)]
+        return [decode_event(row, seq) for row, seq in page_sorted(keyed, q.order_by, after, limit)]
 
     async def _count_events(self, q: EventSearch) -> int:
         return sum(1 for _ in self._event_rows(q))
@@ -605,22 +606,7 @@ class InMemorySessionStore(SessionStoreBase):
         return problems
 
 
-def _page(
-    keyed: list[tuple[Position, Any]], order_by: str, after: Position | None, limit: int
-) -> list[Any]:
-    """Sort (position, item) pairs by the ordering and cut the page after ``after``."""
-    desc = descending(order_by)
-    keyed.sort(key=lambda pair: pair[0], reverse=desc)
-    if after is not None:
-        keyed = [p for p in keyed if (p[0] < after if desc else p[0] > after)]
-    return [item for _, item in keyed[:limit]]
-
-
 def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:
     i = bisect_left(keys, key)
     if i < len(keys) and keys[i] == key:
         del keys[i]
-
-
-def _within(value: int, low: int | None, high: int | None) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)

@@ -67,6 +67,26 @@ class SessionSearch:
     include_deleted: bool = False
     order_by: str = "updated_at_desc"
 
+    def matches(
+        self,
+        *,
+        agent_id: str,
+        status: str,
+        tags: Iterable[str] | frozenset[str],
+        created_us: int,
+        updated_us: int,
+        deleted_us: int | None,
+    ) -> bool:
+        """The filter as the stores that scan in Python (memory, Redis) apply it."""
+        return (
+            (self.include_deleted or deleted_us is None)
+            and (self.agent_id is None or agent_id == self.agent_id)
+            and (self.statuses is None or status in self.statuses)
+            and all(t in tags for t in self.tags)
+            and within(created_us, self.created_after_us, self.created_before_us)
+            and within(updated_us, self.updated_after_us, self.updated_before_us)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RunSearch:
@@ -78,6 +98,29 @@ class RunSearch:
     started_before_us: int | None = None
     min_tokens: int | None = None
     order_by: str = "started_at_desc"
+
+    def matches(
+        self,
+        *,
+        session_id: str,
+        agent_id: str | None,
+        status: str,
+        started_us: int,
+        facts: RunFacts,
+    ) -> bool:
+        """The filter as the stores that scan in Python apply it."""
+        return (
+            (self.session_id is None or session_id == self.session_id)
+            and (self.agent_id is None or agent_id == self.agent_id)
+            and (self.provider is None or facts.provider == self.provider)
+            and (self.statuses is None or status in self.statuses)
+            and within(started_us, self.started_after_us, self.started_before_us)
+            and (self.min_tokens is None or facts.total_tokens >= self.min_tokens)
+        )
+
+    def position(self, run_id: str, started_us: int, facts: RunFacts) -> Position:
+        by_tokens = self.order_by == "token_usage_desc"
+        return ((facts.total_tokens if by_tokens else started_us), run_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +134,24 @@ class EventSearch:
     correlation_id: str | None = None
     order_by: str = "timestamp_asc"
 
+    def matches(
+        self,
+        *,
+        run_id: str | None,
+        type: str,
+        provider: str | None,
+        timestamp_us: int,
+        correlation_id: str | None,
+    ) -> bool:
+        """The filter, but for ``session_ids``, as the stores that scan in Python apply it."""
+        return (
+            (self.run_ids is None or run_id in self.run_ids)
+            and (self.types is None or type in self.types)
+            and (self.providers is None or provider in self.providers)
+            and within(timestamp_us, self.since_us, self.until_us)
+            and (self.correlation_id is None or correlation_id == self.correlation_id)
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RunFilter:
@@ -102,6 +163,14 @@ class RunFilter:
     since_us: int | None = None
     until_us: int | None = None
 
+    def matches(self, *, agent_id: str | None, provider: str | None, started_us: int) -> bool:
+        """The filter, but for ``session_id``, as the stores that scan in Python apply it."""
+        return (
+            (self.agent_id is None or agent_id == self.agent_id)
+            and (self.provider is None or provider == self.provider)
+            and within(started_us, self.since_us, self.until_us)
+        )
+
 
 SESSION_ORDERS = ("updated_at_desc", "created_at_asc", "created_at_desc")
 RUN_ORDERS = ("started_at_desc", "started_at_asc", "token_usage_desc")
@@ -110,6 +179,23 @@ EVENT_ORDERS = ("timestamp_asc", "timestamp_desc", "sequence_asc")
 
 def descending(order_by: str) -> bool:
     return order_by.endswith("_desc")
+
+
+def within(value: int, low: int | None, high: int | None) -> bool:
+    """``low <= value <= high``, either bound optional (contract bounds are inclusive)."""
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def page_sorted(
+    keyed: list[tuple[Position, Any]], order_by: str, after: Position | None, limit: int
+) -> list[Any]:
+    """Sort (position, item) pairs by the ordering and cut the page after ``after``: the
+    keyset page of a store that scans in Python (memory, Redis)."""
+    desc = descending(order_by)
+    keyed.sort(key=lambda pair: pair[0], reverse=desc)
+    if after is not None:
+        keyed = [p for p in keyed if (p[0] < after if desc else p[0] > after)]
+    return [item for _, item in keyed[:limit]]
 
 
 # ---------------------------------------------------------------- cursors

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import StorageError, StoreError, ValidationError
+from .errors import QueryNotImplementedError, StoreError, ValidationError
 from .models import (
     Event,
     Run,
@@ -51,7 +51,7 @@ from .query import (
 )
 from .retention import PROTECTED_TYPES, MaintenanceReport, RetentionPolicy
 
-__all__ = ["ArtifactCleanup", "QueryAndMaintenance"]
+__all__ = ["ArtifactCleanup", "QueryAndMaintenance", "supports_query"]
 
 T = TypeVar("T")
 
@@ -140,8 +140,39 @@ def event_position(event: Event, order_by: str) -> Position:
     return to_micros(event.timestamp), event.id
 
 
+#: The primitives a backend implements for contract 7 (the queries).
+QUERY_PRIMITIVES = (
+    "_search_sessions",
+    "_count_sessions",
+    "_search_runs",
+    "_run_groups",
+    "_event_stats",
+    "_search_events",
+    "_count_events",
+)
+
+
+def supports_query(store: object) -> bool:
+    """Whether ``store`` answers contract 7: it has the ``SessionQuery`` methods and does not
+    say otherwise through ``implements_query`` (the shared base's answer, below). Callers
+    with a fallback (the server, the CLI) ask this instead of probing and reading errors."""
+    from .ports import SessionQuery  # ports imports what this module builds on
+
+    return isinstance(store, SessionQuery) and getattr(store, "implements_query", True) is True
+
+
 class QueryAndMaintenance:
     """Contract 7 and 8 on top of a backend's primitives."""
+
+    @property
+    def implements_query(self) -> bool:
+        """True when this backend implements the query primitives; a backend still on the
+        stubs below answers every query with ``QueryNotImplementedError``."""
+        cls = type(self)
+        return all(
+            getattr(cls, name) is not getattr(QueryAndMaintenance, name)
+            for name in QUERY_PRIMITIVES
+        )
 
     if TYPE_CHECKING:
 
@@ -156,7 +187,11 @@ class QueryAndMaintenance:
         async def _latest_sequence(self, session_id: str) -> int: ...
 
     async def _call(self, operation: str, work: Coroutine[Any, Any, T]) -> T:
-        await self._ready()
+        try:
+            await self._ready()
+        except BaseException:
+            work.close()  # never started: no "coroutine was never awaited" warning
+            raise
         try:
             return await work
         except StoreError:
@@ -215,10 +250,14 @@ class QueryAndMaintenance:
         """Counts, tokens, cost and time span of one session; ``session_not_found`` if
         unknown (contract 7.3)."""
         check_id(session_id, "session_id")
-        await self.get_session(session_id)
-        groups = await self._call("get_session_stats", self._run_groups(RunFilter(session_id)))
-        events = await self._call("get_session_stats", self._event_stats(session_id))
-        latest = await self._call("get_session_stats", self._latest_sequence(session_id))
+        parts = await self._call("get_session_stats", self._session_stats_parts(session_id))
+        if parts is None:
+            await self.get_session(session_id)  # session_not_found, as get_session says it
+            parts = await self._call(
+                "get_session_stats", QueryAndMaintenance._session_stats_parts(self, session_id)
+            )
+            assert parts is not None
+        groups, events, latest = parts
         return session_stats(session_id, groups, events, latest)
 
     # ------------------------------------------------------------ 7.4 runs
@@ -408,13 +447,16 @@ class QueryAndMaintenance:
         days = policy.hard_delete_after_days
         if days is None:
             return []
+        op = "hard_delete_expired_sessions"
         cutoff = _cutoff_us(now, days)
-        ids = await self._call("hard_delete_expired_sessions", self._deleted_before(cutoff))
-        if not dry_run:
-            for start in range(0, len(ids), policy.batch_size):
-                for sid in ids[start : start + policy.batch_size]:
-                    await self._call("hard_delete_expired_sessions", self._delete_session(sid))
-        return ids
+        ids = await self._call(op, self._deleted_before(cutoff))
+        if dry_run:
+            return ids
+        gone: list[str] = []
+        for start in range(0, len(ids), policy.batch_size):
+            batch = ids[start : start + policy.batch_size]
+            gone += await self._call(op, self._delete_expired(batch, cutoff))
+        return gone
 
     async def _prune_step(self, session_id: str, policy: RetentionPolicy, dry_run: bool) -> int:
         keep = policy.max_events_per_session
@@ -474,7 +516,22 @@ class QueryAndMaintenance:
 
     def _unsupported(self) -> StoreError:
         name = getattr(self, "backend_name", type(self).__name__)
-        return StorageError(f"the {name} store does not implement queries and retention yet")
+        return QueryNotImplementedError(
+            f"the {name} store does not implement queries and retention yet",
+            details={"reason": "not_implemented"},
+        )
+
+    async def _session_stats_parts(
+        self, session_id: str
+    ) -> tuple[list[RunGroup], tuple[int, int | None, int | None], int] | None:
+        """The run groups, event stats and latest sequence of one session, or None when it
+        has no record. From the primitives one after another; a backend that can read them
+        in one trip to its storage (SQLite: one reader-thread hand-off instead of four)
+        overrides this."""
+        await self.get_session(session_id)
+        groups = await self._run_groups(RunFilter(session_id))
+        events = await self._event_stats(session_id)
+        return groups, events, await self._latest_sequence(session_id)
 
     async def _search_sessions(
         self, q: SessionSearch, after: Position | None, limit: int
@@ -522,6 +579,14 @@ class QueryAndMaintenance:
     async def _deleted_before(self, cutoff_us: int) -> list[str]:
         """Ids of sessions whose ``deleted_at`` is before the cutoff, in id order."""
         raise self._unsupported()
+
+    async def _delete_expired(self, session_ids: list[str], cutoff_us: int) -> list[str]:
+        """Delete, as ``delete_session`` does, one batch of sessions found soft-deleted before
+        the cutoff; return the ids deleted. Backends override it to delete a batch in one
+        transaction or round trip (and may skip a session restored meanwhile)."""
+        for sid in session_ids:
+            await self._delete_session(sid)
+        return session_ids
 
     async def _sessions_over(self, max_events: int) -> list[str]:
         """Ids of sessions that have a record and more than ``max_events`` events."""

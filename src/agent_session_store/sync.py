@@ -42,6 +42,9 @@ from .models import (
     SessionStatus,
 )
 from .ports import ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .query import CostSummary, Page, SessionStats, UsageSummary
+from .querying import QueryAndMaintenance as _Q
+from .retention import MaintenanceReport, RetentionPolicy
 from .transfer import ImportReport, SessionExport
 
 __all__ = [
@@ -367,6 +370,198 @@ class SyncSessionStore(_SyncBridge):
                 agent_id=agent_id,
             )
         )
+
+    # ------------------------------------------------------------ queries and retention
+
+    @_doc(_Q.search_sessions)
+    def search_sessions(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: str | list[str] | None = None,
+        tags: list[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        include_deleted: bool = False,
+        order_by: str = "updated_at_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+        include_total: bool = False,
+    ) -> Page[Session]:
+        return self._call(
+            self._store.search_sessions(
+                agent_id=agent_id,
+                status=status,
+                tags=tags,
+                created_after=created_after,
+                created_before=created_before,
+                updated_after=updated_after,
+                updated_before=updated_before,
+                include_deleted=include_deleted,
+                order_by=order_by,
+                limit=limit,
+                cursor=cursor,
+                include_total=include_total,
+            )
+        )
+
+    @_doc(_Q.get_session_stats)
+    def get_session_stats(self, session_id: str) -> SessionStats:
+        return self._call(self._store.get_session_stats(session_id))
+
+    @_doc(_Q.search_runs)
+    def search_runs(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        status: str | list[str] | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        min_tokens: int | None = None,
+        order_by: str = "started_at_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Run]:
+        return self._call(
+            self._store.search_runs(
+                session_id=session_id,
+                agent_id=agent_id,
+                provider=provider,
+                status=status,
+                started_after=started_after,
+                started_before=started_before,
+                min_tokens=min_tokens,
+                order_by=order_by,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    @_doc(_Q.get_usage_summary)
+    def get_usage_summary(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> UsageSummary:
+        return self._call(
+            self._store.get_usage_summary(
+                session_id=session_id,
+                agent_id=agent_id,
+                provider=provider,
+                since=since,
+                until=until,
+            )
+        )
+
+    @_doc(_Q.get_cost_summary)
+    def get_cost_summary(
+        self,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        provider: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        pricing: dict[str, dict[str, dict[str, float]]] | None = None,
+    ) -> CostSummary:
+        return self._call(
+            self._store.get_cost_summary(
+                session_id=session_id,
+                agent_id=agent_id,
+                provider=provider,
+                since=since,
+                until=until,
+                pricing=pricing,
+            )
+        )
+
+    @_doc(_Q.search_events)
+    def search_events(
+        self,
+        *,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
+        types: str | list[str] | None = None,
+        providers: str | list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        correlation_id: str | None = None,
+        order_by: str = "timestamp_asc",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Event]:
+        return self._call(
+            self._store.search_events(
+                session_ids=session_ids,
+                run_ids=run_ids,
+                types=types,
+                providers=providers,
+                since=since,
+                until=until,
+                correlation_id=correlation_id,
+                order_by=order_by,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    @_doc(_Q.count_events)
+    def count_events(
+        self,
+        *,
+        session_ids: str | list[str] | None = None,
+        run_ids: str | list[str] | None = None,
+        types: str | list[str] | None = None,
+        providers: str | list[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        correlation_id: str | None = None,
+    ) -> int:
+        return self._call(
+            self._store.count_events(
+                session_ids=session_ids,
+                run_ids=run_ids,
+                types=types,
+                providers=providers,
+                since=since,
+                until=until,
+                correlation_id=correlation_id,
+            )
+        )
+
+    @_doc(_Q.soft_delete_expired_sessions)
+    def soft_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int:
+        return self._call(self._store.soft_delete_expired_sessions(policy, now=now))
+
+    @_doc(_Q.hard_delete_expired_sessions)
+    def hard_delete_expired_sessions(
+        self, policy: RetentionPolicy, *, now: datetime | None = None
+    ) -> int:
+        return self._call(self._store.hard_delete_expired_sessions(policy, now=now))
+
+    @_doc(_Q.prune_session_events)
+    def prune_session_events(self, session_id: str, policy: RetentionPolicy) -> int:
+        return self._call(self._store.prune_session_events(session_id, policy))
+
+    @_doc(_Q.run_maintenance)
+    def run_maintenance(
+        self, policy: RetentionPolicy, *, dry_run: bool = False, now: datetime | None = None
+    ) -> MaintenanceReport:
+        return self._call(self._store.run_maintenance(policy, dry_run=dry_run, now=now))
+
+    @_doc(_Q.health_check)
+    def health_check(self) -> list[str]:
+        return self._call(self._store.health_check())
 
 
 class SyncArtifactStore(_SyncBridge):

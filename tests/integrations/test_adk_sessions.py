@@ -578,3 +578,40 @@ async def test_events_newer_than_the_record_are_not_returned(
         assert got is not None
         assert [e.invocation_id for e in got.events] == ["inv1"]
         assert got._storage_update_marker == "2"
+
+
+def _validated_twin(session: Session) -> Session:
+    """What ADK's own validating constructor builds from the same values."""
+    fields = {name: getattr(session, name) for name in session.model_fields_set}
+    twin = Session(**fields)
+    twin._storage_update_marker = session._storage_update_marker
+    return twin
+
+
+async def test_built_sessions_equal_the_validating_constructor(
+    service: StoreSessionService,
+) -> None:
+    """The sessions the service builds without pydantic validation (for speed) are exactly
+    the validated ones: fields, fields-set, private marker; each state its own dict."""
+    created = await service.create_session(
+        app_name="app", user_id="u", state={"k": 1, "app:a": 2, "user:b": 3, "temp:t": 4}
+    )
+    await service.create_session(app_name="app", user_id="u", state={"k": 5})
+    fetched = await service.get_session(app_name="app", user_id="u", session_id=created.id)
+    assert fetched is not None
+    await service.append_event(fetched, Event(author="user", timestamp=_now()))
+    fetched = await service.get_session(app_name="app", user_id="u", session_id=created.id)
+    listed = (await service.list_sessions(app_name="app", user_id="u")).sessions
+    assert fetched is not None and len(listed) == 2
+    for built in [created, fetched, *listed]:
+        twin = _validated_twin(built)
+        assert built == twin
+        assert built.model_fields_set == twin.model_fields_set
+        assert built._storage_update_marker == twin._storage_update_marker is not None
+        assert type(built.last_update_time) is float
+        assert built.model_dump() == twin.model_dump()
+    assert fetched.model_fields_set >= {"events"} and len(fetched.events) == 1
+    assert listed[0].model_fields_set == {"id", "app_name", "user_id", "state", "last_update_time"}
+    assert listed[0].state["app:a"] == 2 and listed[0].state["user:b"] == 3
+    listed[0].state["mutated"] = True  # sessions share no state dict
+    assert "mutated" not in listed[1].state

@@ -54,8 +54,11 @@ def asgi_client(app: Any, **headers: str) -> httpx.AsyncClient:
 class LiveServer:
     """uvicorn serving create_app(...) on 127.0.0.1 in a thread with its own loop."""
 
-    def __init__(self, url: str, artifacts_url: str | None = None, **app_kwargs: Any) -> None:
+    def __init__(
+        self, url: str, artifacts_url: str | None = None, http: str = "auto", **app_kwargs: Any
+    ) -> None:
         self.url = url
+        self.http = http  # uvicorn's HTTP implementation: "httptools" (auto) or "h11"
         self.artifacts_url = artifacts_url
         self.app_kwargs = app_kwargs
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -89,7 +92,11 @@ class LiveServer:
             app = create_app(store, artifacts=artifacts, **self.app_kwargs)
             self.hub = app.state.hub
             config = uvicorn.Config(
-                app, log_level="warning", lifespan="on", timeout_graceful_shutdown=10
+                app,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=10,
+                http=self.http,
             )
             self.server = _Server(config)
             self.server.hub = self.hub

@@ -15,7 +15,10 @@ from agent_session_store import (
     SessionStatus,
     open_session_store,
 )
+from agent_session_store.errors import QueryNotImplementedError, StorageError, StoreError
+from agent_session_store.memory import InMemorySessionStore
 from agent_session_store.ports import ArtifactStore, SessionStore
+from agent_session_store.querying import QUERY_PRIMITIVES, QueryAndMaintenance
 from agent_session_store.server import create_app
 from agent_session_store.server.openapi import SPEC
 from agent_session_store.server.security import CSP
@@ -525,3 +528,52 @@ async def test_session_page_for_events_without_a_record(memory_store: SessionSto
         r = await c.get("/sessions/nothing-at-all")
         assert r.status_code == 404
         assert "session_not_found" in r.text
+
+
+class _QueriesLater(InMemorySessionStore):
+    """A backend on the shared base without the query primitives, whose stub error reads
+    differently from the base's: only the typed signal can tell the server."""
+
+    def _unsupported(self) -> StoreError:
+        return QueryNotImplementedError("queries arrive in the next release")
+
+
+for _name in QUERY_PRIMITIVES:
+    setattr(_QueriesLater, _name, getattr(QueryAndMaintenance, _name))
+
+
+class _BrokenIndex(InMemorySessionStore):
+    """Implements queries, but its session search fails with a storage error whose text
+    happens to say "does not implement": that is a failure to report, not a missing API."""
+
+    async def _search_sessions(self, q: Any, after: Any, limit: int) -> list[Session]:
+        raise StorageError("the index file does not implement format 3")
+
+
+async def test_query_support_is_a_typed_signal_not_an_error_text() -> None:
+    async with _QueriesLater() as later:
+        await later.save_session(Session(id="s1", agent_id="a"))
+        async with asgi_client(create_app(later)) as c:
+            page = (await c.get("/api/sessions")).json()
+            assert [s["id"] for s in page["items"]] == ["s1"]  # the list_sessions fallback
+            r = await c.get("/api/usage")
+            assert r.status_code == 501 and r.json()["code"] == "not_supported"
+            assert (await c.get("/")).status_code == 200
+    async with _BrokenIndex() as broken:
+        await broken.save_session(Session(id="s1", agent_id="a"))
+        async with asgi_client(create_app(broken)) as c:
+            r = await c.get("/api/sessions")
+            assert r.status_code == 500 and r.json()["code"] == "storage_error"
+
+
+async def test_payload_beyond_64_bits_is_served_like_any_other(memory_store: SessionStore) -> None:
+    """orjson refuses integers past 64 bits; such a stored value still encodes (json)."""
+    await memory_store.save_session(Session(id="s1", agent_id="a"))
+    big = {"n": 2**70, "neg": -(2**65), "text": "é <b>"}
+    await memory_store.append_event(
+        Event(type=EventType.TOOL_CALL_COMPLETED, session_id="s1", data=big)
+    )
+    async with asgi_client(create_app(memory_store)) as c:
+        r = await c.get("/api/sessions/s1/events")
+        assert r.status_code == 200, r.text
+        assert r.json()["items"][0]["data"] == big

@@ -4,6 +4,7 @@ off without slowing others, and streams released on disconnect and on shutdown."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -124,11 +125,15 @@ async def test_filters_apply(live_sqlite: LiveServer) -> None:
         await writer.close()
 
 
-@pytest.fixture
-def live_tight(tmp_path: Path) -> Any:
+@pytest.fixture(params=["httptools", "h11"])
+def live_tight(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """Tight bounds; served by uvicorn's httptools (subscribers write straight to their
+    socket) and by h11 (the plain ASGI ``send`` path)."""
     db = tmp_path / "store.db"
     limits = StreamLimits(max_buffered_events=100, max_buffered_bytes=512 << 10, heartbeat_s=0.2)
-    server = LiveServer(f"sqlite:///{db}?auto_migrate=true", stream_limits=limits).start()
+    server = LiveServer(
+        f"sqlite:///{db}?auto_migrate=true", http=request.param, stream_limits=limits
+    ).start()
     server.db = db  # type: ignore[attr-defined]
     try:
         yield server
@@ -210,5 +215,75 @@ async def test_shutdown_releases_streams(tmp_path: Path) -> None:
             assert server.hub.subscriber_count == 0
             assert server.hub.channel_count == 0
             assert all(c in (0, 1) or isinstance(c, Exception) for c in counts)
+    finally:
+        await writer.close()
+
+
+async def test_live_subscribers_write_straight_to_the_socket_on_httptools(
+    live_tight: LiveServer,
+) -> None:
+    """On uvicorn's httptools every caught-up subscriber gets its batches written by the
+    shared reader itself (no task wake-up, no ASGI layers); on h11 they go through
+    ``send``. Both deliver every event in order."""
+    writer = await _writer(live_tight.db)  # type: ignore[attr-defined]
+    hub = live_tight.hub
+    assert hub is not None
+    try:
+        async with (
+            httpx.AsyncClient(timeout=10) as client,
+            client.stream("GET", _url(live_tight)) as r1,
+            client.stream("GET", _url(live_tight)) as r2,
+        ):
+            await _until(lambda: hub.subscriber_count == 2)
+            for i in range(5):
+                await writer.append_event(_ev(i))
+            for r in (r1, r2):
+                got = await _take(r, 5)
+                assert [f["id"] for f in got] == ["1", "2", "3", "4", "5"]
+        assert hub.direct_writers == (2 if live_tight.http == "httptools" else 0)
+    finally:
+        await writer.close()
+
+
+@pytest.fixture
+def live_budget(tmp_path: Path) -> Any:
+    db = tmp_path / "store.db"
+    # 4 subscribers within 40 writes a second: batches at least 0.1 s apart.
+    limits = StreamLimits(coalesce_ms=1, max_writes_per_s=40)
+    server = LiveServer(f"sqlite:///{db}?auto_migrate=true", stream_limits=limits).start()
+    server.db = db  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_batches_of_a_wide_stream_are_spaced_by_the_write_budget(
+    live_budget: LiveServer,
+) -> None:
+    """Many subscribers on one stream: the batch rate, so the CPU of the fan-out, is bounded
+    by ``max_writes_per_s`` whatever the append rate; every event still arrives, in order."""
+    writer = await _writer(live_budget.db)  # type: ignore[attr-defined]
+    hub = live_budget.hub
+    assert hub is not None
+    n = 20
+    try:
+        async with httpx.AsyncClient(timeout=10) as client, contextlib.AsyncExitStack() as stack:
+            streams = [
+                await stack.enter_async_context(client.stream("GET", _url(live_budget)))
+                for _ in range(4)
+            ]
+            await _until(lambda: hub.subscriber_count == 4)
+            before = hub.batches
+            started = time.monotonic()
+            for i in range(n):
+                await writer.append_event(_ev(i))
+                await asyncio.sleep(0.005)  # appends spread out: each could be its own batch
+            for r in streams:
+                got = await _take(r, n)
+                assert [int(f["id"]) for f in got] == list(range(1, n + 1))
+            elapsed = time.monotonic() - started
+            batches = hub.batches - before
+        assert batches <= elapsed / 0.1 + 2, (batches, elapsed)
     finally:
         await writer.close()

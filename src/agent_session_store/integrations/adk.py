@@ -149,6 +149,74 @@ def _merge(app: dict[str, Any], user: dict[str, Any], own: dict[str, Any]) -> di
     return merged
 
 
+_SESSION_FIELDS = frozenset({"id", "app_name", "user_id", "state", "events", "last_update_time"})
+#: Fast building relies on ADK's Session being these fields, one private attribute and no
+#: extras; any other layout (a future ADK) takes the validating constructor instead.
+_FAST_SESSIONS = (
+    set(AdkSession.model_fields) == _SESSION_FIELDS
+    and set(AdkSession.__private_attributes__) == {"_storage_update_marker"}
+    and AdkSession.model_config.get("extra") == "forbid"
+)
+_FIELDS_SET = _SESSION_FIELDS - {"events"}  # what the constructor records without events
+_new_model = object.__new__
+_set_attr = object.__setattr__
+
+
+def _adk_session(
+    sid: str,
+    app_name: str,
+    user_id: str,
+    state: dict[str, Any],
+    last_update_time: float,
+    marker: str,
+    events: list[AdkEvent] | None = None,
+) -> AdkSession:
+    """An ADK ``Session`` of values we built and checked ourselves, without pydantic
+    re-validating them: in ``list_sessions`` of 10,000 sessions the validating constructor
+    was most of the adapter's time. ``state`` must be a dict of the caller's own (it is not
+    copied), ``events`` already-validated ADK events. Equal to what the constructor builds,
+    fields-set included (tests hold it)."""
+    if not _FAST_SESSIONS:
+        kwargs: dict[str, Any] = {} if events is None else {"events": events}
+        session = AdkSession(
+            id=sid,
+            app_name=app_name,
+            user_id=user_id,
+            state=state,
+            last_update_time=last_update_time,
+            **kwargs,
+        )
+        session._storage_update_marker = marker
+        return session
+    session = _new_model(AdkSession)
+    _set_attr(
+        session,
+        "__dict__",
+        {
+            "id": sid,
+            "app_name": app_name,
+            "user_id": user_id,
+            "state": state,
+            "events": [] if events is None else events,
+            "last_update_time": float(last_update_time),
+        },
+    )
+    _set_attr(
+        session, "__pydantic_fields_set__", set(_FIELDS_SET if events is None else _SESSION_FIELDS)
+    )
+    _set_attr(session, "__pydantic_extra__", None)
+    _set_attr(session, "__pydantic_private__", {"_storage_update_marker": marker})
+    return session
+
+
+def _scoped(app: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """The ``app:`` and ``user:`` keys of a merged state, built once per call and laid over
+    every session's own state (user keys last, as ``_merge``)."""
+    merged = {APP_PREFIX + k: v for k, v in app.items()}
+    merged.update({USER_PREFIX + k: v for k, v in user.items()})
+    return merged
+
+
 def _check_names(**names: object) -> None:
     """ADK's own error for a bad id, raised before anything is read or written."""
     for name, value in names.items():
@@ -296,15 +364,7 @@ class StoreSessionService(BaseSessionService):
             self._merge_scope(_Keys.user_state(app_name, user_id), user_delta, source),
             self._register_user(app_name, user_id),
         )
-        session = AdkSession(
-            id=sid,
-            app_name=app_name,
-            user_id=user_id,
-            state=_merge(app_state, user_state, own),
-            last_update_time=now,
-        )
-        session._storage_update_marker = "1"
-        return session
+        return _adk_session(sid, app_name, user_id, _merge(app_state, user_state, own), now, "1")
 
     async def get_session(
         self,
@@ -330,16 +390,15 @@ class StoreSessionService(BaseSessionService):
         sequence: int = meta["sequence"]
         if not _same_revision(rows, sequence, config):
             rows = await self._event_rows(key, sequence, config)
-        session = AdkSession(
-            id=session_id,
-            app_name=app_name,
-            user_id=user_id,
-            state=_merge(app_state, user_state, record.context.get("state", {})),
-            events=[AdkEvent.model_validate(row.data) for row in rows],
-            last_update_time=meta["last_update_time"],
+        return _adk_session(
+            session_id,
+            app_name,
+            user_id,
+            _merge(app_state, user_state, record.context.get("state", {})),
+            meta["last_update_time"],
+            str(sequence),
+            [AdkEvent.model_validate(row.data) for row in rows],
         )
-        session._storage_update_marker = str(sequence)
-        return session
 
     async def _event_rows(
         self, key: str, sequence: int | None, config: GetSessionConfig | None
@@ -391,29 +450,45 @@ class StoreSessionService(BaseSessionService):
     ) -> ListSessionsResponse:
         """Indexed by owner; sessions come without events, oldest update first (as ADK)."""
         _check_names(app_name=app_name)
+        app_log = _Keys.app_state(app_name)
+        listings: list[tuple[str, list[Session], dict[str, Any]]] = []
         if user_id is not None:
-            users = [user_id]
-        else:
-            rows = await self._store.get_events(_Keys.users(app_name), type=USER_TYPE)
-            users = [row.data["user_id"] for row in rows]
-        app_state = await self._scope_state(_Keys.app_state(app_name))
-        sessions: list[AdkSession] = []
-        for user in users:
-            records, user_state = await asyncio.gather(
-                self._store.list_sessions(agent_id=_Keys.owner(app_name, user)),
-                self._scope_state(_Keys.user_state(app_name, user)),
+            # The usual call: its three reads (app state, user state, the indexed listing,
+            # which loads no event) in one round trip.
+            app_state, records, user_state = await asyncio.gather(
+                self._scope_state(app_log),
+                self._store.list_sessions(agent_id=_Keys.owner(app_name, user_id)),
+                self._scope_state(_Keys.user_state(app_name, user_id)),
             )
+            listings.append((user_id, records, user_state))
+        else:
+            rows, app_state = await asyncio.gather(
+                self._store.get_events(_Keys.users(app_name), type=USER_TYPE),
+                self._scope_state(app_log),
+            )
+            for user in (row.data["user_id"] for row in rows):  # one user at a time
+                records, user_state = await asyncio.gather(
+                    self._store.list_sessions(agent_id=_Keys.owner(app_name, user)),
+                    self._scope_state(_Keys.user_state(app_name, user)),
+                )
+                listings.append((user, records, user_state))
+        sessions: list[AdkSession] = []
+        for user, records, user_state in listings:
+            scoped = _scoped(app_state, user_state)
             for record in records:
                 meta = record.metadata["adk"]
-                session = AdkSession(
-                    id=meta["session_id"],
-                    app_name=app_name,
-                    user_id=user,
-                    state=_merge(app_state, user_state, record.context.get("state", {})),
-                    last_update_time=meta["last_update_time"],
+                state = dict(record.context.get("state", {}))
+                state.update(scoped)
+                sessions.append(
+                    _adk_session(
+                        meta["session_id"],
+                        app_name,
+                        user,
+                        state,
+                        meta["last_update_time"],
+                        str(meta["sequence"]),
+                    )
                 )
-                session._storage_update_marker = str(meta["sequence"])
-                sessions.append(session)
         sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
         return ListSessionsResponse(sessions=sessions)
 

@@ -170,6 +170,16 @@ def wrap(
         return ValidationError(
             f"{where}: the server refused a connection setting: {server_says}", details=details
         )
+    if state in ("26000", "42P05") and "__asyncpg_" in server_says:
+        # asyncpg's named prepared statements live in one server session; a transaction
+        # pooler (pgbouncer pool_mode=transaction) hands each statement another one.
+        details["reason"] = "transaction_pooler"
+        return StorageError(
+            f"{where}: a prepared statement went missing or already existed ({text}): the "
+            "connection goes through a transaction pooler such as pgbouncer. Add "
+            "?statement_cache_size=0 to the URL (docs/postgres.md, Behind pgbouncer)",
+            details=details,
+        )
     if isinstance(exc, CommandTimeout):
         details["reason"] = "command_timeout"
         limit = f" ({command_timeout:g} s)" if command_timeout else ""

@@ -3,8 +3,11 @@
 URL: ``postgresql://user:pass@host:5432/db?schema=agents&auto_migrate=true`` (``postgres://``
 works too). Store options in the query string: ``schema`` (default ``agent_session_store``),
 ``auto_migrate``, ``min_size``/``max_size`` (pool), ``connect_timeout``/``command_timeout``
-(seconds), ``max_event_bytes``; the driver's own (``sslmode``...) pass through; anything
-else is a ``validation_error`` listing the valid ones.
+(seconds), ``max_event_bytes``, the driver's statement cache (``statement_cache_size``,
+``max_cached_statement_lifetime``, ``max_cacheable_statement_size``), and how long-poll
+readers hear of other processes' commits (``listen_url``, ``notify=listen|poll``,
+``poll_interval``: docs/postgres.md, "Behind pgbouncer"); the driver's own (``sslmode``...)
+pass through; anything else is a ``validation_error`` listing the valid ones.
 
 How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
 
@@ -22,7 +25,10 @@ How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
 * Long-poll: each append sends ``NOTIFY`` (payload: the session id) in its own transaction,
   so it is delivered exactly when the events become visible. Each store keeps one dedicated
   listening connection; ``_watch_start`` returns only once ``LISTEN`` is active, and after a
-  reconnect every waiter is woken to re-query, so no wake-up is lost.
+  reconnect every waiter is woken to re-query, so no wake-up is lost. ``listen_url`` puts
+  that connection on another address than the pool's (the server itself, when the pool
+  goes through pgbouncer); ``notify=poll`` replaces it by a poll of the watched sessions'
+  counters every ``poll_interval`` (``polling.py``).
 * Failures: classified in ``faults.py``; the pool reconnects by itself once the server is back.
 """
 
@@ -34,7 +40,7 @@ import functools
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Self, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -45,6 +51,7 @@ from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
+from ..polling import SequencePoller
 from ..query import (
     EventSearch,
     Position,
@@ -54,7 +61,6 @@ from ..query import (
     SessionSearch,
     descending,
 )
-from ..retention import RetentionPolicy
 from ..retry import Retry, RetryPolicy, gave_up
 from ..urls import bool_option, number_options, query_options
 from . import faults
@@ -88,7 +94,15 @@ _STORE_OPTIONS = (
     "connect_timeout",
     "command_timeout",
     "max_event_bytes",
+    "statement_cache_size",
+    "max_cached_statement_lifetime",
+    "max_cacheable_statement_size",
+    "listen_url",
+    "notify",
+    "poll_interval",
 )
+_NOTIFY_MODES = ("listen", "poll")
+_MIN_POLL, _MAX_POLL = 0.01, 60.0  # seconds between polls (notify=poll)
 # what asyncpg takes from a DSN's query string; anything else it would send to the server
 _DRIVER_OPTIONS = (
     "application_name",
@@ -149,6 +163,12 @@ class PostgresSessionStore(SessionStoreBase):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         command_timeout: float = 60.0,
+        statement_cache_size: int = 100,
+        max_cached_statement_lifetime: float = 300.0,
+        max_cacheable_statement_size: int = 15 * 1024,
+        listen_dsn: str | None = None,
+        notify: str = "listen",
+        poll_interval: float = 0.5,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -160,6 +180,26 @@ class PostgresSessionStore(SessionStoreBase):
             raise ValidationError("pool sizes need 1 <= min_size <= max_size")
         if connect_timeout <= 0 or command_timeout <= 0:
             raise ValidationError("timeouts must be positive")
+        if statement_cache_size < 0 or max_cacheable_statement_size < 0:
+            raise ValidationError("statement cache sizes must be 0 (off) or more")
+        if max_cached_statement_lifetime < 0:
+            raise ValidationError("max_cached_statement_lifetime must be 0 (forever) or more")
+        if notify not in _NOTIFY_MODES:
+            raise ValidationError(
+                f"notify must be one of {', '.join(_NOTIFY_MODES)}, got {notify!r}",
+                details={"field": "notify"},
+            )
+        if notify == "poll" and listen_dsn is not None:
+            raise ValidationError(
+                "notify=poll and listen_url exclude each other: a direct LISTEN connection "
+                "makes polling unnecessary",
+                details={"field": "notify"},
+            )
+        if not _MIN_POLL <= poll_interval <= _MAX_POLL:
+            raise ValidationError(
+                f"poll_interval must be between {_MIN_POLL:g} and {_MAX_POLL:g} seconds",
+                details={"field": "poll_interval"},
+            )
         self._dsn = dsn
         self._pool: asyncpg.Pool | None = pool
         self._owns_pool = pool is None
@@ -172,6 +212,20 @@ class PostgresSessionStore(SessionStoreBase):
         self._channel = channel_for(schema)
         named = dsn is not None and "application_name" in query_options(dsn)
         self._server_settings = {} if named else {"application_name": "agent-session-store"}
+        # asyncpg's statement cache: named prepared statements, which a transaction pooler
+        # cannot keep (statement_cache_size=0 behind pgbouncer, docs/postgres.md)
+        self._cache_options: dict[str, Any] = {
+            "statement_cache_size": statement_cache_size,
+            "max_cached_statement_lifetime": max_cached_statement_lifetime,
+            "max_cacheable_statement_size": max_cacheable_statement_size,
+        }
+        self._listen_dsn = listen_dsn
+        self.notify_mode = notify
+        self._poller = (
+            SequencePoller(self._latest_sequences, self._notify, poll_interval)
+            if notify == "poll"
+            else None
+        )
         s = quote_ident(schema)
         self._s = s
         # plain and conditional forms (the function's p_expected defaults to NULL)
@@ -193,7 +247,8 @@ class PostgresSessionStore(SessionStoreBase):
         self._listen_lock = asyncio.Lock()
         self._listen_lost = asyncio.Event()
         self._listen_task: asyncio.Task[None] | None = None
-        self._from_pool_listener = pool is not None
+        self._from_pool_listener = pool is not None and listen_dsn is None
+        self._warned_pooler = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Self:
@@ -212,8 +267,16 @@ class PostgresSessionStore(SessionStoreBase):
                 "max_event_bytes": int,
                 "connect_timeout": float,
                 "command_timeout": float,
+                "statement_cache_size": int,
+                "max_cached_statement_lifetime": float,
+                "max_cacheable_statement_size": int,
+                "poll_interval": float,
             },
         )
+        if "notify" in opts:
+            ours["notify"] = opts.pop("notify")
+        if "listen_url" in opts:
+            ours["listen_dsn"] = _listen_dsn(opts.pop("listen_url"))
         unknown = sorted(set(opts) - set(_DRIVER_OPTIONS))
         if unknown:
             # asyncpg would send them to the server as settings, which refuses the connection
@@ -252,14 +315,17 @@ class PostgresSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ lifecycle
 
-    async def _connect(self) -> asyncpg.Connection:
-        """A connection outside the pool (migrations, LISTEN)."""
-        assert self._dsn is not None
+    async def _connect(self, dsn: str | None = None) -> asyncpg.Connection:
+        """A connection outside the pool (migrations, LISTEN); ``dsn``: another server
+        address than the pool's (``listen_url``), with the driver's default cache."""
+        target = dsn or self._dsn
+        assert target is not None
         conn: asyncpg.Connection = await asyncpg.connect(
-            self._dsn,
+            target,
             timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
             server_settings=self._server_settings,
+            **({} if dsn else self._cache_options),
         )
         return conn
 
@@ -277,6 +343,7 @@ class PostgresSessionStore(SessionStoreBase):
                 max_inactive_connection_lifetime=300.0,
                 reset=_no_reset,
                 server_settings=self._server_settings,
+                **self._cache_options,
             )
         try:
             version = await self._schema_version()
@@ -303,6 +370,8 @@ class PostgresSessionStore(SessionStoreBase):
         return int(version)
 
     async def _close(self) -> None:
+        if self._poller is not None:
+            await self._poller.close()
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(BaseException):
@@ -888,25 +957,9 @@ class PostgresSessionStore(SessionStoreBase):
         )
         return [r[0] for r in rows]
 
-    async def _hard_step(self, policy: RetentionPolicy, now: datetime, dry_run: bool) -> list[str]:
-        """As the shared step, but a batch per call of ``delete_sessions`` (one round trip)
-        rather than one ``delete_session`` per session."""
-        days = policy.hard_delete_after_days
-        if days is None:
-            return []
-        cutoff = to_micros(now - timedelta(days=days))
-        op = "hard_delete_expired_sessions"
-        ids = await self._call(op, self._deleted_before(cutoff))
-        if dry_run:
-            return ids
-        gone: list[str] = []
-        for start in range(0, len(ids), policy.batch_size):
-            gone += await self._call(
-                op, self._delete_batch(ids[start : start + policy.batch_size], cutoff)
-            )
-        return gone
+    async def _delete_expired(self, ids: list[str], cutoff_us: int) -> list[str]:
+        """A batch per call of ``delete_sessions``: one round trip, one transaction."""
 
-    async def _delete_batch(self, ids: list[str], cutoff_us: int) -> list[str]:
         async def work() -> list[Any]:
             return await self._fetch(
                 f"SELECT id FROM {self._s}.delete_sessions($1, $2)", ids, cutoff_us
@@ -963,7 +1016,11 @@ class PostgresSessionStore(SessionStoreBase):
 
     async def _watch_start(self, session_id: str) -> None:
         """Return only once LISTEN is active: the base class queries right after, so an
-        append committed later is sure to be notified, and one committed earlier is seen."""
+        append committed later is sure to be notified, and one committed earlier is seen.
+        With ``notify=poll``: once the session's baseline number is read (polling.py)."""
+        if self._poller is not None:
+            await self._poller.watch(session_id)
+            return
         conn = self._listen_conn
         if conn is not None and not conn.is_closed():
             return
@@ -975,12 +1032,35 @@ class PostgresSessionStore(SessionStoreBase):
         if self._listen_task is None or self._listen_task.done():
             self._listen_task = asyncio.create_task(self._supervise_listener())
 
+    async def _watch_stop(self, session_id: str) -> None:
+        if self._poller is not None:
+            self._poller.unwatch(session_id)
+
+    async def _latest_sequences(self, session_ids: list[str]) -> dict[str, int]:
+        """What ``notify=poll`` reads each interval: one index probe per watched session."""
+        rows = await self._fetch(
+            f"SELECT session_id, last_seq FROM {self._s}.counters "
+            "WHERE session_id = ANY($1::text[])",
+            session_ids,
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     async def _listen(self) -> None:
+        cache = self._cache_options["statement_cache_size"]
+        if self._listen_dsn is None and cache == 0 and not self._warned_pooler:
+            # the usual sign of a transaction pooler, through which LISTEN hears nothing
+            self._warned_pooler = True
+            log.warning(
+                "postgres store with statement_cache_size=0 listens through its pool's "
+                "address: behind pgbouncer (transaction pooling) long-poll readers then "
+                "wake only at their timeout. Give ?listen_url= (a direct server address) "
+                "or ?notify=poll (docs/postgres.md, Behind pgbouncer)"
+            )
         if self._from_pool_listener:
             assert self._pool is not None
             conn: Any = await self._pool.acquire(timeout=self._connect_timeout)
         else:
-            conn = await self._connect()
+            conn = await self._connect(self._listen_dsn)
         try:
             await conn.add_listener(self._channel, self._on_notification)
         except BaseException:
@@ -1052,6 +1132,26 @@ class PostgresSessionStore(SessionStoreBase):
                     await conn.execute("SELECT 1", timeout=self._connect_timeout)
                 except Exception:
                     conn.terminate()  # fires _on_listener_lost
+
+
+def _listen_dsn(url: str) -> str:
+    """``?listen_url=``: a postgresql:// URL of the server itself (not the pooler), with only
+    the driver's options (the store's belong to the main URL)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+        raise ValidationError(
+            "listen_url must be a postgresql:// URL of the server itself (percent-encoded "
+            f"inside the store URL), got {redact(url)!r}",
+            details={"field": "listen_url"},
+        )
+    unknown = sorted(set(query_options(url)) - set(_DRIVER_OPTIONS))
+    if unknown:
+        raise ValidationError(
+            f"listen_url takes only driver options ({', '.join(_DRIVER_OPTIONS)}); got "
+            f"{', '.join(map(repr, unknown))}",
+            details={"field": "listen_url"},
+        )
+    return url
 
 
 def _where(conditions: list[str]) -> str:

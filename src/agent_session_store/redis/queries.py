@@ -25,8 +25,8 @@ from ..query import (
     RunGroup,
     RunSearch,
     SessionSearch,
-    descending,
     group_runs,
+    page_sorted,
     run_facts,
 )
 from .cluster import _bounded
@@ -49,21 +49,6 @@ _GLOB = re.compile(r"([*?\[\]\\])")
 
 def _unescape(text: str) -> str:
     return _UNESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-
-
-def _within(value: int, low: int | None, high: int | None) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)
-
-
-def _page(
-    keyed: list[tuple[Position, Any]], order_by: str, after: Position | None, limit: int
-) -> list[Any]:
-    """Sort (position, item) pairs by the ordering and cut the page after ``after``."""
-    desc = descending(order_by)
-    keyed.sort(key=lambda pair: pair[0], reverse=desc)
-    if after is not None:
-        keyed = [p for p in keyed if (p[0] < after if desc else p[0] > after)]
-    return [item for _, item in keyed[:limit]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +101,13 @@ def _iso_us(text: str) -> int:
 
 
 def _matches(r: _Row, q: SessionSearch) -> bool:
-    return (
-        (q.include_deleted or r.deleted_us is None)
-        and (q.agent_id is None or r.agent_id == q.agent_id)
-        and (q.statuses is None or r.status in q.statuses)
-        and all(t in r.tags for t in q.tags)
-        and _within(r.created_us, q.created_after_us, q.created_before_us)
-        and _within(r.updated_us, q.updated_after_us, q.updated_before_us)
+    return q.matches(
+        agent_id=r.agent_id,
+        status=r.status,
+        tags=r.tags,
+        created_us=r.created_us,
+        updated_us=r.updated_us,
+        deleted_us=r.deleted_us,
     )
 
 
@@ -255,7 +240,7 @@ class Queries:
             async for r in self._rows()
             if _matches(r, q)
         ]
-        return [r.session() for r in _page(keyed, q.order_by, after, limit)]
+        return [r.session() for r in page_sorted(keyed, q.order_by, after, limit)]
 
     async def count_sessions(self, q: SessionSearch) -> int:
         return sum([1 async for r in self._rows() if _matches(r, q)])
@@ -265,21 +250,19 @@ class Queries:
     async def search_runs(self, q: RunSearch, after: Position | None, limit: int) -> list[Run]:
         runs = await self._runs(q.session_id)
         agents = await self._agents(r.session_id for r in runs) if q.agent_id is not None else {}
-        by_tokens = q.order_by == "token_usage_desc"
         keyed: list[tuple[Position, Any]] = []
         for r in runs:
             facts = run_facts(r)
             started = to_micros(r.started_at)
-            if (
-                (q.session_id is None or r.session_id == q.session_id)
-                and (q.agent_id is None or agents.get(r.session_id) == q.agent_id)
-                and (q.provider is None or facts.provider == q.provider)
-                and (q.statuses is None or r.status.value in q.statuses)
-                and _within(started, q.started_after_us, q.started_before_us)
-                and (q.min_tokens is None or facts.total_tokens >= q.min_tokens)
+            if q.matches(
+                session_id=r.session_id,
+                agent_id=agents.get(r.session_id),
+                status=r.status.value,
+                started_us=started,
+                facts=facts,
             ):
-                keyed.append((((facts.total_tokens if by_tokens else started), r.id), r))
-        return _page(keyed, q.order_by, after, limit)
+                keyed.append((q.position(r.id, started, facts), r))
+        return page_sorted(keyed, q.order_by, after, limit)
 
     async def run_groups(self, f: RunFilter) -> list[RunGroup]:
         runs = await self._runs(f.session_id)
@@ -287,10 +270,10 @@ class Queries:
         picked = []
         for r in runs:
             facts = run_facts(r)
-            if (
-                (f.agent_id is None or agents.get(r.session_id) == f.agent_id)
-                and (f.provider is None or facts.provider == f.provider)
-                and _within(to_micros(r.started_at), f.since_us, f.until_us)
+            if f.matches(
+                agent_id=agents.get(r.session_id),
+                provider=facts.provider,
+                started_us=to_micros(r.started_at),
             ):
                 picked.append((r.status.value, facts))
         return group_runs(picked)
@@ -310,12 +293,12 @@ class Queries:
         async for sid in self._event_sessions(q):
             async for events in self._events(sid):
                 for e in events:
-                    if (
-                        (q.run_ids is None or e.run_id in q.run_ids)
-                        and (q.types is None or e.type.value in q.types)
-                        and (q.providers is None or e.provider in q.providers)
-                        and _within(to_micros(e.timestamp), q.since_us, q.until_us)
-                        and (q.correlation_id is None or e.correlation_id == q.correlation_id)
+                    if q.matches(
+                        run_id=e.run_id,
+                        type=e.type.value,
+                        provider=e.provider,
+                        timestamp_us=to_micros(e.timestamp),
+                        correlation_id=e.correlation_id,
                     ):
                         yield e
 
@@ -327,7 +310,7 @@ class Queries:
             (((e.sequence_number or 0) if by_seq else to_micros(e.timestamp), e.id), e)
             async for e in self._matching_events(q)
         ]
-        return _page(keyed, q.order_by, after, limit)
+        return page_sorted(keyed, q.order_by, after, limit)
 
     async def count_events(self, q: EventSearch) -> int:
         return sum([1 async for _ in self._matching_events(q)])

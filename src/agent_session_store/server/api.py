@@ -3,6 +3,7 @@ is ``{"code", "message"}`` with the status of ``errors.STATUS``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from ..ports import ArtifactStore
 from . import queries
 from .context import Context
 from .errors import NotSupported, PayloadTooLarge, RangeNotSatisfiable
+from .jsonenc import FastJSONResponse
 from .params import Params
 
 __all__ = ["ctx", "parse_range", "read_body"]
@@ -31,7 +33,8 @@ def ctx(request: Request) -> Context:
 
 
 def ok(value: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(queries.to_json(value), status_code=status)
+    """Models and query results straight to JSON bytes (orjson), no intermediate dicts."""
+    return FastJSONResponse(value, status_code=status)
 
 
 def _limit(p: Params, default: int) -> int:
@@ -57,7 +60,7 @@ async def list_sessions(request: Request) -> Response:
         updated_before=p.when("updated_before"),
         include_deleted=p.boolean("include_deleted"),
         order_by=p.choice(
-            "order_by", queries.SESSION_ORDERS, await queries.default_session_order(c.store)
+            "order_by", queries.SESSION_ORDERS, queries.default_session_order(c.store)
         ),
         limit=_limit(p, 50),
         cursor=p.text("cursor"),
@@ -69,8 +72,11 @@ async def list_sessions(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     c = ctx(request)
     sid = request.path_params["session_id"]
-    session = await c.store.get_session(sid)
-    return ok({"session": session, "stats": await queries.session_stats(c.store, sid)})
+    # Both at once: the stats read the store on its own reader threads meanwhile.
+    session, stats = await asyncio.gather(
+        c.store.get_session(sid), queries.session_stats(c.store, sid)
+    )
+    return ok({"session": session, "stats": stats})
 
 
 async def get_stats(request: Request) -> Response:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ..errors import StoreError
 from ..ports import ArtifactStore, SessionStore
@@ -26,7 +27,7 @@ from .context import Context
 from .errors import status_for
 from .openapi import openapi
 from .security import Guard
-from .streams import StreamHub, StreamLimits
+from .streams import RAW_SEND, StreamHub, StreamLimits
 
 __all__ = ["create_app"]
 
@@ -116,6 +117,16 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return JSONResponse({"code": "internal_error", "message": "internal server error"}, 500)
 
 
+class _App(Starlette):
+    """Keeps the server's own ``send`` in the scope, under every middleware, so a live SSE
+    stream can find the connection it writes to (streams.py); nothing else uses it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     store: SessionStore,
     *,
@@ -152,7 +163,7 @@ def create_app(
         yield
         await hub.close()
 
-    app = Starlette(
+    app = _App(
         routes=_routes(),
         middleware=[
             Middleware(

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidCursorError, StorageError
+from ..errors import InvalidCursorError
 from ..models import Event, Run, Session, iso
 from ..ports import SessionStore
+from ..querying import supports_query
 from .errors import NotSupported
 
 __all__ = [
@@ -52,31 +53,23 @@ class PageOut:
 _SUPPORT: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-async def has_query(store: SessionStore) -> bool:
-    """Whether the store answers contract 7 queries. A backend may have the methods (from
-    the shared base) before it implements their primitives; one probe tells, then cached."""
-    search = getattr(store, "search_sessions", None)
-    if not callable(search):
-        return False
+def has_query(store: SessionStore) -> bool:
+    """Whether the store answers contract 7 queries: ``querying.supports_query`` (the
+    ``SessionQuery`` protocol, and ``implements_query`` where the store says), asked once
+    per store; a storage error from a query is never taken for a missing API."""
     try:
         return _SUPPORT[store]
     except (KeyError, TypeError):
         pass
-    try:
-        await search(limit=1)
-        supported = True
-    except StorageError as err:
-        if "does not implement" not in err.message:
-            raise
-        supported = False
+    supported = supports_query(store)
     with contextlib.suppress(TypeError):
         _SUPPORT[store] = supported
     return supported
 
 
-async def _method(store: SessionStore, name: str) -> Any:
+def _method(store: SessionStore, name: str) -> Any:
     found = getattr(store, name, None)
-    return found if callable(found) and await has_query(store) else None
+    return found if callable(found) and has_query(store) else None
 
 
 def to_json(value: Any) -> Any:
@@ -132,7 +125,7 @@ async def search_sessions(
     cursor: str | None = None,
     include_total: bool = False,
 ) -> PageOut:
-    search = await _method(store, "search_sessions")
+    search = _method(store, "search_sessions")
     if search is not None:
         page = await search(
             agent_id=agent_id,
@@ -180,9 +173,9 @@ async def search_sessions(
     return PageOut(found, _offset_cursor(offset + limit) if full else None)
 
 
-async def default_session_order(store: SessionStore) -> str:
+def default_session_order(store: SessionStore) -> str:
     """Newest activity first where the store can say so."""
-    return "updated_at_desc" if await has_query(store) else "created_at_asc"
+    return "updated_at_desc" if has_query(store) else "created_at_asc"
 
 
 # ---------------------------------------------------------------- stats (7.3)
@@ -193,7 +186,7 @@ def _num(value: Any) -> int:
 
 
 async def session_stats(store: SessionStore, session_id: str) -> dict[str, Any]:
-    stats = await _method(store, "get_session_stats")
+    stats = _method(store, "get_session_stats")
     if stats is not None:
         result: dict[str, Any] = to_json(await stats(session_id))
         return result
@@ -233,7 +226,7 @@ async def stats_from_log(store: SessionStore, session_id: str) -> dict[str, Any]
 
 
 async def usage_summary(store: SessionStore, **filters: Any) -> dict[str, Any]:
-    method = await _method(store, "get_usage_summary")
+    method = _method(store, "get_usage_summary")
     if method is None:
         raise NotSupported("this store has no query API (contract 7): no usage summary")
     result: dict[str, Any] = to_json(await method(**filters))
@@ -241,7 +234,7 @@ async def usage_summary(store: SessionStore, **filters: Any) -> dict[str, Any]:
 
 
 async def cost_summary(store: SessionStore, **filters: Any) -> dict[str, Any]:
-    method = await _method(store, "get_cost_summary")
+    method = _method(store, "get_cost_summary")
     if method is None:
         raise NotSupported("this store has no query API (contract 7): no cost summary")
     result: dict[str, Any] = to_json(await method(**filters))
@@ -252,7 +245,7 @@ async def cost_summary(store: SessionStore, **filters: Any) -> dict[str, Any]:
 
 
 async def search_events(store: SessionStore, **filters: Any) -> PageOut:
-    method = await _method(store, "search_events")
+    method = _method(store, "search_events")
     if method is None:
         raise NotSupported("this store has no query API (contract 7): no event search")
     page = await method(**filters)

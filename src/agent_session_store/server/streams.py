@@ -1,24 +1,26 @@
-"""Server-Sent Events over ``stream_events``: one reader per stream, fanned out.
+"""Server-Sent Events over ``stream_events``: one reader per stream, fanned out in batches.
 
 Each distinct stream (session and filters) has one producer task iterating
-``store.stream_events``; every event is encoded once and offered to each subscriber's
-bounded buffer. A subscriber whose buffer is full (a client that does not read fast enough)
-is cut off, so it can never slow the producer or the other subscribers; its browser
-reconnects with ``Last-Event-ID`` and resumes where it stopped. A new subscriber first reads
-what it missed with ``get_events`` (up to the producer's position at the moment it joined),
-then the live buffer; sequence numbers make the hand-over exact (each id once, in order).
+``store.stream_events``. Events are encoded once, gathered for at most ``coalesce_ms`` and
+handed as one shared, pre-encoded batch to every subscriber's bounded queue: per subscriber a
+batch costs a queue append, one wake-up and one socket write, whatever the number of events in
+it, and the batch rate (so the CPU of a fan-out) is bounded by the window, not by the append
+rate. A subscriber whose queue is over its bound (a client that does not read fast enough) is
+cut off, so it can never slow the producer or the other subscribers; its browser reconnects
+with ``Last-Event-ID`` and resumes where it stopped. A new subscriber first reads what it
+missed with ``get_events`` (up to the last batch handed out when it joined), then its queue;
+sequence numbers make the hand-over exact (each id once, in order).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -26,24 +28,59 @@ from ..errors import StoreError
 from ..models import Event
 from ..ports import SessionStore
 from ..retry import Retry, RetryPolicy, gave_up
+from .jsonenc import dumps
 
-__all__ = ["StreamHub", "StreamLimits", "encode_frame"]
+__all__ = ["RAW_SEND", "StreamHub", "StreamLimits", "encode_frame"]
 
 _CATCH_UP_PAGE = 500
 # A stream joins again when the channel it found ended while starting; a channel that keeps
 # ending (a store failing each start) is reported instead of being restarted for ever.
 _JOIN_RETRY = RetryPolicy(attempts=50, timeout=10.0, first_delay=0.001, max_delay=0.1)
 
+#: Where ``create_app``'s outermost layer keeps the server's own ``send`` in the scope.
+RAW_SEND = "agent_session_store.raw_send"
+
+
+class _Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+def _http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+_PING_CHUNK = _http_chunk(b": ping\n\n")
+
+
+def _direct_transport(send: Any) -> _Transport | None:
+    """The socket of a uvicorn (httptools) response already started with chunked encoding,
+    or None. Writing each batch straight to it, from the producer, makes a subscriber cost
+    one ``write`` per batch instead of a task wake-up and a trip through every ASGI layer;
+    any other server (or an app mounted inside another) keeps the plain ``send`` path."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    transport = getattr(cycle, "transport", None)
+    if getattr(cycle, "chunked_encoding", None) is not True or not all(
+        callable(getattr(transport, name, None))
+        for name in ("write", "is_closing", "get_write_buffer_size")
+    ):
+        return None
+    found: _Transport = transport  # type: ignore[assignment]
+    return found
+
 
 def encode_frame(event: Event) -> bytes:
     """One SSE message: ``id`` is the sequence number, ``data`` the event as JSON (one line)."""
-    body = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
-    return f"id: {event.sequence_number}\ndata: {body}\n\n".encode()
+    return b"id: %d\ndata: %s\n\n" % (event.sequence_number or 0, dumps(event.to_dict()))
 
 
 def error_frame(err: StoreError) -> bytes:
-    body = json.dumps({"code": err.code, "message": err.message}, ensure_ascii=False)
-    return f"event: error\ndata: {body}\n\n".encode()
+    return b"event: error\ndata: %s\n\n" % dumps({"code": err.code, "message": err.message})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,68 +92,126 @@ class StreamLimits:
     heartbeat_s: float = 15.0
     #: How long a cut-off client waits before reconnecting (the SSE ``retry:`` field).
     retry_ms: int = 1000
-    #: Writes to one client are at least this far apart; events arriving meanwhile go out
-    #: together. Bounds the per-client write rate (50/s) whatever the append rate, for at
-    #: most this much added latency.
+    #: Batches of one stream are at least this far apart; events arriving meanwhile go out
+    #: together. Bounds every subscriber's write rate (50/s) whatever the append rate, for at
+    #: most this much added latency; an event after a quiet spell goes out at once.
     coalesce_ms: float = 20.0
+    #: Socket writes a second one stream may cost (subscribers x batches a second): a
+    #: stream with many subscribers spaces its batches further apart than ``coalesce_ms``
+    #: (1,000 subscribers: 40 ms) so a fan-out's CPU stays bounded. A write costs about
+    #: 5 us (bench/server.py), so the default is an eighth of a core.
+    max_writes_per_s: float = 25_000.0
+
+
+class _Batch:
+    """Consecutive events of one stream, encoded once and shared by every subscriber."""
+
+    __slots__ = ("_chunk", "count", "data", "first", "frames", "last", "seqs")
+
+    def __init__(self, seqs: list[int], frames: list[bytes]) -> None:
+        self.seqs = seqs
+        self.frames = frames
+        self.first = seqs[0]
+        self.last = seqs[-1]
+        self.count = len(seqs)
+        self.data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self._chunk: bytes | None = None
+
+    def chunk(self) -> bytes:
+        """``data`` framed as one HTTP/1.1 chunk, built once for every direct writer."""
+        if self._chunk is None:
+            self._chunk = _http_chunk(self.data)
+        return self._chunk
+
+    def after(self, seq: int) -> bytes:
+        """The frames of the events past ``seq`` (a subscriber that read some already)."""
+        return b"".join(f for s, f in zip(self.seqs, self.frames, strict=True) if s > seq)
 
 
 class _Subscriber:
     __slots__ = (
         "buffered",
-        "coalescing",
         "cut",
+        "direct",
         "ended",
         "error",
+        "events",
         "last_write",
         "limits",
+        "live",
         "ping_due",
         "queue",
-        "wake",
+        "waiter",
     )
 
     def __init__(self, limits: StreamLimits) -> None:
         self.limits = limits
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue: deque[_Batch] = deque()
+        self.events = 0
         self.buffered = 0
-        self.wake = asyncio.Event()
-        self.cut = asyncio.Event()  # set when the buffer overflowed or the stream must end
+        self.waiter: asyncio.Future[None] | None = None
+        self.cut = asyncio.Event()  # set when the queue overflowed or the stream must end
         self.ended = False
         self.error: StoreError | None = None
         self.last_write = asyncio.get_running_loop().time()
         self.ping_due = False
-        self.coalescing = False
+        #: The connection's transport when the server lets us write to it directly.
+        self.direct: _Transport | None = None
+        #: Caught up and nothing queued: batches are written as they come, by the producer.
+        self.live = False
 
-    def offer(self, seq: int, frame: bytes) -> None:
+    def push(self, batch: _Batch, now: float) -> None:
         if self.cut.is_set():
             return
         limits = self.limits
-        if (
-            len(self.queue) >= limits.max_buffered_events
-            or self.buffered + len(frame) > limits.max_buffered_bytes
-        ):
-            self.queue.clear()
-            self.buffered = 0
-            self.cut.set()
-            self.wake.set()
+        if self.live:
+            self.write_now(batch.chunk(), now)
             return
-        self.queue.append((seq, frame))
-        self.buffered += len(frame)
-        if not self.coalescing or self.filling():
-            self.wake.set()
+        if (
+            self.events + batch.count > limits.max_buffered_events
+            or self.buffered + len(batch.data) > limits.max_buffered_bytes
+        ):
+            self.cut_off()
+        else:
+            self.queue.append(batch)
+            self.events += batch.count
+            self.buffered += len(batch.data)
+        self.wake()
 
-    def filling(self) -> bool:
-        """Over a quarter of either limit: write now rather than wait to coalesce."""
-        limits = self.limits
-        return (
-            len(self.queue) * 4 >= limits.max_buffered_events
-            or self.buffered * 4 >= limits.max_buffered_bytes
-        )
+    def write_now(self, chunk: bytes, now: float) -> None:
+        """Write to the socket at once; what the kernel does not take waits in the
+        transport's buffer, and a subscriber whose buffer passes the bound is cut off."""
+        transport = self.direct
+        assert transport is not None
+        if transport.is_closing():
+            return  # the client left; its request's listener ends the stream
+        transport.write(chunk)
+        self.last_write = now
+        if transport.get_write_buffer_size() > self.limits.max_buffered_bytes:
+            self.cut_off()
+
+    def cut_off(self) -> None:
+        self.queue.clear()
+        self.events = self.buffered = 0
+        self.live = False
+        self.cut.set()
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self.waiter = asyncio.get_running_loop().create_future()
+        await self.waiter
 
     def end(self, error: StoreError | None = None) -> None:
         self.ended = True
         self.error = error
-        self.wake.set()
+        self.wake()
 
 
 FilterKey = tuple[str, str | None, str | None, datetime | None]
@@ -129,8 +224,21 @@ class _Channel:
         self.hub = hub
         self.key = key
         self.subscribers: set[_Subscriber] = set()
+        #: The last event handed to the subscribers: a subscriber joining now gets every
+        #: later one through its queue.
         self.position = 0
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._gap = hub.limits.coalesce_ms / 1000
+        self._max_writes = max(1.0, hub.limits.max_writes_per_s)
+        self._seqs: list[int] = []
+        self._frames: list[bytes] = []
+        self._pending_bytes = 0
+        limits = hub.limits
+        self._max_batch_events = max(1, limits.max_buffered_events // 4)
+        self._max_batch_bytes = max(1, limits.max_buffered_bytes // 4)
+        self._flush_at: asyncio.Handle | None = None
+        self._last_flush = -1e9
+        self.ready: asyncio.Future[None] = self._loop.create_future()
         self.task = asyncio.create_task(self._run(), name=f"sse:{key[0]}")
 
     def filters(self) -> dict[str, Any]:
@@ -144,25 +252,67 @@ class _Channel:
             found["since"] = since
         return found
 
+    def _received(self, event: Event) -> bool:
+        """Add ``event`` to the pending batch; True when the batch was full and went out."""
+        frame = encode_frame(event)
+        self._seqs.append(event.sequence_number or 0)
+        self._frames.append(frame)
+        self._pending_bytes += len(frame)
+        if (
+            len(self._seqs) >= self._max_batch_events
+            or self._pending_bytes >= self._max_batch_bytes
+        ):
+            # A batch never holds more than a quarter of a subscriber's bound, so one that
+            # keeps up is never cut because many events came at once.
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+            self._flush()
+            return True
+        if self._flush_at is None:
+            gap = max(self._gap, len(self.subscribers) / self._max_writes)
+            wait = self._last_flush + gap - self._loop.time()
+            # call_soon even when due: the rest of a page the store read comes meanwhile.
+            self._flush_at = (
+                self._loop.call_later(wait, self._flush)
+                if wait > 0
+                else self._loop.call_soon(self._flush)
+            )
+        return False
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        if not self._seqs:
+            return
+        batch = _Batch(self._seqs, self._frames)
+        self._seqs, self._frames = [], []
+        self._pending_bytes = 0
+        self._last_flush = self._loop.time()
+        self.position = batch.last
+        now = self._last_flush
+        self.hub.batches += 1
+        for sub in self.subscribers:
+            sub.push(batch, now)
+
     async def _run(self) -> None:
         store, session_id = self.hub.store, self.key[0]
         error: StoreError | None = None
         try:
             self.position = await store.get_latest_sequence(session_id)
             self.ready.set_result(None)
+            received = self._received
             async for event in store.stream_events(
                 session_id, after=self.position, **self.filters()
             ):
-                seq = event.sequence_number or 0
-                frame = encode_frame(event)
-                self.position = seq
-                for sub in self.subscribers:
-                    sub.offer(seq, frame)
+                if received(event):
+                    await asyncio.sleep(0)  # let the subscribers write it before the next
         except StoreError as err:
             error = err
             if not self.ready.done():
                 self.ready.set_exception(err)
         finally:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+            self._flush()  # what was read still goes out
             if not self.ready.done():
                 self.ready.cancel()
             self.hub._forget(self)
@@ -181,6 +331,10 @@ class StreamHub:
         self.closed = False
         #: Subscribers cut off for falling behind, since start (reported by the bench).
         self.disconnected_slow = 0
+        #: Subscribers that went live writing straight to their socket, since start.
+        self.direct_writers = 0
+        #: Batches handed out, since start (one per stream per coalescing window at most).
+        self.batches = 0
         self._beat: asyncio.Task[None] | None = None
 
     @property
@@ -203,10 +357,13 @@ class StreamHub:
             while self._subscribers and not self.closed:
                 await asyncio.sleep(max(0.05, every / 4))
                 now = loop.time()
-                for sub in self._subscribers:
+                for sub in list(self._subscribers):
                     if now - sub.last_write >= every:
-                        sub.ping_due = True
-                        sub.wake.set()
+                        if sub.live:
+                            sub.write_now(_PING_CHUNK, now)
+                        else:
+                            sub.ping_due = True
+                            sub.wake()
         finally:
             self._beat = None
 
@@ -297,6 +454,7 @@ class SSEResponse:
                     ],
                 }
             )
+            sub.direct = _direct_transport(scope.get(RAW_SEND))
             writer = asyncio.ensure_future(self._write(send, channel, sub, position))
             listener = asyncio.ensure_future(_until_disconnect(receive))
             cut = asyncio.ensure_future(sub.cut.wait())
@@ -353,31 +511,29 @@ class SSEResponse:
                 break
         last = max(last, position)
         loop = asyncio.get_running_loop()
-        gap = limits.coalesce_ms / 1000
+        queue = sub.queue
         while True:
-            if sub.queue:
-                wait = sub.last_write + gap - loop.time()
-                if wait > 0 and not sub.filling():
-                    # Woken by the timer, or by offer() once the buffer is filling up.
-                    sub.coalescing = True
-                    sub.wake.clear()
-                    timer = loop.call_later(wait, sub.wake.set)
-                    try:
-                        await sub.wake.wait()
-                    finally:
-                        sub.coalescing = False
-                        timer.cancel()
-                frames = []
-                while sub.queue:
-                    seq, frame = sub.queue.popleft()
-                    sub.buffered -= len(frame)
-                    if seq > last:
-                        frames.append(frame)
-                        last = seq
-                if frames:
-                    await body(b"".join(frames))
+            if queue:
+                chunks = []
+                while queue:
+                    batch = queue.popleft()
+                    if batch.first > last:
+                        chunks.append(batch.data)
+                    elif batch.last > last:
+                        chunks.append(batch.after(last))
+                    else:
+                        continue
+                    last = batch.last
+                sub.events = sub.buffered = 0
+                if chunks:
+                    await body(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                     sub.last_write = loop.time()
                 continue
+            if sub.direct is not None and not sub.cut.is_set():
+                # Caught up with nothing queued, and no await since the check: from here the
+                # producer writes each batch itself, in order.
+                sub.live = True
+                hub.direct_writers += 1
             if sub.ended:
                 if sub.error is not None:
                     await body(error_frame(sub.error))
@@ -389,8 +545,7 @@ class SSEResponse:
                 await body(b": ping\n\n")
                 sub.last_write = loop.time()
                 continue
-            sub.wake.clear()
-            await sub.wake.wait()
+            await sub.wait()
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Any]]) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import Event, EventType, Run
+from .jsonenc import dumps
 
 __all__ = ["Chart", "Item", "build_chart", "build_items", "hidden_ranges", "is_hidden"]
 
@@ -136,8 +137,8 @@ class Item:
 
 
 def _pretty(event: Event) -> str:
-    """Compact (the C encoder); the browser indents it when the row is opened."""
-    return json.dumps(event.data, ensure_ascii=False)
+    """Compact (orjson); the browser indents it when the row is opened."""
+    return dumps(event.data).decode()
 
 
 def build_items(events: list[Event], ranges: list[tuple[int, int]]) -> list[Item]:

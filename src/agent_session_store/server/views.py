@@ -89,10 +89,8 @@ async def sessions_page(request: Request) -> Response:
         if found is not None:
             return RedirectResponse(_helpers(request)["session_url"](found.id), status_code=303)
     status = p.text("status")
-    query = await queries.has_query(c.store)
-    order = p.choice(
-        "order_by", queries.SESSION_ORDERS, await queries.default_session_order(c.store)
-    )
+    query = queries.has_query(c.store)
+    order = p.choice("order_by", queries.SESSION_ORDERS, queries.default_session_order(c.store))
     filters = {"agent_id": p.text("agent_id"), "status": status, "tag": p.text("tag")}
     limit = p.integer("limit", minimum=1, maximum=500, default=50) or 50
     page = await queries.search_sessions(

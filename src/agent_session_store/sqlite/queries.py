@@ -19,7 +19,7 @@ from ..codec import decode_event, decode_run
 from ..models import Event, Run, Session
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch, descending
 from .reads import _session
-from .schema import EVENT_COLUMNS
+from .schema import EVENT_COLUMNS, last_seq
 
 #: Above this many values, a multi-valued filter is checked per row instead of merged.
 MAX_ARMS = 16
@@ -293,6 +293,19 @@ EVENT_STATS = (
 def event_stats(conn: sqlite3.Connection, session_id: str) -> tuple[int, int | None, int | None]:
     row = conn.execute(EVENT_STATS, (session_id,) * 3).fetchone()
     return int(row[0]), row[1], row[2]
+
+
+def session_stats_parts(
+    conn: sqlite3.Connection, session_id: str
+) -> tuple[list[RunGroup], tuple[int, int | None, int | None], int] | None:
+    """What get_session_stats needs, in one visit to a reader thread; None: no record."""
+    if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone() is None:
+        return None
+    return (
+        run_groups(conn, RunFilter(session_id)),
+        event_stats(conn, session_id),
+        last_seq(conn, session_id),
+    )
 
 
 def _event_filters(q: EventSearch, drive: str) -> tuple[list[str], list[Any]]:

@@ -16,8 +16,6 @@ from ..codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent, decode_session
 from ..errors import StorageError, StoreError, ValidationError
 from ..models import Event, Run, RunStatus, Session, SessionStatus, iso, to_micros
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
-from ..querying import _cutoff_us
-from ..retention import RetentionPolicy
 from ..urls import bool_option, number_options, query_options
 from . import queries, reads, schema, writes
 from . import watcher as watchers
@@ -273,6 +271,13 @@ class SQLiteSessionStore(SessionStoreBase):
     async def _event_stats(self, session_id: str) -> tuple[int, int | None, int | None]:
         return await self._readers.read(partial(queries.event_stats, session_id=session_id))
 
+    async def _session_stats_parts(
+        self, session_id: str
+    ) -> tuple[list[RunGroup], tuple[int, int | None, int | None], int] | None:
+        """All of get_session_stats in one reader call: each hand-off to a reader thread
+        costs 20-40 us of CPU, more than these indexed lookups (bench/server.py)."""
+        return await self._readers.read(partial(queries.session_stats_parts, session_id=session_id))
+
     async def _search_events(
         self, q: EventSearch, after: Position | None, limit: int
     ) -> list[Event]:
@@ -316,23 +321,11 @@ class SQLiteSessionStore(SessionStoreBase):
     async def _deleted_before(self, cutoff_us: int) -> list[str]:
         return await self._readers.read(partial(queries.deleted_before, cutoff_us=cutoff_us))
 
-    async def _hard_step(self, policy: RetentionPolicy, now: datetime, dry_run: bool) -> list[str]:
-        """As the shared step, but each batch's deletes are queued together, so the writer
-        commits a batch in one transaction (each delete still in its own savepoint)."""
-        days = policy.hard_delete_after_days
-        if days is None or dry_run:
-            return await super()._hard_step(policy, now, dry_run)
-        ids = await self._call(
-            "hard_delete_expired_sessions",
-            self._deleted_before(_cutoff_us(now, days)),
-        )
-        for start in range(0, len(ids), policy.batch_size):
-            batch = ids[start : start + policy.batch_size]
-            await self._call("hard_delete_expired_sessions", self._delete_batch(batch))
-        return ids
-
-    async def _delete_batch(self, session_ids: list[str]) -> None:
+    async def _delete_expired(self, session_ids: list[str], cutoff_us: int) -> list[str]:
+        """The batch's deletes queued together, so the writer commits them in one
+        transaction (each still in its own savepoint)."""
         await asyncio.gather(*(self._delete_session(sid) for sid in session_ids))
+        return session_ids
 
     async def _sessions_over(self, max_events: int) -> list[str]:
         return await self._readers.read(partial(queries.sessions_over, max_events=max_events))

@@ -30,6 +30,7 @@ from ..models import Event, EventType, ExecutionResult, Run, RunStatus, Session,
 from ..urls import open_session_store
 from . import workers
 from .contract_edges import EdgeContract
+from .contract_query import QueryContract
 from .contract_v2 import DurableV2Contract, V2Contract
 
 __all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
@@ -55,7 +56,7 @@ async def raises(code: str, awaitable: Any) -> StoreError:
     return err
 
 
-class SessionStoreContract(V2Contract, EdgeContract):
+class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
     """Every rule of contract 3 that one store object can show."""
 
     @pytest.fixture
