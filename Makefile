@@ -31,8 +31,12 @@ chromium:
 
 ## Every test on every backend against real servers (tests/test_imports.py also builds the
 ## wheel and sdist and installs the wheel in a fresh venv), then ruff, mypy --strict, the docs.
+## The servers are the ones scripts/ensure-services.sh chose: .services/env is exported
+## (ASS_TEST_PG_DSN, ASS_TEST_REDIS_URL, read by tests/service_urls.py and bench/common.py).
+SERVICES_ENV := set -a; . ./.services/env; set +a;
+
 test: $(BIN)/.installed-dev services chromium
-	$(BIN)/python -m pytest
+	$(SERVICES_ENV) $(BIN)/python -m pytest
 	$(MAKE) lint typecheck docs
 
 lint: $(BIN)/.installed-dev
@@ -53,7 +57,7 @@ dist: $(BIN)/.installed-dev
 
 ## Our stores against the raw drivers doing the same work; markdown table + bench/results.json.
 bench: $(BIN)/.installed-dev services
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(SERVICES_ENV) $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache site dist

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# The servers: BENCH_* first, then what scripts/ensure-services.sh chose (.services/env,
+# exported by `make bench`), then the machine's own.
+PG_DSN = (
+    os.environ.get("BENCH_PG")
+    or os.environ.get("BENCH_POSTGRES_DSN")
+    or os.environ.get("ASS_TEST_PG_DSN")
+    or "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = (
+    os.environ.get("BENCH_REDIS")
+    or os.environ.get("ASS_TEST_REDIS_URL")
+    or "redis://127.0.0.1:6379/0"
+)
 
 
 @dataclass

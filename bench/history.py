@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import tempfile
 import time
 import uuid
@@ -25,10 +24,10 @@ from typing import Any
 from agent_session_store import Event, EventType, Session, open_session_store
 from agent_session_store.base import SessionStoreBase
 
-from .common import Row, check_max, median
+from .common import PG_DSN, REDIS_URL, Row, check_max, median
 
-PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+PG = PG_DSN
+REDIS = REDIS_URL
 
 
 def _urls(tmp: str, tag: str) -> dict[str, str]:

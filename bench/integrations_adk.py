@@ -29,9 +29,8 @@ from google.genai import types
 
 from agent_session_store.integrations.adk import StoreSessionService
 
-from .common import Row, check_ratio, rate
+from .common import PG_DSN, Row, check_ratio, rate
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 APP = "bench_app"
 BARS = {"append_event": 3.0, "get_session recent 50 of 3000": 10.0, "list_sessions 10000": 10.0}
 
@@ -200,7 +199,7 @@ async def database_postgres() -> AsyncIterator[BaseSessionService]:
 
     async with _pg_schema() as schema:
         service = DatabaseSessionService(
-            "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+            PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1),
             connect_args={"server_settings": {"search_path": schema}},
         )
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import os
 import tempfile
 import time
 import uuid
@@ -23,9 +22,9 @@ from typing import Any
 
 from agent_session_store import open_session_store
 
-from .common import Row, check_ratio, median
+from .common import PG_DSN, Row, check_ratio, median
 
-PG = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PG = PG_DSN
 PG_SA = PG.replace("postgresql://", "postgresql+asyncpg://")
 
 

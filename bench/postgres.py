@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing as mp
-import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,9 +28,9 @@ from agent_session_store.postgres import PostgresSessionStore
 from agent_session_store.query import SessionSearch, encode_cursor
 from agent_session_store.retention import RetentionPolicy
 
-from .common import Row, check_max, check_ratio, median, percentile, rate
+from .common import PG_DSN, Row, check_max, check_ratio, median, percentile, rate
 
-DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = PG_DSN
 POOL = 16
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -10,7 +10,6 @@ decoded into ``Event`` values. Prints median and best latency per operation. Nee
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -25,7 +24,9 @@ from agent_session_store.codec import EncodedEvent, decode_event, encode_event
 from agent_session_store.models import Event, EventType
 from agent_session_store.postgres import PostgresSessionStore
 
-DSN = os.environ.get("BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from .common import PG_DSN
+
+DSN = PG_DSN
 ROUNDS = 6
 APPENDS = 200  # per round and driver
 PAGES = 40  # per round and driver

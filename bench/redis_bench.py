@@ -28,9 +28,9 @@ from agent_session_store.query import encode_cursor
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.retention import RetentionPolicy
 
-from .common import Row, best_of, check_max, check_ratio, median, percentile, rate
+from .common import REDIS_URL, Row, best_of, check_max, check_ratio, median, percentile, rate
 
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 # What a hand-written client needs for one gapless, idempotent, indexed, announced append.

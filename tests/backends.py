@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,10 +12,11 @@ import pytest
 
 from agent_session_store import open_session_store
 from agent_session_store.base import SessionStoreBase
+from service_urls import PG_DSN, REDIS_URL
 from test_redis import _drop_prefix
 
-PG = os.environ.get("ASS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("ASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG = PG_DSN
+REDIS = REDIS_URL
 BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis-cluster"]
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from agent_session_store.errors import StoreError
 from agent_session_store.urls import open_store
+from service_urls import PG_DSN
 
-BASE_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+BASE_DSN = PG_DSN
 
 
 def _sockets() -> int:

@@ -22,9 +22,10 @@ from agent_session_store import __version__, sync
 from agent_session_store.cli import EXIT_CODES, build_parser
 from agent_session_store.models import Event, EventType, Run, Session
 from agent_session_store.urls import open_session_store
+from service_urls import PG_DSN
 
 CLI = [sys.executable, "-m", "agent_session_store"]
-PG = "postgresql://postgres@127.0.0.1:5432/test"
+PG = PG_DSN
 
 
 def run_cli(

@@ -47,6 +47,7 @@ from agent_session_store.query import (
 )
 from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract, workers
+from service_urls import PG_DSN, pg_dsn
 
 
 def open_session_store(url: str) -> PostgresSessionStore:
@@ -56,7 +57,7 @@ def open_session_store(url: str) -> PostgresSessionStore:
     return store
 
 
-BASE_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+BASE_DSN = PG_DSN
 PG_VERSION = os.environ.get("PG_VERSION") or sorted(os.listdir("/etc/postgresql"))[0]
 
 
@@ -944,12 +945,12 @@ async def test_credentials_never_appear_in_errors(schema: str) -> None:
         failures.append(info.value)
     # reachable (trust auth ignores the password) but not migrated: the message shows the URL
     unmigrated = PostgresSessionStore.from_url(
-        f"postgres://postgres:{secret}@127.0.0.1:5432/test?schema={schema}"
+        pg_dsn(scheme="postgres", password=secret) + f"?schema={schema}"
     )
     with pytest.raises(MigrationRequiredError) as info2:
         await unmigrated.open()
     failures.append(info2.value)
-    assert "postgres:***@127.0.0.1" in info2.value.message
+    assert "postgres:***@" in info2.value.message
     for err in failures:
         for text in (str(err), repr(err), repr(err.details), repr(pickle.loads(pickle.dumps(err)))):
             assert secret not in text
@@ -1472,11 +1473,11 @@ async def test_wrong_credentials_and_missing_database_say_what_to_fix(
     cases = {
         "password_rejected": (wrong, ["rejected the password", "PGPASSWORD", ".pgpass"]),
         "unknown_role": (
-            f"postgresql://nosuchrole@127.0.0.1:5432/test?schema={schema}",
+            pg_dsn(user="nosuchrole") + f"?schema={schema}",
             ["no role 'nosuchrole'", "CREATE ROLE"],
         ),
         "unknown_database": (
-            f"postgresql://postgres@127.0.0.1:5432/nosuchdb?schema={schema}",
+            pg_dsn(database="nosuchdb") + f"?schema={schema}",
             ["no database 'nosuchdb'", "createdb", "CREATE DATABASE"],
         ),
     }

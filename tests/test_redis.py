@@ -32,6 +32,7 @@ from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.transfer import SessionExport
+from service_urls import REDIS_URL
 
 
 def open_session_store(url: str) -> RedisSessionStore:
@@ -41,7 +42,7 @@ def open_session_store(url: str) -> RedisSessionStore:
     return store
 
 
-SINGLE = "redis://127.0.0.1:6379/0"
+SINGLE = REDIS_URL  # tests/service_urls.py
 
 
 def _free_port() -> int:

@@ -22,7 +22,7 @@ import pytest
 from agent_session_store import urls
 from agent_session_store.base import EventQuery
 from agent_session_store.codec import encode_event, encode_run, encode_session
-from agent_session_store.errors import StoreError
+from agent_session_store.errors import StorageError, StoreError
 from agent_session_store.models import (
     Event,
     EventType,
@@ -432,7 +432,9 @@ async def test_lock_held_too_long_is_a_storage_error_not_a_sqlite_one(tmp_path: 
     async with SQLiteSessionStore(path, auto_migrate=True, busy_timeout=0.2) as store:
         with contextlib.closing(raw(path)) as other:
             other.execute("BEGIN IMMEDIATE")  # another program keeps the write lock
-            err = await expect("storage_error", store.append_event(ev()))
+            # a StorageError, with the contract's "retrying may succeed" code
+            err = await expect("storage_connection_failed", store.append_event(ev()))
+            assert isinstance(err, StorageError) and err.details["reason"] == "busy"
             assert "locked" in err.message and str(path) in err.message
             assert isinstance(err.__cause__, sqlite3.OperationalError)
             other.execute("ROLLBACK")

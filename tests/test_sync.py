@@ -21,6 +21,7 @@ from agent_session_store.errors import StoreError
 from agent_session_store.models import Event, EventType, Run, RunStatus, Session
 from agent_session_store.testing import DurableSessionStoreContract, SessionStoreContract
 from agent_session_store.urls import open_session_store
+from service_urls import PG_DSN, REDIS_URL
 
 
 class AsyncOverSync:
@@ -121,10 +122,10 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str) ->
     elif kind == "sqlite":
         yield f"sqlite:///{tmp_path}/s.db?auto_migrate=true"
     elif kind == "postgres":
-        yield f"postgresql://postgres@127.0.0.1:5432/test?schema={unique_name}&auto_migrate=true"
+        yield f"{PG_DSN}?schema={unique_name}&auto_migrate=true"
         _drop_schema(unique_name)
     else:
-        yield f"redis://127.0.0.1:6379/0?prefix={unique_name}:"
+        yield f"{REDIS_URL}?prefix={unique_name}:"
         _drop_prefix(f"{unique_name}:")
 
 
@@ -132,7 +133,7 @@ def _drop_schema(schema: str) -> None:
     import asyncpg
 
     async def drop() -> None:
-        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+        conn = await asyncpg.connect(PG_DSN)
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
@@ -144,7 +145,7 @@ def _drop_schema(schema: str) -> None:
 def _drop_prefix(prefix: str) -> None:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379)
+    client = redis.Redis.from_url(REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
@@ -291,7 +292,7 @@ def test_async_store_used_from_a_second_loop_fails_at_once(
     if url == "sqlite":
         url = f"sqlite:///{tmp_path}/loop.db?auto_migrate=true"
     elif url == "postgres":
-        url = f"postgresql://postgres@127.0.0.1:5432/test?schema={unique_name}&auto_migrate=true"
+        url = f"{PG_DSN}?schema={unique_name}&auto_migrate=true"
     store = open_session_store(url)
     try:
         asyncio.run(store.append_event(_ev()))

@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["Retry", "RetryPolicy", "retrying", "retrying_sync"]
+from .errors import StorageConnectionFailedError
+
+__all__ = ["Retry", "RetryPolicy", "gave_up", "retrying", "retrying_sync"]
 
 _T = TypeVar("_T")
 
@@ -127,6 +129,20 @@ class Retry:
         self._deadline = None if p.timeout is None else self.started + p.timeout
         self._delay = p.first_delay
         self.attempt = 1
+
+
+def gave_up(
+    backend: str, operation: str, retry: Retry, why: str, **details: object
+) -> StorageConnectionFailedError:
+    """The error a loop raises once its budget is spent: ``storage_connection_failed``
+    (the contract's "retrying may succeed" code, ``reason`` ``busy``), because what it waited
+    out (a lock, a competing writer, a conflicting request) is passing, only slower than the
+    budget; ``attempts`` says how many tries were made."""
+    return StorageConnectionFailedError(
+        f"{backend} {operation}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: "
+        f"{why}; retry later",
+        details={"operation": operation, "attempts": retry.attempt, "reason": "busy", **details},
+    )
 
 
 async def retrying(

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from service_urls import PG_DSN, REDIS_URL
+
 BACKENDS = ("memory", "sqlite", "postgres", "redis")
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def fresh_name() -> str:

@@ -31,6 +31,7 @@ from agent_session_store.integrations.loop import StoreLoop
 from agent_session_store.integrations.openai_agents import OpenAIAgentsSession
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: service_urls
 from olg_backends import backend_url, drop, fresh_name
 
 #: Fail with their own SimpleListSession too: newer ``openai`` than their lock file adds a

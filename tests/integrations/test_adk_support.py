@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from agent_session_store import open_artifact_store, open_session_store
+from service_urls import PG_DSN, REDIS_URL
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = REDIS_URL
 SESSION_BACKENDS = ["memory", "sqlite", "postgres", "redis"]
 ARTIFACT_BACKENDS = ["memory", "file", "s3"]
 

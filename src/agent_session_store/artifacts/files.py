@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlsplit
 from ..errors import NotFoundError, StorageError, StoreError, ValidationError
 from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
+from ..retry import Retry, RetryPolicy
 from ..urls import bool_option, number_options, query_options
 from ._common import (
     already_exists,
@@ -83,7 +84,8 @@ _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _O_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _BATCH = 256 << 10  # async chunks are handed to the writer thread in batches of this size
-_WALK_DEADLINE = 30.0  # seconds a put keeps re-walking directories a delete removes
+# A put keeps re-walking directories a delete removes for 30 s at most.
+_WALK_RETRY = RetryPolicy(timeout=30.0, first_delay=0.0001, max_delay=0.01)
 
 
 # ---------------------------------------------------------------- key <-> names
@@ -778,7 +780,7 @@ def _create_temp(root_fd: int, dirs: list[str], tmp: str, fsync: bool) -> tuple[
     A concurrent delete may remove a directory mid-walk or between the walk and the temp
     file's creation (both ENOENT): walk again until the temp file exists, bounded by a
     deadline. Once it exists its directory is not empty, so no delete can remove it."""
-    deadline = time.monotonic() + _WALK_DEADLINE
+    retry = Retry(_WALK_RETRY)
     while True:
         pfd = -1
         try:
@@ -789,7 +791,7 @@ def _create_temp(root_fd: int, dirs: list[str], tmp: str, fsync: bool) -> tuple[
         except FileNotFoundError:
             if pfd >= 0:
                 os.close(pfd)
-            if time.monotonic() >= deadline:
+            if not retry.pause_sync():
                 raise
             continue
         except BaseException:
@@ -809,7 +811,7 @@ def _create_temp(root_fd: int, dirs: list[str], tmp: str, fsync: bool) -> tuple[
             raise
         os.close(fd)
         os.close(pfd)
-        if time.monotonic() >= deadline:
+        if not retry.pause_sync():
             raise FileNotFoundError(errno.ENOENT, "temp file removed as soon as made")
 
 

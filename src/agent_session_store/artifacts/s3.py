@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
@@ -62,6 +61,7 @@ from ..errors import (
 )
 from ..lifecycle import OpenClose
 from ..ports import ArtifactData, ArtifactStat, KeyPage
+from ..retry import Retry, RetryPolicy, gave_up
 from ..urls import number_options, query_options
 from ._common import (
     already_exists,
@@ -92,7 +92,10 @@ _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _SHA_META = "sha256"
 _PRECONDITION = frozenset({"PreconditionFailed", "412"})
 _CONFLICT = "ConditionalRequestConflict"
-_CONFLICT_DEADLINE = 30.0  # seconds a create-only put retries S3's 409 conflicts
+# A create-only put retries S3's 409 ("a conflicting write is in flight") for 30 s at most.
+CONFLICT_RETRY = RetryPolicy(timeout=30.0, first_delay=0.05, max_delay=1.0)
+# A get re-reads from the start when the object is overwritten between its ranged reads.
+CHANGED_RETRY = RetryPolicy(attempts=5, timeout=30.0, first_delay=0.0, max_delay=0.0)
 _INT_OPTIONS = (
     "part_size",
     "multipart_threshold",
@@ -397,8 +400,7 @@ class S3ArtifactStore(OpenClose):
         if "IfNoneMatch" not in extra:
             await once()
             return
-        deadline = time.monotonic() + _CONFLICT_DEADLINE
-        delay = 0.05
+        retry = Retry(CONFLICT_RETRY)
         while True:
             try:
                 await once()
@@ -407,10 +409,17 @@ class S3ArtifactStore(OpenClose):
                 code = err.details.get("s3_code")
                 if code in _PRECONDITION:
                     raise already_exists(key) from None
-                if code != _CONFLICT or time.monotonic() + delay > deadline:
+                if code != _CONFLICT:
                     raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                if not await retry.pause():
+                    raise gave_up(
+                        "s3",
+                        "put",
+                        retry,
+                        f"S3 kept answering 409 {_CONFLICT} for {key!r}: another create-only "
+                        "write of it stays in flight",
+                        s3_code=_CONFLICT,
+                    ) from err
 
     async def _put_chunks(
         self, key: str, name: str, data: ArtifactData, extra: dict[str, Any]
@@ -609,7 +618,8 @@ class S3ArtifactStore(OpenClose):
         check_key(key)
         check_no_opts("get", opts)
         name = self.prefix + key
-        for _attempt in range(5):
+        retry = Retry(CHANGED_RETRY)
+        while True:
             try:
                 first = await self._call(
                     "get",
@@ -634,10 +644,11 @@ class S3ArtifactStore(OpenClose):
             try:
                 return head + await self._get_rest(key, name, first["ETag"], len(head), total)
             except _Changed:
-                continue  # overwritten between ranges: read the new version from the start
-        raise StorageError(
-            f"s3 get of {key!r} kept changing while being read", details={"operation": "get"}
-        )
+                # overwritten between ranges: read the new version from the start
+                if not await retry.pause():
+                    raise gave_up(
+                        "s3", "get", retry, f"{key!r} kept changing while being read"
+                    ) from None
 
     async def _read_body(self, response: Any, key: str) -> bytes:
         """The whole body. Read as the chunks aiohttp already holds and joined once, which is

@@ -42,11 +42,11 @@ from .. import (
     Session,
     SessionStatus,
     SessionStore,
-    StorageError,
     StoreError,
     open_artifact_store,
     open_session_store,
 )
+from ..retry import Retry, RetryPolicy, gave_up
 
 try:
     from google.adk.artifacts import artifact_util
@@ -93,7 +93,10 @@ _STALE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
 )
-_STATE_RETRIES = 64
+# Shared state is a compare-and-swap on its log: each lost race re-reads and tries again.
+_STATE_RETRY = RetryPolicy(attempts=64, timeout=30.0, first_delay=0.0005, max_delay=0.02)
+# save_artifact: each version another writer took moves this one up; a storm gives up.
+_VERSION_RETRY = RetryPolicy(attempts=1000, timeout=30.0, first_delay=0.0, max_delay=0.0)
 
 
 def _q(part: str) -> str:
@@ -582,7 +585,8 @@ class StoreSessionService(BaseSessionService):
         if not delta:
             return await self._scope_state(log_id)
         event_id = _derived_id(log_id, source)
-        for _ in range(_STATE_RETRIES):
+        retry = Retry(_STATE_RETRY)
+        while True:
             rows = await self._store.get_events(log_id, order="desc", limit=1)
             current = dict(rows[0].data["state"]) if rows else {}
             if rows and rows[0].id == event_id:
@@ -602,14 +606,18 @@ class StoreSessionService(BaseSessionService):
                     expected_sequence=expected,
                 )
             except StoreError as exc:
-                if _is_conflict(exc):
-                    continue
-                raise
+                if not _is_conflict(exc):
+                    raise
+                if not await retry.pause():
+                    raise gave_up(
+                        "adk",
+                        "update_state",
+                        retry,
+                        f"the state of {log_id!r} kept changing",
+                        log=log_id,
+                    ) from None
+                continue
             return new
-        raise StorageError(
-            f"state of {log_id!r} kept changing during {_STATE_RETRIES} attempts to update it",
-            details={"log": log_id},
-        )
 
 
 # ---------------------------------------------------------------------- artifacts
@@ -749,14 +757,22 @@ class StoreArtifactService(BaseArtifactService):
             "create_time": time.time(),
         }
         blob = _encode_version(part, header)
+        retry = Retry(_VERSION_RETRY)
         while True:
             try:
                 await self._store.put(base + str(version), blob, if_absent=True)
             except StoreError as exc:
-                if exc.code == "already_exists":
-                    version += 1  # another writer took it; never overwrite
-                    continue
-                raise
+                if exc.code != "already_exists":
+                    raise
+                if not await retry.pause():
+                    raise gave_up(
+                        "adk",
+                        "save_artifact",
+                        retry,
+                        f"other writers kept taking the next version of {base!r}",
+                    ) from None
+                version += 1  # another writer took it; never overwrite
+                continue
             return version
 
     async def load_artifact(

@@ -31,6 +31,7 @@ from ..errors import (
 )
 from ..models import CustomEventType, Event, EventType, Session
 from ..ports import SessionStore
+from ..retry import Retry, RetryPolicy
 from .loop import StoreLoop
 
 try:
@@ -64,7 +65,8 @@ _Strs = list[str]
 
 CHECKPOINT = CustomEventType("langgraph.checkpoint")
 WRITES = CustomEventType("langgraph.writes")
-_REWRITE_ATTEMPTS = 100
+# A rewrite re-reads after a concurrent put won; past this the thread is too busy to rewrite.
+_REWRITE_RETRY = RetryPolicy(attempts=100, timeout=30.0, first_delay=0.0005, max_delay=0.02)
 _HEAD = 8  # a checkpoint and its pending writes usually end a thread
 _PAGE = 1000
 
@@ -508,7 +510,8 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         """Hide the thread's history behind one rewind and re-append what ``keep`` keeps, as
         one batch conditional on the latest sequence read: a concurrent put makes it retry."""
         store = self.store
-        for _ in range(_REWRITE_ATTEMPTS):
+        retry = Retry(_REWRITE_RETRY)
+        while True:
             latest = await store.get_latest_sequence(sid)
             visible = await store.get_visible_events(sid)
             ours = [e for e in visible if e.type in (CHECKPOINT, WRITES)]
@@ -537,11 +540,12 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                 await store.append_events(batch, expected_sequence=latest)
                 return
             except SequenceConflictError:
-                continue
-        raise SequenceConflictError(
-            f"could not rewrite thread session {sid!r}: {_REWRITE_ATTEMPTS} concurrent writes won",
-            details={"session_id": sid},
-        )
+                if not await retry.pause():
+                    raise SequenceConflictError(
+                        f"could not rewrite thread session {sid!r}: {retry.attempt} concurrent "
+                        f"writes won in {retry.elapsed:.1f} s",
+                        details={"session_id": sid, "attempts": retry.attempt},
+                    ) from None
 
 
 def _keep_latest(events: list[Event]) -> list[Event]:

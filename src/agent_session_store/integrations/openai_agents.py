@@ -16,6 +16,7 @@ from typing import Any, Self, cast
 from ..errors import DependencyNotAvailableError, SequenceConflictError, SessionNotFoundError
 from ..models import Event, EventType, Session, check_id, to_event_type
 from ..ports import SessionStore
+from ..retry import Retry, RetryPolicy
 from .loop import StoreLoop
 
 try:
@@ -37,9 +38,9 @@ __all__ = ["ITEM_NAMESPACE", "OpenAIAgentsSession", "item_event_type"]
 ITEM_NAMESPACE = "openai"
 _PREFIX = ITEM_NAMESPACE + "."
 _NOT_NAME = re.compile(r"[^a-z0-9_]+")
-#: How many times pop_item re-reads after losing a race before giving up: each lost race
-#: means another writer made progress, so this bounds only a pathological storm.
-_POP_ATTEMPTS = 1000
+#: How often and how long pop_item re-reads after losing a race before giving up: each lost
+#: race means another writer made progress, so this bounds only a pathological storm.
+_POP_RETRY = RetryPolicy(attempts=1000, timeout=30.0, first_delay=0.0005, max_delay=0.02)
 
 
 def item_event_type(item: TResponseInputItem) -> str:
@@ -169,7 +170,8 @@ class OpenAIAgentsSession:
 
     async def _pop(self) -> TResponseInputItem | None:
         store = self.store
-        for _ in range(_POP_ATTEMPTS):
+        retry = Retry(_POP_RETRY)
+        while True:
             latest = await store.get_latest_sequence(self._sid)
             if latest == 0:
                 return None
@@ -190,12 +192,14 @@ class OpenAIAgentsSession:
                 # included: then the newest item may be another one, so read again.
                 await store.append_events([rewind], expected_sequence=latest)
             except SequenceConflictError:
-                continue
+                if await retry.pause():
+                    continue
+                raise SequenceConflictError(
+                    f"pop_item lost {retry.attempt} races in a row in {retry.elapsed:.1f} s on "
+                    f"session {self._sid!r}",
+                    details={"session_id": self._sid, "attempts": retry.attempt},
+                ) from None
             return _item(target)
-        raise SequenceConflictError(
-            f"pop_item lost {_POP_ATTEMPTS} races in a row on session {self._sid!r}",
-            details={"session_id": self._sid},
-        )
 
     async def _newest_item(self) -> Event | None:
         newest = await self._newest_plain(1)

@@ -62,6 +62,7 @@ from ..query import (
     SessionSearch,
     descending,
 )
+from ..retry import Retry, RetryPolicy, gave_up
 from ..urls import bool_option, number_options, query_options
 from . import faults
 from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
@@ -69,6 +70,15 @@ from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
 __all__ = ["DEFAULT_SCHEMA", "PostgresSessionStore"]
 
 log = logging.getLogger("agent_session_store.postgres")
+
+# A transaction the server aborted as a deadlock victim or for a serialization failure runs
+# again, a few times within a couple of seconds: past that the contention is not passing and
+# the caller hears so (retryable) instead of the call going on for ever.
+TX_RETRY = RetryPolicy(attempts=5, timeout=2.0, first_delay=0.005, max_delay=0.1)
+# A statement the driver refused to send on a connection the server had ended: once more.
+NOT_SENT_RETRY = RetryPolicy(attempts=2, first_delay=0.0, max_delay=0.0)
+# The listener's reconnect loop: ends when no reader waits (or the store closes).
+LISTEN_RECONNECT = RetryPolicy(first_delay=0.05, max_delay=2.0)
 
 T = TypeVar("T")
 
@@ -439,7 +449,8 @@ class PostgresSessionStore(SessionStoreBase):
         the store may run twice anyway (appends are idempotent by id, the rest are upserts,
         deletes and reads).
         """
-        for attempt in (1, 2):
+        retry = Retry(NOT_SENT_RETRY)
+        while True:
             done, result = False, None
             try:
                 async with self._acquire() as conn:
@@ -448,13 +459,12 @@ class PostgresSessionStore(SessionStoreBase):
                         done = True
                 return result
             except faults.NotSent:
-                if attempt == 2:
+                if not await retry.pause():
                     raise
             except Exception:
                 if done:  # only releasing failed (a given pool's reset); the pool dropped it
                     return result
                 raise
-        raise AssertionError("unreachable")
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         rows: list[Any] = await self._run("fetch", sql, args)
@@ -472,14 +482,22 @@ class PostgresSessionStore(SessionStoreBase):
     async def _retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """Re-run a whole transaction that the server aborted as a deadlock victim: nothing
         of it was committed, so running it again is exactly what the caller asked for."""
-        for attempt in range(5):
+        retry = Retry(TX_RETRY)
+        while True:
             try:
                 return await work()
             except PostgresError as exc:
-                if exc.sqlstate not in faults.RETRYABLE_SQLSTATES or attempt == 4:
+                if exc.sqlstate not in faults.RETRYABLE_SQLSTATES:
                     raise
-                await asyncio.sleep(0.005 * (attempt + 1))
-        raise AssertionError("unreachable")
+                if not await retry.pause():
+                    why = "deadlock" if exc.sqlstate == "40P01" else "serialization failure"
+                    raise gave_up(
+                        "postgres",
+                        "transaction",
+                        retry,
+                        f"the server kept aborting it ({why}, SQLSTATE {exc.sqlstate})",
+                        sqlstate=exc.sqlstate,
+                    ) from exc
 
     # ------------------------------------------------------------ sessions
 
@@ -1098,7 +1116,7 @@ class PostgresSessionStore(SessionStoreBase):
     async def _supervise_listener(self) -> None:
         """Reconnect the listener when it drops while readers wait; ping it now and then so
         a silently dead connection (no FIN from a vanished host) is noticed too."""
-        delay = 0.05
+        retry = Retry(LISTEN_RECONNECT)
         while not self._closed:
             if self._listen_conn is None:
                 if not self._waiters:
@@ -1107,11 +1125,10 @@ class PostgresSessionStore(SessionStoreBase):
                     async with self._listen_lock:
                         if self._listen_conn is None:
                             await self._listen()
-                    delay = 0.05
+                    retry.reset()
                 except Exception as exc:
                     log.warning("postgres listener reconnect failed: %s", redact(str(exc)))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                    await retry.pause()  # no bound: the loop ends with its last waiter
                 continue
             try:
                 await asyncio.wait_for(self._listen_lost.wait(), 15.0)

@@ -27,11 +27,15 @@ from starlette.types import Receive, Scope, Send
 from ..errors import StoreError
 from ..models import Event
 from ..ports import SessionStore
+from ..retry import Retry, RetryPolicy, gave_up
 from .jsonenc import dumps
 
 __all__ = ["RAW_SEND", "StreamHub", "StreamLimits", "encode_frame"]
 
 _CATCH_UP_PAGE = 500
+# A stream joins again when the channel it found ended while starting; a channel that keeps
+# ending (a store failing each start) is reported instead of being restarted for ever.
+_JOIN_RETRY = RetryPolicy(attempts=50, timeout=10.0, first_delay=0.001, max_delay=0.1)
 
 #: Where ``create_app``'s outermost layer keeps the server's own ``send`` in the scope.
 RAW_SEND = "agent_session_store.raw_send"
@@ -379,6 +383,7 @@ class StreamHub:
                 await channel.task
 
     async def _join(self, key: FilterKey) -> tuple[_Channel, _Subscriber, int]:
+        retry = Retry(_JOIN_RETRY)
         while True:
             channel = self._channels.get(key)
             if channel is None:
@@ -386,10 +391,11 @@ class StreamHub:
             try:
                 await asyncio.shield(channel.ready)
             except asyncio.CancelledError:
-                if channel.task.done() and not self.closed:
-                    continue  # that channel ended while starting; start another
-                raise
-            if channel.task.done():
+                if not channel.task.done() or self.closed:
+                    raise
+            if channel.task.done():  # it ended while starting; start another
+                if not await retry.pause():
+                    raise gave_up("server", "stream", retry, "its channel kept ending at start")
                 continue
             sub = _Subscriber(self.limits)
             # No await between reading the position and joining: every event after

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ..errors import StorageError
+from ..errors import StorageConnectionFailedError, StorageError
+from ..retry import Retry, RetryPolicy
 
 T = TypeVar("T")
 
@@ -37,6 +37,11 @@ class Database:
     path: str
     synchronous: str  # "full" or "normal"
     busy_timeout: float  # seconds
+    busy_retry: RetryPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        policy = RetryPolicy(timeout=self.busy_timeout, first_delay=0.001, max_delay=0.05)
+        object.__setattr__(self, "busy_retry", policy)
 
     def connect(self, *, create: bool = False, query_only: bool = False) -> sqlite3.Connection:
         """A connection in autocommit mode: callers issue BEGIN / COMMIT themselves.
@@ -63,26 +68,25 @@ class Database:
         SQLite's own busy handler waits inside most calls; this covers the cases where it
         returns SQLITE_BUSY at once (a WAL being recovered, a lock upgrade that would deadlock).
         """
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.001
+        retry = Retry(self.busy_retry)  # from the first try: SQLite's own wait counts
         while True:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
+                if not is_busy(exc) or not retry.pause_sync():
                     raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
 
     def error(self, exc: sqlite3.Error | OSError, operation: str) -> StorageError:
         """Name the file and say what to check; the caller keeps the exception as __cause__."""
         code = result_code(exc)
         where = f"SQLite database {self.path}"
+        retryable = False
         if is_busy(exc):
             text = (
                 f"{where} stayed locked by other writers for more than {self.busy_timeout:g}s "
                 f"during {operation}"
             )
+            retryable = True
         elif code in (SQLITE_NOTADB, SQLITE_CORRUPT):
             text = f"{self.path} is not a SQLite database, or it is corrupt ({exc})"
         elif code in (SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_PERM) or isinstance(
@@ -102,4 +106,7 @@ class Database:
         name = getattr(exc, "sqlite_errorname", None)
         if name:
             details["sqlite_error"] = name
+        if retryable:  # the lock may be released later: the caller may try again
+            details["reason"] = "busy"
+            return StorageConnectionFailedError(text, details=details)
         return StorageError(text, details=details)

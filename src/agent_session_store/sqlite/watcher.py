@@ -26,12 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..retry import Retry, RetryPolicy
 from .connection import Database
 from .schema import LAST_CHANGE
 
 _FAST = 0.002  # seconds between polls while the file changes
 _SLOW = 0.05  # seconds between polls once it has been quiet for _QUIET seconds
 _QUIET = 0.5
+# After a failed poll (file unreadable, replaced): try a new connection, backing off to 1 s.
+_REOPEN = RetryPolicy(first_delay=0.05, max_delay=1.0)
 _IN_CHUNK = 500  # sessions per "WHERE session_id IN (...)" lookup
 
 Notify = Callable[[list[str]], None]
@@ -143,6 +146,7 @@ class FileWatcher:
         last_version = None
         cursor: int | None = None  # the last change number looked at
         last_change = time.monotonic()
+        retry = Retry(_REOPEN)
         try:
             while True:
                 if self._wake.is_set():  # a new waiter: be quick again
@@ -172,6 +176,7 @@ class FileWatcher:
                         else:
                             cursor = self._check_changes(conn, cursor)
                     last_version = version
+                    retry.reset()
                 except sqlite3.Error:
                     # Wake everyone rather than risk a lost wake-up: each reader re-queries and
                     # waits again if nothing is there. Then start afresh on a new connection.
@@ -180,7 +185,7 @@ class FileWatcher:
                     if conn is not None:
                         conn.close()
                         conn = None
-                    time.sleep(0.05)
+                    retry.pause_sync()  # no bound: the loop ends when the store closes
                 quiet = time.monotonic() - last_change > _QUIET
                 self._wake.wait(_SLOW if quiet else _FAST)
         finally:

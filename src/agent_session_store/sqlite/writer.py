@@ -27,7 +27,8 @@ from typing import Any
 
 from ..codec import decode_event
 from ..errors import StorageError
-from .connection import Database, is_busy
+from ..retry import Retry, RetryPolicy
+from .connection import SQLITE_READONLY, Database, is_busy, result_code
 from .schema import LAST_CHANGE, LAST_SEQ
 
 _MAX_GROUP = 256  # requests per group commit: bounds the latency of the first one
@@ -137,6 +138,10 @@ def decode_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
 _STOP = object()
 
 
+# Replacing a read-only write connection: candidates tried at once, one after another.
+_REOPEN_RETRY = RetryPolicy(attempts=8, first_delay=0.0, max_delay=0.0)
+
+
 class _Aborted(Exception):
     """SQLite rolled back the whole transaction while running ``group[index]``."""
 
@@ -170,6 +175,7 @@ class Writer:
         self._finish = finish
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
+        self._reopen = False  # the connection failed as read-only: replace it
         self.accepting = False
         self.transactions = 0  # group commits done, for monitoring
         self.requests = 0  # write requests they carried
@@ -259,6 +265,12 @@ class Writer:
 
     def _group_commit(self, group: list[Request]) -> None:
         conn = self.conn
+        if conn is not None and self._reopen:
+            try:
+                conn = self._writable_conn(conn)
+            except BaseException as exc:
+                self._deliver([(r, False, exc) for r in group], ())
+                return
         if conn is None:  # set-up failed; nothing can be written
             err = StorageError(f"the sqlite store {self.db.path} is not open")
             self._deliver([(r, False, err) for r in group], ())
@@ -277,13 +289,53 @@ class Writer:
                     self._deliver(aborted, ())
                     return
             except BaseException as exc:
+                self._drop_if_read_only([exc])
                 self._deliver([*aborted, *((r, False, exc) for r in group)], ())
                 return
+        self._drop_if_read_only([v for _, ok, v in (*aborted, *outcomes) if not ok])
         self.transactions += 1
         self.requests += len(group)
         if tx.woken:
             self._committed({sid: tx.seqs[sid] for sid in tx.woken})
         self._deliver([*aborted, *outcomes], tx.woken)
+
+    def _drop_if_read_only(self, errors: Iterable[Any]) -> None:
+        """SQLite opens a file it may not write read-only, and that connection stays so
+        after the file becomes writable again: on "readonly", the next write replaces it
+        (``_writable_conn``), so the store recovers without being reopened."""
+        if any(result_code(e) == SQLITE_READONLY for e in errors if isinstance(e, BaseException)):
+            self._reopen = True
+
+    def _writable_conn(self, old: sqlite3.Connection) -> sqlite3.Connection:
+        """A new write connection that can write, or the "readonly" error if none can.
+
+        SQLite keeps the descriptors of closed connections while others of the process hold
+        locks, and hands them to new connections: a new one may get a read-only descriptor
+        of the past. So each candidate is probed (``BEGIN IMMEDIATE`` fails on a read-only
+        connection) and the failed ones stay open until a good one is found, so none of
+        them is handed out again in the meantime. Eight candidates at most per write: while
+        the file is really read-only, a failing write costs that many opens.
+        """
+        tried: list[sqlite3.Connection] = [old]
+        retry = Retry(_REOPEN_RETRY)
+        try:
+            while True:
+                fresh = self._open_conn()
+                try:
+                    fresh.execute("BEGIN IMMEDIATE")
+                    fresh.execute("ROLLBACK")
+                except sqlite3.OperationalError as exc:
+                    tried.append(fresh)
+                    if result_code(exc) != SQLITE_READONLY or not retry.pause_sync():
+                        raise
+                    continue
+                self.conn = fresh
+                self._reopen = False
+                return fresh
+        finally:
+            for conn in tried if self.conn is not old else tried[1:]:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
 
     def _transaction(
         self, conn: sqlite3.Connection, group: list[Request]
