@@ -34,6 +34,7 @@ from .query import (
     run_facts,
 )
 from .urls import number_options, query_options
+from .wakes import wakes_of_rows
 
 __all__ = ["InMemorySessionStore"]
 
@@ -278,6 +279,7 @@ class InMemorySessionStore(SessionStoreBase):
         ids = self._event_ids
         logs = self._logs
         touched: set[str] = set()
+        new: list[tuple[str, str, str | None, int, int]] = []
         for row in rows:
             known = ids.get(row.id)
             if known is not None:
@@ -290,11 +292,12 @@ class InMemorySessionStore(SessionStoreBase):
             seq = log.add(row)
             ids[row.id] = (row.session_id, seq)
             touched.add(row.session_id)
+            new.append((row.session_id, row.type, row.run_id, row.timestamp_us, seq))
             stored.append(decode_event(row, seq))
         if touched:
             self._touch(touched)
             if self._waiters:
-                self._notify(touched)
+                self._notify(touched, wakes_of_rows(new))
         return stored
 
     def _check_expected(self, session_id: str, rows: list[EncodedEvent], expected: int) -> None:
@@ -368,7 +371,10 @@ class InMemorySessionStore(SessionStoreBase):
             self._event_ids[row.id] = (session_id, seq)
         log.last = max(log.last, latest_sequence)
         if fresh and self._waiters:
-            self._notify((session_id,))
+            self._notify(
+                (session_id,),
+                wakes_of_rows((session_id, r.type, r.run_id, r.timestamp_us, n) for r, n in fresh),
+            )
         return len(fresh), len(rows) - len(fresh)
 
     async def _get_events(self, q: EventQuery) -> list[Event]:

@@ -30,6 +30,7 @@ _NAMES = {
     1: "sessions, runs, events, counters and the append functions",
     2: "updated_at kept by the store, conditional append, import, one lock order",
     3: "query and retention columns and indexes (contract 7, 8)",
+    4: "wake-up payloads saying what each append brought (long-poll)",
 }
 
 

@@ -19,11 +19,12 @@ from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, Sessi
 from ..querying import _cutoff_us
 from ..retention import RetentionPolicy
 from ..urls import bool_option, number_options, query_options
+from ..wakes import Wake
 from . import queries, reads, schema, writes
 from . import watcher as watchers
 from .connection import Database
 from .readers import ReaderPool
-from .writer import Writer
+from .writer import Tx, Writer
 
 
 class SQLiteSessionStore(SessionStoreBase):
@@ -67,7 +68,7 @@ class SQLiteSessionStore(SessionStoreBase):
         self._writer = Writer(
             self._db,
             partial(schema.open_checked, self._db, auto_migrate),
-            self._notify,
+            self._wake,
             self._seen,
             writes.finish,
         )
@@ -383,14 +384,18 @@ class SQLiteSessionStore(SessionStoreBase):
             raise
         if self._watcher is None:  # closed meanwhile
             return
-        self._watcher.watch(self, session_id, baseline, self._notify, asyncio.get_running_loop())
+        self._watcher.watch(self, session_id, baseline, self._wake, asyncio.get_running_loop())
 
     async def _watch_stop(self, session_id: str) -> None:
         if self._watcher is not None:
             self._watcher.unwatch(self, session_id)
 
-    def _seen(self, seqs: dict[str, int]) -> None:
+    def _wake(self, wakes: dict[str, Wake | None]) -> None:
+        """Wake readers of these sessions with what each got (``None``: unknown)."""
+        self._notify(wakes, wakes)
+
+    def _seen(self, tx: Tx) -> None:
         """Runs on the writer thread after each commit that stored events."""
         watcher = self._watcher
         if watcher is not None:
-            watcher.seen(self, seqs)
+            watcher.seen(self, {sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base)

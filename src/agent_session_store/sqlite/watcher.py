@@ -23,9 +23,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from ..wakes import Wake
 from .connection import Database
 from .schema import LAST_CHANGE
 
@@ -34,7 +35,8 @@ _SLOW = 0.05  # seconds between polls once it has been quiet for _QUIET seconds
 _QUIET = 0.5
 _IN_CHUNK = 500  # sessions per "WHERE session_id IN (...)" lookup
 
-Notify = Callable[[list[str]], None]
+Notify = Callable[[dict[str, Wake | None]], None]
+Due = dict[tuple[asyncio.AbstractEventLoop, Notify], dict[str, Wake | None]]
 
 _CHANGED_SINCE = (
     "SELECT session_id, last_seq, change FROM seqs INDEXED BY seqs_by_change"
@@ -107,19 +109,28 @@ class FileWatcher:
                 if not subs:
                     del self._sessions[sid]
 
-    def seen(self, owner: object, seqs: dict[str, int]) -> None:
+    def seen(
+        self,
+        owner: object,
+        seqs: Mapping[str, int],
+        wakes: Mapping[str, Wake | None],
+        bases: Mapping[str, int],
+    ) -> None:
         """``owner`` committed these counters and wakes its own readers; the other stores of
-        this process watching those sessions are woken now, not at the next poll."""
+        this process watching those sessions are woken now, not at the next poll. They are
+        told what the commit stored (``wakes``) when they had seen everything before it (the
+        counter it started from, ``bases``); otherwise other commits came between, unknown."""
         if not self._sessions:
             return
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, seq in seqs.items():
                 for who, sub in self._sessions.get(sid, {}).items():
                     if sub.seen != seq:
+                        wake = wakes.get(sid) if bases.get(sid) == sub.seen else None
                         sub.seen = seq
                         if who is not owner:
-                            due.setdefault((sub.loop, sub.notify), []).append(sid)
+                            due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         if due:
             self._deliver(due)
 
@@ -198,13 +209,13 @@ class FileWatcher:
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT session_id, last_seq FROM seqs WHERE session_id IN ({marks})"
             current.update(conn.execute(sql, chunk).fetchall())
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, seq in current.items():
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), []).append(sid)
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = None
         self._deliver(due)
 
     def _check_changes(self, conn: sqlite3.Connection, cursor: int) -> int:
@@ -213,25 +224,25 @@ class FileWatcher:
         rows = conn.execute(_CHANGED_SINCE, (cursor,)).fetchall()
         if not rows:
             return cursor
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, seq, _ in rows:
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), []).append(sid)
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = None
         self._deliver(due)
         return int(rows[-1][2])
 
     def _wake_all(self) -> None:
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, subs in self._sessions.items():
                 for sub in subs.values():
-                    due.setdefault((sub.loop, sub.notify), []).append(sid)
+                    due.setdefault((sub.loop, sub.notify), {})[sid] = None
         self._deliver(due)
 
-    def _deliver(self, due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]]) -> None:
+    def _deliver(self, due: Due) -> None:
         for (loop, notify), sids in due.items():
             try:
                 loop.call_soon_threadsafe(notify, sids)

@@ -6,6 +6,7 @@ Mixed into ``SessionStoreContract``; each test names the rule it pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -245,6 +246,88 @@ class EdgeContract:
         assert all(g == [hit] for g in got)
         got[0][0].data["changed"] = True  # every reader has its own copy
         assert "changed" not in got[1][0].data
+
+    async def test_filtered_waiters_sleep_through_appends_they_cannot_use(
+        self, store: SessionStoreBase, store_url: str
+    ) -> None:
+        """Item 14: a wake carries what was appended; readers it cannot satisfy stay asleep.
+
+        1,000 readers wait for a tool call while messages are appended (by this store and,
+        on a shared backend, by another store object, whose commit reaches this one only
+        through the backend's notification: NOTIFY, pub/sub, the SQLite watcher)."""
+        calls = 0
+        inner = _inner(store)
+        real = inner._get_events
+
+        async def counting(query: EventQuery) -> list[Event]:
+            nonlocal calls
+            calls += 1
+            return await real(query)
+
+        async def unrelated_call_ms() -> float:
+            started = time.perf_counter()
+            await store.get_latest_sequence("elsewhere")
+            return (time.perf_counter() - started) * 1000
+
+        inner._get_events = counting  # type: ignore[method-assign]
+        future = datetime(2100, 1, 1, tzinfo=UTC)
+        await store.append_event(_ev())  # 1
+        baseline = sorted([await unrelated_call_ms() for _ in range(20)])[10]
+        typed = [
+            asyncio.create_task(
+                store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
+            )
+            for _ in range(1000)
+        ]
+        by_run = asyncio.create_task(store.get_events("s", run_id="r9", wait_timeout_ms=60_000))
+        late = asyncio.create_task(store.get_events("s", since=future, wait_timeout_ms=60_000))
+        far = asyncio.create_task(store.get_events("s", after=1000, wait_timeout_ms=60_000))
+        sentinel = asyncio.create_task(
+            store.get_events("s", type="error_occurred", wait_timeout_ms=60_000)
+        )
+        waiters = inner._waiters
+        await _until(
+            lambda: waiters.sleeping("s") == 1004,
+            "1,004 readers asleep",
+        )
+        before = calls
+        during: list[float] = []
+        for i in range(20):  # 2..21: messages of another run, timestamped now
+            await store.append_event(_ev(run_id="r1", data={"i": i}))
+            during.append(await unrelated_call_ms())
+        shared = not store_url.startswith("memory")
+        async with (
+            open_session_store(store_url) if shared else contextlib.nullcontext(store) as other
+        ):
+            await other.append_event(_ev(run_id="r1"))  # 22, from elsewhere
+            # The sentinel's wake comes after every earlier one on the same channel.
+            await other.append_event(_ev(type=EventType.ERROR_OCCURRED))  # 23
+            assert [e.sequence_number for e in await asyncio.wait_for(sentinel, 10)] == [23]
+        requeries = calls - before - 1  # the sentinel's own query
+        print(
+            f"\n{inner.backend_name}: 1,004 filtered waiters, 21 unrelated appends -> "
+            f"{requeries} re-queries; unrelated call {baseline:.2f} ms idle, "
+            f"{sorted(during)[10]:.2f} ms median / {max(during):.2f} ms max while appending"
+        )
+        assert requeries <= 1, f"{requeries} re-queries for appends no waiter can use"
+        assert not any(t.done() for t in [*typed, by_run, late, far])
+        # a match wakes the waiter it matches, within a deadline, and only that one
+        hit = await store.append_event_with_sequence(_ev(run_id="r9"))  # 24
+        assert await asyncio.wait_for(by_run, 10) == [hit]
+        # a wake that says nothing (a lost notification) still wakes every reader
+        woken = calls
+        inner._notify(["s"])
+        await _until(lambda: calls > woken and not inner._shared, "everyone re-querying")
+        assert not any(t.done() for t in [*typed, late, far])
+        call = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
+        got = await asyncio.wait_for(asyncio.gather(*typed), 10)
+        assert all(g == [call] for g in got)
+        stamped = await store.append_event_with_sequence(_ev(timestamp=future))
+        assert await asyncio.wait_for(late, 10) == [stamped]
+        assert not far.done()
+        far.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await far
 
     # ---------------------------------------------------------------- streaming (3.11)
 

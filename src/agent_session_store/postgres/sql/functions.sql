@@ -37,6 +37,9 @@ DECLARE
     v_fresh bigint;
     v_sessions text[];
     v_seqs bigint[];
+    v_types text[];
+    v_runs text[];
+    v_ts bigint[];
 BEGIN
     IF coalesce(cardinality(p_id), 0) = 0 THEN
         RETURN;
@@ -82,10 +85,11 @@ BEGIN
                    provider, correlation_id
             FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
             ON CONFLICT (id) DO NOTHING
-            RETURNING session_id, seq
+            RETURNING session_id, seq, type, run_id, ts_us
         )
-        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
-        INTO v_fresh, v_sessions, v_seqs
+        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq),
+               array_agg(ins.type), array_agg(ins.run_id), array_agg(ins.ts_us)
+        INTO v_fresh, v_sessions, v_seqs, v_types, v_runs, v_ts
         FROM ins;
         EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_fresh;
         -- Another transaction committed one of these ids into another session while we
@@ -94,11 +98,19 @@ BEGIN
         USING unnest(v_sessions, v_seqs) AS d(sid, q)
         WHERE e.session_id = d.sid AND e.seq = d.q;
     END LOOP;
-    -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers.
+    -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers: a
+    --    payload per session saying what it got (wakes.py; runs left out when too many or
+    --    too long for a payload), and the bare session id that code before version 4 reads.
     IF v_seqs IS NOT NULL THEN
         WITH top AS (
-            SELECT u.sid, max(u.q) AS top
-            FROM unnest(v_sessions, v_seqs) AS u(sid, q) GROUP BY u.sid
+            SELECT u.sid, min(u.q) AS first, max(u.q) AS top, max(u.ts) AS ts,
+                   array_agg(DISTINCT u.t) AS types,
+                   array_agg(DISTINCT u.r) FILTER (WHERE u.r IS NOT NULL) AS runs,
+                   bool_or(u.r IS NULL) AS no_run,
+                   CASE WHEN char_length(u.sid) <= 200 THEN u.sid
+                        ELSE '#' || md5(u.sid) END AS said
+            FROM unnest(v_sessions, v_seqs, v_types, v_runs, v_ts) AS u(sid, q, t, r, ts)
+            GROUP BY u.sid
         ), moved AS (
             UPDATE {s}.counters AS c SET last_seq = top.top
             FROM top WHERE c.session_id = top.sid
@@ -107,8 +119,15 @@ BEGIN
             SET updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
             FROM top WHERE s.id = top.sid
         )
-        SELECT count(pg_notify({channel}, CASE WHEN char_length(top.sid) <= 200 THEN top.sid
-                                               ELSE '#' || md5(top.sid) END))
+        SELECT count(pg_notify({channel}, top.said)) + count(pg_notify({channel},
+                   (jsonb_build_object('s', top.said, 'f', top.first, 'l', top.top,
+                                       'ts', top.ts, 't', top.types)
+                    || CASE WHEN coalesce(cardinality(top.runs), 0) <= 32
+                                 AND coalesce(octet_length(array_to_string(top.runs, '')), 0)
+                                     <= 4000
+                            THEN jsonb_build_object('r', coalesce(top.runs, '{}'::text[]),
+                                                    'n', top.no_run)
+                            ELSE '{}'::jsonb END)::text))
         INTO v_fresh
         FROM top;
     END IF;
@@ -290,8 +309,24 @@ BEGIN
     SET last_seq = greatest(last_seq, p_latest, (SELECT max(q) FROM unnest(p_seq) AS q))
     WHERE session_id = p_session;
     IF v_imported > 0 THEN
-        PERFORM pg_notify({channel}, CASE WHEN char_length(p_session) <= 200 THEN p_session
-                                          ELSE '#' || md5(p_session) END);
+        -- as in append_events: what came (here: every row asked for, a superset), and the id
+        PERFORM pg_notify({channel}, w.said), pg_notify({channel},
+                (jsonb_build_object('s', w.said, 'f', w.first, 'l', w.top, 'ts', w.ts,
+                                    't', w.types)
+                 || CASE WHEN coalesce(cardinality(w.runs), 0) <= 32
+                              AND coalesce(octet_length(array_to_string(w.runs, '')), 0) <= 4000
+                         THEN jsonb_build_object('r', coalesce(w.runs, '{}'::text[]),
+                                                 'n', w.no_run)
+                         ELSE '{}'::jsonb END)::text)
+        FROM (
+            SELECT CASE WHEN char_length(p_session) <= 200 THEN p_session
+                        ELSE '#' || md5(p_session) END AS said,
+                   min(u.q) AS first, max(u.q) AS top, max(u.ts) AS ts,
+                   array_agg(DISTINCT u.t) AS types,
+                   array_agg(DISTINCT u.r) FILTER (WHERE u.r IS NOT NULL) AS runs,
+                   bool_or(u.r IS NULL) AS no_run
+            FROM unnest(p_seq, p_type, p_run, p_ts) AS u(q, t, r, ts)
+        ) AS w;
     END IF;
     RETURN QUERY SELECT v_imported, v_skipped;
 END
