@@ -20,6 +20,7 @@ from ..models import Event, EventType, Run, Session
 from ..redaction import RedactionConfig
 from ..transfer import SessionExport
 from ..urls import open_session_store
+from .waiting import asleep, deliveries, inner, settled, until
 
 __all__ = ["EdgeContract"]
 
@@ -33,19 +34,8 @@ def _ev(session_id: str = "s", type: Any = EventType.MESSAGE_SENT, **kw: Any) ->
     return Event(type=type, session_id=session_id, **kw)
 
 
-async def _until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Wait for a condition with a deadline, yielding to the loop (and to store threads)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
-def _inner(store: Any) -> SessionStoreBase:
-    """The session backend itself, also behind a composite: some tests watch its internals."""
-    inner: SessionStoreBase = getattr(store, "session_store", store)
-    return inner
+_until = until
+_inner = inner
 
 
 async def _code(awaitable: Awaitable[Any]) -> str:
@@ -178,15 +168,16 @@ class EdgeContract:
                 wait_timeout_ms=20_000,
             )
         )
-        await asyncio.sleep(0.05)
+        await asleep(store, "s")
         misses = [
             _ev(run_id="r2", type=EventType.TOOL_CALL_STARTED, timestamp=t),  # other run
             _ev(run_id="r1", type=EventType.TOOL_CALL_STARTED, timestamp=t - ONE),  # too early
             _ev(run_id="r1", timestamp=t),  # other type
         ]
         for miss in misses:
+            woken = deliveries(store, "s")
             await store.append_event(miss)
-            await asyncio.sleep(0.02)
+            await settled(store, "s", woken, [reader])
             assert not reader.done()
         hit = await store.append_events(
             [_ev(run_id="r1", type=EventType.TOOL_CALL_STARTED, timestamp=t) for _ in range(2)]
@@ -207,7 +198,7 @@ class EdgeContract:
             reader = asyncio.create_task(
                 store.get_events("s", after=latest, wait_timeout_ms=20_000)
             )
-            await asyncio.sleep(0.02)
+            await asleep(store, "s")
             started = time.monotonic()
             await write()
             got = await asyncio.wait_for(reader, 10)
@@ -231,15 +222,11 @@ class EdgeContract:
             )
             for _ in range(300)
         ]
-        await _until(
-            lambda: len(inner._waiters._by_session.get("s", ())) == 300 and not inner._shared,
-            "300 readers asleep",
-        )
-        before = calls
-        await store.append_event(_ev())  # same session, filtered out: wakes, finds nothing
-        await _until(lambda: calls > before and not inner._shared, "the re-query")
-        await asyncio.sleep(0.05)
-        assert calls - before <= 3, f"{calls - before} queries for one unrelated append"
+        await asleep(store, "s", 300)
+        before, woken = calls, deliveries(store, "s")
+        inner._notify(["s"])  # a wake that does not say what came: everyone re-queries
+        await settled(store, "s", woken, readers)
+        assert calls - before == 1, f"{calls - before} queries for 300 identical readers"
         assert not any(r.done() for r in readers)
         hit = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
         got = await asyncio.wait_for(asyncio.gather(*readers), 10)
@@ -250,7 +237,7 @@ class EdgeContract:
     async def test_filtered_waiters_sleep_through_appends_they_cannot_use(
         self, store: SessionStoreBase, store_url: str
     ) -> None:
-        """Item 14: a wake carries what was appended; readers it cannot satisfy stay asleep.
+        """3.9: a wake carries what was appended; readers it cannot satisfy stay asleep.
 
         1,000 readers wait for a tool call while messages are appended (by this store and,
         on a shared backend, by another store object, whose commit reaches this one only

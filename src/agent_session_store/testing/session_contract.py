@@ -31,6 +31,7 @@ from ..urls import open_session_store
 from . import workers
 from .contract_edges import EdgeContract
 from .contract_v2 import DurableV2Contract, V2Contract
+from .waiting import asleep, deliveries, settled
 
 __all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
 
@@ -624,13 +625,12 @@ class SessionStoreContract(V2Contract, EdgeContract):
         reader = asyncio.create_task(
             store.get_events("ses_a", after=1, type="tool_call_started", wait_timeout_ms=30_000)
         )
-        await asyncio.sleep(
-            0.05
-        )  # let the reader start waiting (correctness does not depend on it)
+        await asleep(store, "ses_a")
         # other sessions, and events the filters exclude, do not end the wait
         await store.append_event(ev("ses_other", type=EventType.TOOL_CALL_STARTED))
+        woken = deliveries(store, "ses_a")
         await store.append_event(ev(type=EventType.MESSAGE_SENT))
-        await asyncio.sleep(0.05)
+        await settled(store, "ses_a", woken, [reader])
         assert not reader.done()
         # other operations go on while the reader waits
         await store.save_session(Session(id="ses_a", agent_id="a"))
@@ -643,7 +643,7 @@ class SessionStoreContract(V2Contract, EdgeContract):
             asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=30_000))
             for _ in range(20)
         ]
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a", 20)
         e = await store.append_event_with_sequence(ev())
         assert await asyncio.wait_for(asyncio.gather(*readers), 10) == [[e]] * 20
 
@@ -651,18 +651,18 @@ class SessionStoreContract(V2Contract, EdgeContract):
         store = open_session_store(store_url)
         await store.open()
         reader = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=60_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         await store.close()
         assert await asyncio.wait_for(reader, 10) == []
 
     async def test_cancelled_reader_leaves_store_usable(self, store: SessionStoreBase) -> None:
         reader = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=60_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
         second = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=30_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         e = await store.append_event_with_sequence(ev())
         assert await asyncio.wait_for(second, 10) == [e]
 
@@ -679,7 +679,7 @@ class SessionStoreContract(V2Contract, EdgeContract):
                     return
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         later = await store.append_events([ev(data={"i": i}) for i in range(5, 8)])
         await asyncio.wait_for(task, 10)
         assert got == first[2:] + later
@@ -725,7 +725,7 @@ class DurableSessionStoreContract(SessionStoreContract, DurableV2Contract):
     ) -> None:
         async with open_session_store(store_url) as other:
             reader = asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=60_000))
-            await asyncio.sleep(0.05)
+            await asleep(store, "s")
             await other.append_event(ev("s_other"))
             e = await other.append_event_with_sequence(ev("s"))
             appended = time.monotonic()
