@@ -31,6 +31,7 @@ from ..urls import open_session_store
 from . import workers
 from .contract_edges import EdgeContract
 from .contract_v2 import DurableV2Contract, V2Contract
+from .faults import failing_midway
 from .waiting import asleep, deliveries, settled
 
 __all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
@@ -405,6 +406,41 @@ class SessionStoreContract(V2Contract, EdgeContract):
         changed = session.with_status("failed")
         await raises("validation_error", store.flush(changed, run, [bad]))
         assert await store.get_session("s") == session
+
+    async def test_flush_failing_in_the_backend_midway_leaves_nothing(
+        self, store: SessionStoreBase
+    ) -> None:
+        """3.8.7 with a real failure, not a refused input: the backend fails after part of
+        the flush was written; nothing of it is visible, the error is a StoreError."""
+        old = Session(id="s", agent_id="a", metadata={"v": 1})
+        await store.save_session(old)
+        await store.save_run(Run(id="r0", session_id="s"))
+        first = await store.append_event_with_sequence(ev("s", run_id="r0"))
+        before = await store.get_session("s")
+        runs = await store.list_runs("s")
+        new_run = Run(id="r1", session_id="s")
+        batch = [ev("s", id="e1", run_id="r1"), ev("s", id="boom"), ev("s", id="e3")]
+        changed = old.replace(metadata={"v": 2})
+        for attempt in (changed, Session(id="fresh", agent_id="b")):
+            sid = attempt.id
+            events = [e.replace(session_id=sid) for e in batch]
+            async with failing_midway(store, sid, "boom"):
+                with pytest.raises(StoreError) as info:
+                    await store.flush(attempt, new_run.replace(session_id=sid), events)
+            assert info.value.code == "storage_error", info.value
+        assert await store.get_session("s") == before, (await store.get_session("s"), before)
+        assert await store.list_runs("s") == runs
+        await raises("run_not_found", store.get_run("r1"))
+        assert await store.get_events("s") == [first]
+        assert await store.get_latest_sequence("s") == 1
+        await raises("session_not_found", store.get_session("fresh"))
+        assert await store.get_events("fresh") == []
+        assert await store.get_latest_sequence("fresh") == 0
+        assert [x.id for x in await store.list_sessions()] == ["s"]
+        # nothing was consumed: the same flush, once the fault is gone, numbers from 2
+        out = await store.flush(changed, new_run, batch)
+        assert [e.sequence_number for e in out] == [2, 3, 4]
+        assert (await store.get_session("s")).metadata == {"v": 2}
 
     # ---------------------------------------------------------------- bad input (3.8.1)
 

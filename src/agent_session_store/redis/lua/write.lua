@@ -196,7 +196,38 @@ else
   end
 end
 
--- every check passed: write
+-- every check passed: write. A key of another type would fail a command midway, after
+-- earlier writes of this call, and a script is not rolled back: refuse before the first.
+local function kind_of(key, kind)
+  local t = redis.call('TYPE', key)
+  t = type(t) == 'table' and t.ok or t
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. kind
+      .. '; nothing was written')
+  end
+end
+local kinds = {'string', 'hash', 'hash', 'zset', 'hash', 'hash', nil, 'zset', 'hash'}
+for i = 1, #sessions do
+  local k = plan.sessions[i].keys
+  for j = 0, 8 do
+    if kinds[j + 1] then
+      local bad = kind_of(KEYS[k + j], kinds[j + 1])
+      if bad then return bad end
+    end
+  end
+end
+for _, name in ipairs({'touched_index', 'id_index', 'run_index'}) do
+  if plan[name] then
+    local bad = kind_of(KEYS[plan[name]], 'hash')
+    if bad then return bad end
+  end
+end
+if plan.list_index then
+  for j, kind in ipairs({'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}) do
+    local bad = kind_of(KEYS[plan.list_index[j]], kind)
+    if bad then return bad end
+  end
+end
 local now = nil
 local touched_index = plan.touched_index and KEYS[plan.touched_index]
 local function touch(s)
