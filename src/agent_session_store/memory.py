@@ -383,7 +383,8 @@ class InMemorySessionStore(SessionStoreBase):
                     self._unindex_session(current)
                     del self._sessions[sid]
                 if saved is not None:
-                    rec, rec.touched, rec.updated_us = saved
+                    rec = saved[0]
+                    rec.touched, rec.updated_us = saved[1], saved[2]
                     if self._sessions.get(sid) is not rec:
                         self._sessions[sid] = rec
                         insort(self._order, rec.key)
