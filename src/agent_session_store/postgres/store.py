@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -698,9 +699,30 @@ class PostgresSessionStore(SessionStoreBase):
             return f"SELECT count(*) FROM {self._s}.sessions{_where(where)}", args
         col = "updated_us" if q.order_by.startswith("updated") else "created_us"
         desc = descending(q.order_by)
+        way = " DESC" if desc else ""
+        if q.statuses is not None and len(q.statuses) > 1:
+            # ``status = ANY`` cannot come off (status, col, id) in order: the planner reads
+            # every match and sorts it (with real row widths and a skew of statuses it does).
+            # One branch per status, each an ordered index range, merged: a page costs limit x
+            # statuses, however many sessions match.
+            args = []
+            branches = []
+            for status in dict.fromkeys(q.statuses):
+                where = _session_where(dataclasses.replace(q, statuses=(status,)), args)
+                _keyset(where, args, f"({col}, id)", after, desc)
+                branches.append(
+                    f"(SELECT doc, updated_us, {col} AS k, id FROM {self._s}.sessions"
+                    f"{_where(where)} ORDER BY {col}{way}, id{way} LIMIT $L)"
+                )
+            args.append(limit)
+            page = f"${len(args)}"
+            return (
+                f"SELECT doc, updated_us FROM ({' UNION ALL '.join(branches)}) AS u "
+                f"ORDER BY k{way}, id{way} LIMIT {page}".replace("$L", page),
+                args,
+            )
         _keyset(where, args, f"({col}, id)", after, desc)
         args.append(limit)
-        way = " DESC" if desc else ""
         return (
             f"SELECT doc, updated_us FROM {self._s}.sessions{_where(where)} "
             f"ORDER BY {col}{way}, id{way} LIMIT ${len(args)}",
