@@ -316,6 +316,27 @@ class EdgeContract:
         with pytest.raises(asyncio.CancelledError):
             await far
 
+    async def test_wakes_reach_readers_of_a_1024_byte_session_id(
+        self, store: SessionStoreBase, store_url: str
+    ) -> None:
+        """A wake-up names a long session id however the backend spells it (PostgreSQL sends
+        '#' + md5 past 200 characters) and still says what came."""
+        sid = "L" * 1024
+        shared = not store_url.startswith("memory")
+        async with (
+            open_session_store(store_url) if shared else contextlib.nullcontext(store) as other
+        ):
+            reader = asyncio.create_task(
+                store.get_events(sid, type="tool_call_started", wait_timeout_ms=30_000)
+            )
+            await asleep(store, sid)
+            woken = deliveries(store, sid)
+            await other.append_event(_ev(sid))  # filtered out
+            await settled(store, sid, woken, [reader])
+            assert not reader.done()
+            hit = await other.append_event_with_sequence(_ev(sid, type=EventType.TOOL_CALL_STARTED))
+            assert await asyncio.wait_for(reader, 10) == [hit]
+
     # ---------------------------------------------------------------- streaming (3.11)
 
     async def test_stream_events_with_filters_and_cleanup(self, store: SessionStoreBase) -> None:

@@ -37,7 +37,7 @@ async def asleep(store: Any, session_id: str, readers: int = 1) -> None:
     waiters = inner(store)._waiters
     await until(
         lambda: waiters.sleeping(session_id) >= readers,
-        f"{readers} reader(s) of {session_id!r} waiting",
+        f"{readers} reader(s) of {session_id[:40]!r} waiting",
     )
 
 
@@ -53,11 +53,11 @@ async def settled(
     ``tasks`` that it woke has either finished or gone back to sleep."""
     base = inner(store)
     readers = list(tasks)
-    await until(lambda: deliveries(store, session_id) > before, f"a wake-up of {session_id!r}")
+    await until(lambda: deliveries(store, session_id) > before, f"a wake-up of {session_id[:40]!r}")
     await asyncio.sleep(0)  # readers it woke run now
 
     def quiet() -> bool:
         waiting = sum(not t.done() for t in readers)
         return base._waiters.sleeping(session_id) >= waiting and not base._shared
 
-    await until(quiet, f"the readers of {session_id!r} to settle")
+    await until(quiet, f"the readers of {session_id[:40]!r} to settle")
