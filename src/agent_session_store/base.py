@@ -156,7 +156,9 @@ class _Waiters:
     __slots__ = ("_by_session", "asleep", "deliveries", "generation")
 
     def __init__(self) -> None:
-        self._by_session: dict[str, dict[asyncio.Event, EventQuery]] = {}
+        #: session -> query -> the flags of the readers waiting with it: a wake is tested
+        #: once per distinct query, not once per reader
+        self._by_session: dict[str, dict[EventQuery, set[asyncio.Event]]] = {}
         self.generation: dict[str, int] = {}
         #: wake-ups delivered per waited-on session, woken readers or not (tests wait on it)
         self.deliveries: dict[str, int] = {}
@@ -174,20 +176,25 @@ class _Waiters:
         first = bucket is None
         if bucket is None:
             bucket = self._by_session[sid] = {}
-        bucket[flag] = query
+        bucket.setdefault(query, set()).add(flag)
         return flag, first
 
-    def remove(self, session_id: str, flag: asyncio.Event) -> bool:
+    def remove(self, query: EventQuery, flag: asyncio.Event) -> bool:
         """Returns True when that was the session's last waiter."""
-        bucket = self._by_session.get(session_id)
+        sid = query.session_id
+        bucket = self._by_session.get(sid)
         if bucket is None:
             return False
-        bucket.pop(flag, None)
+        flags = bucket.get(query)
+        if flags is not None:
+            flags.discard(flag)
+            if not flags:
+                del bucket[query]
         if bucket:
             return False
-        del self._by_session[session_id]
-        self.generation.pop(session_id, None)
-        self.deliveries.pop(session_id, None)
+        del self._by_session[sid]
+        self.generation.pop(sid, None)
+        self.deliveries.pop(sid, None)
         return True
 
     def notify(
@@ -199,16 +206,18 @@ class _Waiters:
             if bucket:
                 self.deliveries[sid] = self.deliveries.get(sid, 0) + 1
                 wake = None if wakes is None else wakes.get(sid)
-                woken = [f for f, q in bucket.items() if wake is None or wake.may_satisfy(q)]
+                woken = [f for q, f in bucket.items() if wake is None or wake.may_satisfy(q)]
                 if woken:
                     self.generation[sid] = self.generation.get(sid, 0) + 1
-                    for flag in woken:
-                        flag.set()
+                    for flags in woken:
+                        for flag in flags:
+                            flag.set()
 
     def notify_all(self) -> None:
         for bucket in self._by_session.values():
-            for flag in bucket:
-                flag.set()
+            for flags in bucket.values():
+                for flag in flags:
+                    flag.set()
 
     def sessions(self) -> list[str]:
         return list(self._by_session)
@@ -628,7 +637,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
                     # One last look: an append may have committed just as time ran out.
                     return [] if self._closed else await self._query_events(query)
         finally:
-            if self._waiters.remove(sid, flag):
+            if self._waiters.remove(query, flag):
                 started = self._watching.pop(sid, None)
                 if started is not None and not self._closed:
                     if not started.done():
