@@ -14,7 +14,7 @@ from typing import Any
 
 from ..base import SessionStoreBase
 
-__all__ = ["asleep", "deliveries", "inner", "settled", "until"]
+__all__ = ["asleep", "deliveries", "elsewhere", "inner", "settled", "until", "wake_unsure"]
 
 
 async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
@@ -30,6 +30,24 @@ def inner(store: Any) -> SessionStoreBase:
     """The session backend itself, also behind a composite: tests watch its internals."""
     found: SessionStoreBase = getattr(store, "session_store", store)
     return found
+
+
+def elsewhere(store: Any) -> bool:
+    """The store runs on another event loop (the blocking facade gives it a thread of its
+    own, and each waiting call a thread from a pool)."""
+    loop = inner(store)._bound_loop
+    return loop is not None and loop is not asyncio.get_running_loop()
+
+
+def wake_unsure(store: Any, session_id: str) -> None:
+    """A wake-up that cannot say what came (as after a lost notification), delivered on
+    the store's own loop."""
+    base = inner(store)
+    if elsewhere(store):
+        assert base._bound_loop is not None
+        base._bound_loop.call_soon_threadsafe(base._notify, [session_id])
+    else:
+        base._notify([session_id])
 
 
 async def asleep(store: Any, session_id: str, readers: int = 1) -> None:
