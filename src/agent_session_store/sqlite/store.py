@@ -71,6 +71,7 @@ class SQLiteSessionStore(SessionStoreBase):
             self._wake,
             self._seen,
             writes.finish,
+            self._committing,
         )
         self._readers = ReaderPool(self._db, readers)
         self._watcher: watchers.FileWatcher | None = None  # shared by this file's stores
@@ -393,6 +394,14 @@ class SQLiteSessionStore(SessionStoreBase):
     def _wake(self, wakes: dict[str, Wake | None]) -> None:
         """Wake readers of these sessions with what each got (``None``: unknown)."""
         self._notify(wakes, wakes)
+
+    def _committing(self, tx: Tx, going: bool) -> None:
+        """Runs on the writer thread, holding the write lock, just before COMMIT (or, with
+        ``going`` False, instead of it): the watcher may see the commit before ``_seen``
+        runs, and should then still say what it brought."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.expect({sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base, going)
 
     def _seen(self, tx: Tx) -> None:
         """Runs on the writer thread after each commit that stored events."""

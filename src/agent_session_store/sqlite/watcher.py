@@ -66,6 +66,9 @@ class FileWatcher:
         self._lock = threading.Lock()
         # session -> owner (a store) -> subscriber
         self._sessions: dict[str, dict[object, _Subscriber]] = {}
+        #: session -> (counter before, counter after, wake) of a commit of this process
+        #: about to land, so a poll that sees it first can say what it brought
+        self._expected: dict[str, tuple[int, int, Wake | None]] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -109,6 +112,31 @@ class FileWatcher:
                 if not subs:
                     del self._sessions[sid]
 
+    def expect(
+        self,
+        seqs: Mapping[str, int],
+        wakes: Mapping[str, Wake | None],
+        bases: Mapping[str, int],
+        going: bool,
+    ) -> None:
+        """A commit of this process moves these counters from ``bases`` (called with the
+        write lock held, so no other commit can land in between); ``going`` False: it
+        did not commit, forget it."""
+        if going and not self._sessions:
+            return  # nobody waits: a watch starting now gets no wake-up it could use
+        with self._lock:
+            for sid, seq in seqs.items():
+                base = bases.get(sid)
+                if going and base is not None:
+                    self._expected[sid] = (base, seq, wakes.get(sid))
+                else:
+                    self._expected.pop(sid, None)
+
+    def _wake_for(self, sid: str, seen: int, seq: int) -> Wake | None:
+        """What moved the counter from ``seen`` to ``seq``, if an expected commit did."""
+        exp = self._expected.get(sid)
+        return exp[2] if exp is not None and exp[0] == seen and exp[1] == seq else None
+
     def seen(
         self,
         owner: object,
@@ -120,10 +148,14 @@ class FileWatcher:
         this process watching those sessions are woken now, not at the next poll. They are
         told what the commit stored (``wakes``) when they had seen everything before it (the
         counter it started from, ``bases``); otherwise other commits came between, unknown."""
-        if not self._sessions:
+        if not self._sessions and not self._expected:
             return
         due: Due = {}
         with self._lock:
+            for sid in seqs:
+                self._expected.pop(sid, None)
+            if not self._sessions:
+                return
             for sid, seq in seqs.items():
                 for who, sub in self._sessions.get(sid, {}).items():
                     if sub.seen != seq:
@@ -214,8 +246,9 @@ class FileWatcher:
             for sid, seq in current.items():
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
+                        wake = self._wake_for(sid, sub.seen, seq)
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), {})[sid] = None
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         self._deliver(due)
 
     def _check_changes(self, conn: sqlite3.Connection, cursor: int) -> int:
@@ -229,8 +262,9 @@ class FileWatcher:
             for sid, seq, _ in rows:
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
+                        wake = self._wake_for(sid, sub.seen, seq)
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), {})[sid] = None
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         self._deliver(due)
         return int(rows[-1][2])
 

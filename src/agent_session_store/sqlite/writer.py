@@ -171,7 +171,8 @@ class Writer:
 
     ``open_conn`` runs first, on the writer thread, and returns the write connection.
     ``notify(wakes)`` runs on a caller's loop after a commit that stored events there (what
-    each session got); ``committed(tx)`` runs on the writer thread after that commit.
+    each session got); ``committed(tx)`` runs on the writer thread after that commit, and
+    ``committing(tx, True)`` just before it (``False``: it did not happen after all).
     ``finish(tx)`` runs last in every transaction, before COMMIT.
     """
 
@@ -182,12 +183,14 @@ class Writer:
         notify: Callable[[dict[str, Wake | None]], None],
         committed: Callable[[Tx], None],
         finish: Callable[[Tx], None] | None = None,
+        committing: Callable[[Tx, bool], None] | None = None,
     ) -> None:
         self.db = db
         self._open_conn = open_conn
         self._notify = notify
         self._committed = committed
         self._finish = finish
+        self._committing = committing
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
         self.accepting = False
@@ -341,8 +344,12 @@ class Writer:
             aside = None
             if rows >= _DECODE_ASIDE and self._decoder is not None:
                 aside = self._decoder.submit(decode_outcomes, outcomes)
+            if self._committing is not None and tx.woken:
+                self._committing(tx, True)
             conn.execute("COMMIT")
         except BaseException:
+            if self._committing is not None and tx.woken:
+                self._committing(tx, False)  # before ROLLBACK: the write lock is still ours
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
