@@ -62,6 +62,7 @@ from .ports import SessionStore
 from .querying import QueryAndMaintenance
 from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
+from .wakes import Wake
 
 __all__ = ["EventQuery", "SessionStoreBase"]
 
@@ -195,53 +196,79 @@ class _Encoding:
 
 
 class _Waiters:
-    """Long-poll readers by session; an append wakes only its own session's readers.
+    """Long-poll readers by session; an append wakes only its own session's readers, and of
+    those, given a ``Wake``, only the readers whose filters its events can pass.
 
     Each wake of a session bumps its generation. Readers woken together run one shared
     query per (query, generation): a query started after wake N sees every commit that wake
     announced, so sharing it loses nothing, and 1,000 readers of one filter cost one query.
     """
 
-    __slots__ = ("_by_session", "generation")
+    __slots__ = ("_by_session", "asleep", "deliveries", "generation")
 
     def __init__(self) -> None:
-        self._by_session: dict[str, set[asyncio.Event]] = {}
+        #: session -> query -> the flags of the readers waiting with it: a wake is tested
+        #: once per distinct query, not once per reader
+        self._by_session: dict[str, dict[EventQuery, set[asyncio.Event]]] = {}
         self.generation: dict[str, int] = {}
+        #: wake-ups delivered per waited-on session, woken readers or not (tests wait on it)
+        self.deliveries: dict[str, int] = {}
+        #: readers per session asleep on their flag right now: tests wait for "the reader is
+        #: waiting" on this, not for a fixed time
+        self.asleep: dict[str, int] = {}
 
-    def add(self, session_id: str) -> tuple[asyncio.Event, bool]:
+    def sleeping(self, session_id: str) -> int:
+        return self.asleep.get(session_id, 0)
+
+    def add(self, query: EventQuery) -> tuple[asyncio.Event, bool]:
         flag = asyncio.Event()
-        bucket = self._by_session.get(session_id)
+        sid = query.session_id
+        bucket = self._by_session.get(sid)
         first = bucket is None
         if bucket is None:
-            bucket = self._by_session[session_id] = set()
-        bucket.add(flag)
+            bucket = self._by_session[sid] = {}
+        bucket.setdefault(query, set()).add(flag)
         return flag, first
 
-    def remove(self, session_id: str, flag: asyncio.Event) -> bool:
+    def remove(self, query: EventQuery, flag: asyncio.Event) -> bool:
         """Returns True when that was the session's last waiter."""
-        bucket = self._by_session.get(session_id)
+        sid = query.session_id
+        bucket = self._by_session.get(sid)
         if bucket is None:
             return False
-        bucket.discard(flag)
+        flags = bucket.get(query)
+        if flags is not None:
+            flags.discard(flag)
+            if not flags:
+                del bucket[query]
         if bucket:
             return False
-        del self._by_session[session_id]
-        self.generation.pop(session_id, None)
+        del self._by_session[sid]
+        self.generation.pop(sid, None)
+        self.deliveries.pop(sid, None)
         return True
 
-    def notify(self, session_ids: Iterable[str]) -> None:
+    def notify(
+        self, session_ids: Iterable[str], wakes: Mapping[str, Wake | None] | None = None
+    ) -> None:
         by_session = self._by_session
         for sid in session_ids:
             bucket = by_session.get(sid)
             if bucket:
-                self.generation[sid] = self.generation.get(sid, 0) + 1
-                for flag in bucket:
-                    flag.set()
+                self.deliveries[sid] = self.deliveries.get(sid, 0) + 1
+                wake = None if wakes is None else wakes.get(sid)
+                woken = [f for q, f in bucket.items() if wake is None or wake.may_satisfy(q)]
+                if woken:
+                    self.generation[sid] = self.generation.get(sid, 0) + 1
+                    for flags in woken:
+                        for flag in flags:
+                            flag.set()
 
     def notify_all(self) -> None:
         for bucket in self._by_session.values():
-            for flag in bucket:
-                flag.set()
+            for flags in bucket.values():
+                for flag in flags:
+                    flag.set()
 
     def sessions(self) -> list[str]:
         return list(self._by_session)
@@ -621,7 +648,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         sid = query.session_id
-        flag, _ = self._waiters.add(sid)
+        flag, _ = self._waiters.add(query)
         try:
             # The watch must be live before the first query, or a commit made elsewhere
             # between the query and the wait would be missed; every waiter of the session
@@ -647,14 +674,24 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
+                asleep = self._waiters.asleep
+                asleep[sid] = asleep.get(sid, 0) + 1
                 try:
                     async with asyncio.timeout(remaining):
                         await flag.wait()
+                    timed_out = False
                 except TimeoutError:
+                    timed_out = True
+                finally:
+                    if asleep[sid] > 1:
+                        asleep[sid] -= 1
+                    else:
+                        del asleep[sid]
+                if timed_out:
                     # One last look: an append may have committed just as time ran out.
                     return [] if self._closed else await self._query_events(query)
         finally:
-            if self._waiters.remove(sid, flag):
+            if self._waiters.remove(query, flag):
                 started = self._watching.pop(sid, None)
                 if started is not None and not self._closed:
                     if not started.done():
@@ -678,9 +715,14 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         # Joiners get their own payload dicts: callers may change what they are given.
         return [_clone(e) for e in await asyncio.shield(shared)]
 
-    def _notify(self, session_ids: Iterable[str]) -> None:
-        """Wake this process's readers of these sessions; call on the event loop thread."""
-        self._waiters.notify(session_ids)
+    def _notify(
+        self, session_ids: Iterable[str], wakes: Mapping[str, Wake | None] | None = None
+    ) -> None:
+        """Wake this process's readers of these sessions; call on the event loop thread.
+
+        With ``wakes`` (what each session got), only readers those events can satisfy wake;
+        a session without one wakes all its readers."""
+        self._waiters.notify(session_ids, wakes)
 
     async def get_latest_sequence(self, session_id: str) -> int:
         check_id(session_id, "session_id")

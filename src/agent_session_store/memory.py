@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any
@@ -35,6 +35,7 @@ from .query import (
     run_facts,
 )
 from .urls import number_options, query_options
+from .wakes import wakes_of_rows
 
 __all__ = ["InMemorySessionStore"]
 
@@ -280,6 +281,7 @@ class InMemorySessionStore(SessionStoreBase):
         ids = self._event_ids
         logs = self._logs
         touched: set[str] = set()
+        new: list[tuple[str, str, str | None, int, int]] = []
         for row in rows:
             known = ids.get(row.id)
             if known is not None:
@@ -292,11 +294,12 @@ class InMemorySessionStore(SessionStoreBase):
             seq = log.add(row)
             ids[row.id] = (row.session_id, seq)
             touched.add(row.session_id)
+            new.append((row.session_id, row.type, row.run_id, row.timestamp_us, seq))
             stored.append((row, seq))
         if touched:
             self._touch(touched)
             if self._waiters:
-                self._notify(touched)
+                self._notify(touched, wakes_of_rows(new))
         return stored
 
     def _check_expected(self, session_id: str, rows: list[EncodedEvent], expected: int) -> None:
@@ -321,13 +324,84 @@ class InMemorySessionStore(SessionStoreBase):
         rows: list[EncodedEvent],
         expected: int | None = None,
     ) -> list[Event]:
-        # Everything was validated before this point and nothing below can fail midway.
         if expected is not None:
             self._check_expected(session.id, rows, expected)
-        self._put_session(session, session_doc)
-        self._put_run(run, run_doc)
-        self._touch((session.id,))
-        return await _decoded(self._store_rows(rows))
+        # Everything was validated before this point; should a write still fail midway (out
+        # of memory), what it changed is put back: a flush is all or nothing (3.8.7).
+        undo = self._undo_point({session.id, *(r.session_id for r in rows)}, run.id)
+        try:
+            self._put_session(session, session_doc)
+            self._put_run(run, run_doc)
+            self._touch((session.id,))
+            stored = self._store_rows(rows)
+        except BaseException:
+            undo()
+            raise
+        return await _decoded(stored)
+
+    def _undo_point(self, session_ids: set[str], run_id: str) -> Callable[[], None]:
+        """What these sessions and that run hold now, and a function that restores it.
+
+        Appends only add at the end of a log and of its indexes, so lengths are enough."""
+        logs = {
+            sid: None
+            if log is None
+            else (
+                len(log.rows),
+                log.last,
+                {k: len(v) for k, v in log.by_run.items()},
+                {k: len(v) for k, v in log.by_type.items()},
+            )
+            for sid, log in ((sid, self._logs.get(sid)) for sid in session_ids)
+        }
+        records = {
+            sid: None if rec is None else (rec, rec.touched, rec.updated_us)
+            for sid, rec in ((sid, self._sessions.get(sid)) for sid in session_ids)
+        }
+        old_run = self._runs.get(run_id)
+
+        def restore() -> None:
+            for sid, mark in logs.items():
+                log = self._logs.get(sid)
+                if log is None:
+                    continue
+                kept = 0 if mark is None else mark[0]
+                for row in log.rows[kept:]:
+                    self._event_ids.pop(row.id, None)
+                if mark is None:
+                    del self._logs[sid]
+                    continue
+                del log.rows[kept:]
+                del log.seqs[kept:]
+                log.last = mark[1]
+                for index, lengths in ((log.by_run, mark[2]), (log.by_type, mark[3])):
+                    for key in list(index):
+                        if key in lengths:
+                            del index[key][lengths[key] :]
+                        else:
+                            del index[key]
+            for sid, saved in records.items():
+                current = self._sessions.get(sid)
+                if current is not None and (saved is None or current is not saved[0]):
+                    self._unindex_session(current)
+                    del self._sessions[sid]
+                if saved is not None:
+                    rec = saved[0]
+                    rec.touched, rec.updated_us = saved[1], saved[2]
+                    if self._sessions.get(sid) is not rec:
+                        self._sessions[sid] = rec
+                        insort(self._order, rec.key)
+                        insort(self._by_status.setdefault(rec.status, []), rec.key)
+                        insort(self._by_agent.setdefault(rec.agent_id, []), rec.key)
+            current_run = self._runs.get(run_id)
+            if current_run is not None and current_run is not old_run:
+                del self._runs[run_id]
+                self._runs_of.get(current_run.session_id, {}).pop(run_id, None)
+            if old_run is not None:
+                self._runs[run_id] = old_run
+                self._runs_of.setdefault(old_run.session_id, {})[run_id] = old_run
+
+        return restore
 
     async def _import(
         self,
@@ -370,7 +444,10 @@ class InMemorySessionStore(SessionStoreBase):
             self._event_ids[row.id] = (session_id, seq)
         log.last = max(log.last, latest_sequence)
         if fresh and self._waiters:
-            self._notify((session_id,))
+            self._notify(
+                (session_id,),
+                wakes_of_rows((session_id, r.type, r.run_id, r.timestamp_us, n) for r, n in fresh),
+            )
         return len(fresh), len(rows) - len(fresh)
 
     async def _get_events(self, q: EventQuery) -> list[Event]:

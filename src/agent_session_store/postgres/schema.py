@@ -31,6 +31,7 @@ _NAMES = {
     2: "updated_at kept by the store, conditional append, import, one lock order",
     3: "query and retention columns and indexes (contract 7, 8)",
     4: "appends NOTIFY after their commit (append_call, flush_call)",
+    5: "wake-up payloads saying what each append brought (long-poll)",
 }
 
 

@@ -22,14 +22,16 @@ How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
   ``ON CONFLICT (id) DO NOTHING`` waits for the other transaction; if that one committed,
   the attempt is undone and re-numbered inside the same transaction.
 * Conditional appends are checked in the function, under the counter lock.
-* Long-poll: each append sends ``NOTIFY`` (payload: the session id) right after its commit,
-  in a second transaction of the same call (a commit that NOTIFYs would hold a server-wide
-  lock through its WAL flush), so it is delivered once the events are visible. Each store
-  keeps one dedicated listening connection; ``_watch_start`` returns only once ``LISTEN``
-  is active, and after a reconnect every waiter is woken to re-query, so no wake-up is lost.
-  ``listen_url`` puts that connection on another address than the pool's (the server
-  itself, when the pool goes through pgbouncer); ``notify=poll`` replaces it by a poll of
-  the watched sessions' counters every ``poll_interval`` (``polling.py``).
+* Long-poll: each append sends ``NOTIFY`` right after its commit, in a second transaction
+  of the same call (a commit that NOTIFYs would hold a server-wide lock through its WAL
+  flush), so it is delivered once the events are visible. Payload: a JSON wake saying what
+  the session got, so only readers it can satisfy re-query, plus the bare session id for
+  older code. Each store keeps one dedicated listening connection; ``_watch_start`` returns
+  only once ``LISTEN`` is active, and after a reconnect every waiter is woken to re-query,
+  so no wake-up is lost. ``listen_url`` puts that connection on another address than the
+  pool's (the server itself, when the pool goes through pgbouncer); ``notify=poll``
+  replaces it by a poll of the watched sessions' counters every ``poll_interval``
+  (``polling.py``).
 * Failures: classified in ``faults.py``; the pool reconnects by itself once the server is back.
 """
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -48,6 +51,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.exceptions import PostgresError
 
+from .. import wakes
 from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
@@ -611,17 +615,18 @@ class PostgresSessionStore(SessionStoreBase):
         their number (their content is what we sent); rows stored before carry theirs."""
         out: list[Event | None] = [None] * len(rows)
         where = {row.id: i for i, row in enumerate(rows)} if len(rows) > 1 else None
-        touched: set[str] = set()
+        new: list[tuple[str, str, str | None, int, int]] = []
         for r in result:
             i = 0 if where is None else where[r[2]]
             if r[1]:
                 row = rows[i]
                 out[i] = decode_event(row, r[0])
-                touched.add(row.session_id)
+                new.append((row.session_id, row.type, row.run_id, row.timestamp_us, r[0]))
             else:
                 out[i] = decode_event(r[2:], r[0])
-        if touched and self._waiters:
-            self._notify(touched)  # this process's readers need not wait for the NOTIFY
+        if new and self._waiters:
+            touched = wakes.wakes_of_rows(new)
+            self._notify(touched, touched)  # this process's readers need not wait for NOTIFY
         if any(e is None for e in out):
             raise StorageError("postgres append: the server did not return every event")
         return out  # type: ignore[return-value]
@@ -734,7 +739,12 @@ class PostgresSessionStore(SessionStoreBase):
         with faults.sequence_conflicts(session_id):
             imported, skipped = await self._retrying(work)
         if imported and self._waiters:
-            self._notify((session_id,))
+            self._notify(
+                (session_id,),
+                wakes.wakes_of_rows(
+                    (session_id, r.type, r.run_id, r.timestamp_us, n) for r, n in rows
+                ),
+            )
         return int(imported), int(skipped)
 
     def events_sql(self, query: EventQuery) -> tuple[str, list[Any]]:
@@ -785,9 +795,30 @@ class PostgresSessionStore(SessionStoreBase):
             return f"SELECT count(*) FROM {self._s}.sessions{_where(where)}", args
         col = "updated_us" if q.order_by.startswith("updated") else "created_us"
         desc = descending(q.order_by)
+        way = " DESC" if desc else ""
+        if q.statuses is not None and len(q.statuses) > 1:
+            # ``status = ANY`` cannot come off (status, col, id) in order: the planner reads
+            # every match and sorts it (with real row widths and a skew of statuses it does).
+            # One branch per status, each an ordered index range, merged: a page costs limit x
+            # statuses, however many sessions match.
+            args = []
+            branches = []
+            for status in dict.fromkeys(q.statuses):
+                where = _session_where(dataclasses.replace(q, statuses=(status,)), args)
+                _keyset(where, args, f"({col}, id)", after, desc)
+                branches.append(
+                    f"(SELECT doc, updated_us, {col} AS k, id FROM {self._s}.sessions"
+                    f"{_where(where)} ORDER BY {col}{way}, id{way} LIMIT $L)"
+                )
+            args.append(limit)
+            page = f"${len(args)}"
+            return (
+                f"SELECT doc, updated_us FROM ({' UNION ALL '.join(branches)}) AS u "
+                f"ORDER BY k{way}, id{way} LIMIT {page}".replace("$L", page),
+                args,
+            )
         _keyset(where, args, f"({col}, id)", after, desc)
         args.append(limit)
-        way = " DESC" if desc else ""
         return (
             f"SELECT doc, updated_us FROM {self._s}.sessions{_where(where)} "
             f"ORDER BY {col}{way}, id{way} LIMIT ${len(args)}",
@@ -1082,16 +1113,24 @@ class PostgresSessionStore(SessionStoreBase):
         self._waiters.notify_all()
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: object) -> None:
-        if not isinstance(payload, str):
+        """Each commit sends, per session, the bare id (for code before schema 4; ignored
+        here) and a JSON wake saying what came, which is always well formed: a payload that
+        does not parse is a bare id that happens to start with '{'."""
+        if not isinstance(payload, str) or not payload.startswith("{"):
             return
-        self._notify((payload,))
-        if payload.startswith("#") and len(payload) == 33:
-            digest = payload[1:]
-            self._notify(
+        said = wakes.session_of(payload)
+        if said is None:
+            return
+        doc = wakes.loads(payload)
+        self._notify((said,), {said: doc})
+        if said.startswith("#") and len(said) == 33:
+            digest = said[1:]
+            long_ids = [
                 sid
                 for sid in self._waiters.sessions()
                 if len(sid) > _LONG_SESSION_ID and hashlib.md5(sid.encode()).hexdigest() == digest
-            )
+            ]
+            self._notify(long_ids, dict.fromkeys(long_ids, doc))
 
     def _on_listener_lost(self, conn: Any) -> None:
         if conn is self._listen_conn:

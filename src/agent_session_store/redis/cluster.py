@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import redis.exceptions as rexc
+
 from ..codec import EncodedEvent, decode_event, decode_session
 from ..errors import StorageConnectionFailedError, sequence_conflict
 from ..models import Event, Run, Session
@@ -84,9 +86,13 @@ class Cluster:
         )
         if not mine:
             return
-        ids_key = keys.session(session_id)[IDS]
-        held = await store.client.hmget(ids_key, [rows[i].id for i in mine])
-        again = [i for i, seq in zip(mine, held) if seq is not None]
+        again: list[int] = []
+        by_session: dict[str, list[int]] = {}
+        for i in mine:  # each row is held, if at all, in its own session
+            by_session.setdefault(rows[i].session_id or session_id, []).append(i)
+        for sid, idx in by_session.items():
+            held = await store.client.hmget(keys.session(sid)[IDS], [rows[i].id for i in idx])
+            again += [i for i, seq in zip(idx, held) if seq is not None]
         if again:
             pipe = store.client.pipeline(transaction=False)
             for i in again:
@@ -112,75 +118,88 @@ class Cluster:
             old_run_session = (
                 await client.set(keys.run(run[0].id), run[0].session_id, get=True) or ""
             )
-        retry = Retry(WRITE_RETRY)
-        while True:
-            winners: list[str] = list(blobs)
-            fresh = [True] * len(rows)
-            for i, prior in enumerate(await self._claim(rows, blobs)):
-                if prior is not None and i not in ours:
-                    winners[i] = prior
-                    fresh[i] = False
-                else:
-                    ours.add(i)
-            # step 2: one atomic script per session (the flushed session's carries its records)
-            groups: dict[str, list[int]] = {}
-            for i, text in enumerate(winners):
-                groups.setdefault(blob_session(text), []).append(i)
-            flush_sid = session[0].id if session is not None else None
-            run_sid = run[0].session_id if run is not None else None
-            wanted = {s for s in (flush_sid, run_sid, *touched) if s is not None}
-            order = [*groups, *sorted(wanted - set(groups))]
-            plans: list[WritePlan] = []
-            for sid in order:
-                idx = groups.get(sid, [])
-                plan = WritePlan(
-                    keys,
-                    cluster=True,
-                    blobs=[winners[i] for i in idx],
-                    claimed=[n for n, i in enumerate(idx) if not fresh[i]],
-                )
-                plan.session(sid)
-                if expected is not None and sid == target:
-                    plan.expect(sid, expected, shortcut=bool(rows))
-                if session is not None and sid == flush_sid:
-                    plan.save_session(*session)
-                if run is not None and sid == run_sid:
-                    plan.save_run(sid, run[0].id, run[1])
-                plan.touch_new()
-                if sid in touched:
-                    plan.touch(sid)
-                plans.append(plan)
-            # the checked session first: if it refuses, nothing else may be written
-            results: dict[str, WriteResult] = {}
-            if expected is not None and target in order:
-                results[target] = res = await store.write(plans[order.index(target)])
-                if res.status == "CONFLICT":
-                    await self._release(target, rows, blobs, sorted(ours))
-                    raise sequence_conflict(target, int(res.out[0]), int(res.out[1]))
-            rest = [(sid, p) for sid, p in zip(order, plans) if sid not in results]
-            done = await _bounded([store.write(p) for _, p in rest], _PARALLEL_SESSIONS)
-            results.update((sid, res) for (sid, _), res in zip(rest, done))
-            if any(res.status != "OK" for res in results.values()):
-                if not await retry.pause():
-                    raise gave_up("write", retry, "the session stayed fenced by a delete")
-                continue
-            stored: list[Event | None] = [None] * len(rows)
-            for sid in order:
-                res = results[sid]
-                for n, i in enumerate(groups.get(sid, [])):
-                    seq, text = res.row(n)
-                    if fresh[i] and text == "":
-                        stored[i] = decode_event(rows[i], seq)
+        try:
+            retry = Retry(WRITE_RETRY)
+            while True:
+                winners: list[str] = list(blobs)
+                fresh = [True] * len(rows)
+                for i, prior in enumerate(await self._claim(rows, blobs)):
+                    if prior is not None and i not in ours:
+                        winners[i] = prior
+                        fresh[i] = False
                     else:
-                        stored[i] = unblob(text or winners[i], seq)
-            # step 3: the list_sessions index, and the run's old session
-            if session is not None:
-                await store.index(session[0], session[1], results[session[0].id].version)
-            if run is not None and old_run_session and old_run_session != run[0].session_id:
-                plan = WritePlan(keys, cluster=True)
-                plan.remove_run(old_run_session, run[0].id)
-                await store.write(plan)
-            return [e for e in stored if e is not None]
+                        ours.add(i)
+                # step 2: one atomic script per session (the flushed session's carries its records)
+                groups: dict[str, list[int]] = {}
+                for i, text in enumerate(winners):
+                    groups.setdefault(blob_session(text), []).append(i)
+                flush_sid = session[0].id if session is not None else None
+                run_sid = run[0].session_id if run is not None else None
+                wanted = {s for s in (flush_sid, run_sid, *touched) if s is not None}
+                order = [*groups, *sorted(wanted - set(groups))]
+                plans: list[WritePlan] = []
+                for sid in order:
+                    idx = groups.get(sid, [])
+                    plan = WritePlan(
+                        keys,
+                        cluster=True,
+                        blobs=[winners[i] for i in idx],
+                        claimed=[n for n, i in enumerate(idx) if not fresh[i]],
+                    )
+                    plan.session(sid)
+                    if expected is not None and sid == target:
+                        plan.expect(sid, expected, shortcut=bool(rows))
+                    if session is not None and sid == flush_sid:
+                        plan.save_session(*session)
+                    if run is not None and sid == run_sid:
+                        plan.save_run(sid, run[0].id, run[1])
+                    plan.touch_new()
+                    if sid in touched:
+                        plan.touch(sid)
+                    plans.append(plan)
+                # the checked session first: if it refuses, nothing else may be written
+                results: dict[str, WriteResult] = {}
+                if expected is not None and target in order:
+                    results[target] = res = await store.write(plans[order.index(target)])
+                    if res.status == "CONFLICT":
+                        await self._release(target, rows, blobs, sorted(ours))
+                        raise sequence_conflict(target, int(res.out[0]), int(res.out[1]))
+                rest = [(sid, p) for sid, p in zip(order, plans) if sid not in results]
+                done = await _bounded([store.write(p) for _, p in rest], _PARALLEL_SESSIONS)
+                results.update((sid, res) for (sid, _), res in zip(rest, done))
+                if any(res.status != "OK" for res in results.values()):
+                    if not await retry.pause():
+                        raise gave_up("write", retry, "the session stayed fenced by a delete")
+                    continue
+                stored: list[Event | None] = [None] * len(rows)
+                for sid in order:
+                    res = results[sid]
+                    for n, i in enumerate(groups.get(sid, [])):
+                        seq, text = res.row(n)
+                        if fresh[i] and text == "":
+                            stored[i] = decode_event(rows[i], seq)
+                        else:
+                            stored[i] = unblob(text or winners[i], seq)
+                # step 3: the list_sessions index, and the run's old session
+                if session is not None:
+                    await store.index(session[0], session[1], results[session[0].id].version)
+                if run is not None and old_run_session and old_run_session != run[0].session_id:
+                    plan = WritePlan(keys, cluster=True)
+                    plan.remove_run(old_run_session, run[0].id)
+                    await store.write(plan)
+                return [e for e in stored if e is not None]
+        except rexc.ResponseError:
+            # The server refused a write script (it checks before its first write, so that
+            # session got nothing): take back this call's claims and run pointer, or they
+            # would outlive a flush that left nothing else.
+            await self._release(target, rows, blobs, sorted(ours))
+            if run is not None:
+                pointer = keys.run(run[0].id)
+                if old_run_session:
+                    await client.set(pointer, old_run_session)
+                else:
+                    await store.eval("cad", [pointer], [run[0].session_id])
+            raise
 
     async def import_rows(
         self,

@@ -24,11 +24,16 @@ from redis.backoff import NoBackoff
 
 from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_run, decode_session
-from ..errors import StoreError, ValidationError, redact
-from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros
+from ..errors import (
+    StoreError,
+    ValidationError,
+    redact,
+)
+from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
 from ..retry import Retry
 from ..urls import bool_option, number_options, query_options
+from ..wakes import wakes_of_rows
 from . import scripts
 from .cluster import Cluster
 from .faults import classify, while_moving
@@ -231,7 +236,13 @@ class RedisSessionStore(SessionStoreBase):
             rows, [blob(r) for r in rows], session, run, expected, touch
         )
         if stored and self._waiters:
-            self._notify({e.session_id for e in stored})
+            # every returned event, also those stored before: a wake may say too much
+            wakes = wakes_of_rows(
+                (e.session_id, e.type.value, e.run_id, to_micros(e.timestamp), e.sequence_number)
+                for e in stored
+                if e.sequence_number is not None
+            )
+            self._notify(wakes, wakes)
         return stored
 
     # ------------------------------------------------------------ sessions
@@ -374,7 +385,10 @@ class RedisSessionStore(SessionStoreBase):
                 session_id, session_doc, runs, blobs, seqs, latest_sequence
             )
         if imported and self._waiters:
-            self._notify([session_id])
+            self._notify(
+                [session_id],
+                wakes_of_rows((session_id, r.type, r.run_id, r.timestamp_us, n) for r, n in rows),
+            )
         return imported, skipped
 
     @_gated

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.connection import Connection
 
+from .. import wakes
 from ..retry import Retry
 from .limits import RECONNECT
 
@@ -200,7 +201,8 @@ class Subscriber:
         if kind in ("message", "smessage"):
             sid = self._store._channel_sessions.get(channel)
             if sid is not None:
-                self._store._notify((sid,))
+                # the message says what the session got (``None``, wake all: unreadable)
+                self._store._notify((sid,), {sid: wakes.loads(msg[-1])})
         elif kind in ("subscribe", "ssubscribe"):
             waiting = self._pending.get(channel)
             if waiting:

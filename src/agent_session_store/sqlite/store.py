@@ -17,11 +17,12 @@ from ..errors import StorageError, StoreError, ValidationError
 from ..models import Event, Run, RunStatus, Session, SessionStatus, iso, to_micros
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
 from ..urls import bool_option, number_options, query_options
+from ..wakes import Wake
 from . import queries, reads, schema, writes
 from . import watcher as watchers
 from .connection import Database
 from .readers import ReaderPool
-from .writer import Writer
+from .writer import Tx, Writer
 
 
 class SQLiteSessionStore(SessionStoreBase):
@@ -65,9 +66,10 @@ class SQLiteSessionStore(SessionStoreBase):
         self._writer = Writer(
             self._db,
             partial(schema.open_checked, self._db, auto_migrate),
-            self._notify,
+            self._wake,
             self._seen,
             writes.finish,
+            self._committing,
         )
         self._readers = ReaderPool(self._db, readers)
         self._watcher: watchers.FileWatcher | None = None  # shared by this file's stores
@@ -376,14 +378,26 @@ class SQLiteSessionStore(SessionStoreBase):
             raise
         if self._watcher is None:  # closed meanwhile
             return
-        self._watcher.watch(self, session_id, baseline, self._notify, asyncio.get_running_loop())
+        self._watcher.watch(self, session_id, baseline, self._wake, asyncio.get_running_loop())
 
     async def _watch_stop(self, session_id: str) -> None:
         if self._watcher is not None:
             self._watcher.unwatch(self, session_id)
 
-    def _seen(self, seqs: dict[str, int]) -> None:
+    def _wake(self, wakes: dict[str, Wake | None]) -> None:
+        """Wake readers of these sessions with what each got (``None``: unknown)."""
+        self._notify(wakes, wakes)
+
+    def _committing(self, tx: Tx, going: bool) -> None:
+        """Runs on the writer thread, holding the write lock, just before COMMIT (or, with
+        ``going`` False, instead of it): the watcher may see the commit before ``_seen``
+        runs, and should then still say what it brought."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.expect({sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base, going)
+
+    def _seen(self, tx: Tx) -> None:
         """Runs on the writer thread after each commit that stored events."""
         watcher = self._watcher
         if watcher is not None:
-            watcher.seen(self, seqs)
+            watcher.seen(self, {sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base)

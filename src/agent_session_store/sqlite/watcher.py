@@ -23,10 +23,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..retry import Retry, RetryPolicy
+from ..wakes import Wake
 from .connection import Database
 from .schema import LAST_CHANGE
 
@@ -37,7 +38,8 @@ _QUIET = 0.5
 _REOPEN = RetryPolicy(first_delay=0.05, max_delay=1.0)
 _IN_CHUNK = 500  # sessions per "WHERE session_id IN (...)" lookup
 
-Notify = Callable[[list[str]], None]
+Notify = Callable[[dict[str, Wake | None]], None]
+Due = dict[tuple[asyncio.AbstractEventLoop, Notify], dict[str, Wake | None]]
 
 _CHANGED_SINCE = (
     "SELECT session_id, last_seq, change FROM seqs INDEXED BY seqs_by_change"
@@ -67,6 +69,9 @@ class FileWatcher:
         self._lock = threading.Lock()
         # session -> owner (a store) -> subscriber
         self._sessions: dict[str, dict[object, _Subscriber]] = {}
+        #: session -> (counter before, counter after, wake) of a commit of this process
+        #: about to land, so a poll that sees it first can say what it brought
+        self._expected: dict[str, tuple[int, int, Wake | None]] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -110,19 +115,57 @@ class FileWatcher:
                 if not subs:
                     del self._sessions[sid]
 
-    def seen(self, owner: object, seqs: dict[str, int]) -> None:
-        """``owner`` committed these counters and wakes its own readers; the other stores of
-        this process watching those sessions are woken now, not at the next poll."""
-        if not self._sessions:
-            return
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+    def expect(
+        self,
+        seqs: Mapping[str, int],
+        wakes: Mapping[str, Wake | None],
+        bases: Mapping[str, int],
+        going: bool,
+    ) -> None:
+        """A commit of this process moves these counters from ``bases`` (called with the
+        write lock held, so no other commit can land in between); ``going`` False: it
+        did not commit, forget it."""
+        if going and not self._sessions:
+            return  # nobody waits: a watch starting now gets no wake-up it could use
         with self._lock:
+            for sid, seq in seqs.items():
+                base = bases.get(sid)
+                if going and base is not None:
+                    self._expected[sid] = (base, seq, wakes.get(sid))
+                else:
+                    self._expected.pop(sid, None)
+
+    def _wake_for(self, sid: str, seen: int, seq: int) -> Wake | None:
+        """What moved the counter from ``seen`` to ``seq``, if an expected commit did."""
+        exp = self._expected.get(sid)
+        return exp[2] if exp is not None and exp[0] == seen and exp[1] == seq else None
+
+    def seen(
+        self,
+        owner: object,
+        seqs: Mapping[str, int],
+        wakes: Mapping[str, Wake | None],
+        bases: Mapping[str, int],
+    ) -> None:
+        """``owner`` committed these counters and wakes its own readers; the other stores of
+        this process watching those sessions are woken now, not at the next poll. They are
+        told what the commit stored (``wakes``) when they had seen everything before it (the
+        counter it started from, ``bases``); otherwise other commits came between, unknown."""
+        if not self._sessions and not self._expected:
+            return
+        due: Due = {}
+        with self._lock:
+            for sid in seqs:
+                self._expected.pop(sid, None)
+            if not self._sessions:
+                return
             for sid, seq in seqs.items():
                 for who, sub in self._sessions.get(sid, {}).items():
                     if sub.seen != seq:
+                        wake = wakes.get(sid) if bases.get(sid) == sub.seen else None
                         sub.seen = seq
                         if who is not owner:
-                            due.setdefault((sub.loop, sub.notify), []).append(sid)
+                            due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         if due:
             self._deliver(due)
 
@@ -203,13 +246,14 @@ class FileWatcher:
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT session_id, last_seq FROM seqs WHERE session_id IN ({marks})"
             current.update(conn.execute(sql, chunk).fetchall())
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, seq in current.items():
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
+                        wake = self._wake_for(sid, sub.seen, seq)
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), []).append(sid)
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         self._deliver(due)
 
     def _check_changes(self, conn: sqlite3.Connection, cursor: int) -> int:
@@ -218,25 +262,26 @@ class FileWatcher:
         rows = conn.execute(_CHANGED_SINCE, (cursor,)).fetchall()
         if not rows:
             return cursor
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, seq, _ in rows:
                 for sub in self._sessions.get(sid, {}).values():
                     if sub.seen != seq:
+                        wake = self._wake_for(sid, sub.seen, seq)
                         sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), []).append(sid)
+                        due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         self._deliver(due)
         return int(rows[-1][2])
 
     def _wake_all(self) -> None:
-        due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]] = {}
+        due: Due = {}
         with self._lock:
             for sid, subs in self._sessions.items():
                 for sub in subs.values():
-                    due.setdefault((sub.loop, sub.notify), []).append(sid)
+                    due.setdefault((sub.loop, sub.notify), {})[sid] = None
         self._deliver(due)
 
-    def _deliver(self, due: dict[tuple[asyncio.AbstractEventLoop, Notify], list[str]]) -> None:
+    def _deliver(self, due: Due) -> None:
         for (loop, notify), sids in due.items():
             try:
                 loop.call_soon_threadsafe(notify, sids)

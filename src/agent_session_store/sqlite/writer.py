@@ -20,7 +20,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 from ..codec import decode_event
 from ..errors import StorageError
 from ..retry import Retry, RetryPolicy
+from ..wakes import Wake, merge, wakes_of_rows
 from .connection import SQLITE_READONLY, Database, is_busy, result_code
 from .schema import LAST_CHANGE, LAST_SEQ
 
@@ -47,16 +48,29 @@ class Tx:
     back to its savepoint leaves this state as it found it.
     """
 
-    __slots__ = ("_active", "_change", "_seqs", "_woken", "active", "conn", "seqs", "woken")
+    __slots__ = (
+        "_active",
+        "_change",
+        "_seqs",
+        "_woken",
+        "active",
+        "base",
+        "conn",
+        "seqs",
+        "woken",
+    )
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.seqs: dict[str, int] = {}
-        self.woken: set[str] = set()  # sessions that got events: their readers are woken
+        #: each session's counter as this transaction first read it
+        self.base: dict[str, int] = {}
+        #: sessions that got events, with what they got: their readers are woken
+        self.woken: dict[str, Wake | None] = {}
         #: session -> whether its updated_at moves to now at commit (C5); the last word wins
         self.active: dict[str, bool] = {}
         self._seqs: dict[str, int] = {}
-        self._woken: set[str] = set()
+        self._woken: dict[str, Wake | None] = {}
         self._active: dict[str, bool] = {}
         self._change: int | None = None
 
@@ -74,14 +88,18 @@ class Tx:
         if found is None:
             row = self.conn.execute(LAST_SEQ, (session_id,)).fetchone()
             found = self.seqs[session_id] = 0 if row is None else row[0]
+            self.base.setdefault(session_id, found)
         return found
 
     def set_last(self, session_id: str, last: int) -> None:
         self._seqs[session_id] = last
 
-    def stored(self, session_id: str) -> None:
-        """New events were stored in the session: wake its readers after the commit."""
-        self._woken.add(session_id)
+    def stored(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """These numbered rows (``EVENT_COLUMNS`` order) were stored: wake their sessions'
+        readers after the commit, telling them what came."""
+        pending = self._woken
+        for sid, wake in wakes_of_rows((r[1], r[2], r[3], r[4], r[10]) for r in rows).items():
+            pending[sid] = merge(pending[sid], wake) if sid in pending else wake
 
     def touch(self, session_id: str, now: bool = True) -> None:
         """Move the session's updated_at to the commit time (or, ``now=False``, keep the
@@ -90,7 +108,9 @@ class Tx:
 
     def keep(self) -> None:
         self.seqs.update(self._seqs)
-        self.woken |= self._woken
+        woken = self.woken
+        for sid, wake in self._woken.items():
+            woken[sid] = merge(woken[sid], wake) if sid in woken else wake
         self.active.update(self._active)
         self.discard()
 
@@ -155,8 +175,9 @@ class Writer:
     """Owns the write connection and the thread that runs every write.
 
     ``open_conn`` runs first, on the writer thread, and returns the write connection.
-    ``notify(sessions)`` runs on a caller's loop after a commit that stored events there;
-    ``committed(seqs)`` runs on the writer thread with those sessions' new last sequences.
+    ``notify(wakes)`` runs on a caller's loop after a commit that stored events there (what
+    each session got); ``committed(tx)`` runs on the writer thread after that commit, and
+    ``committing(tx, True)`` just before it (``False``: it did not happen after all).
     ``finish(tx)`` runs last in every transaction, before COMMIT.
     """
 
@@ -164,15 +185,17 @@ class Writer:
         self,
         db: Database,
         open_conn: Callable[[], sqlite3.Connection],
-        notify: Callable[[list[str]], None],
-        committed: Callable[[dict[str, int]], None],
+        notify: Callable[[dict[str, Wake | None]], None],
+        committed: Callable[[Tx], None],
         finish: Callable[[Tx], None] | None = None,
+        committing: Callable[[Tx, bool], None] | None = None,
     ) -> None:
         self.db = db
         self._open_conn = open_conn
         self._notify = notify
         self._committed = committed
         self._finish = finish
+        self._committing = committing
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
         self._reopen = False  # the connection failed as read-only: replace it
@@ -254,7 +277,7 @@ class Writer:
                     outcome: Outcome = (req, True, req.work(None))
                 except BaseException as exc:
                     outcome = (req, False, exc)
-                self._deliver([outcome], ())
+                self._deliver([outcome], {})
                 start += 1
                 continue
             end = start
@@ -269,11 +292,11 @@ class Writer:
             try:
                 conn = self._writable_conn(conn)
             except BaseException as exc:
-                self._deliver([(r, False, exc) for r in group], ())
+                self._deliver([(r, False, exc) for r in group], {})
                 return
         if conn is None:  # set-up failed; nothing can be written
             err = StorageError(f"the sqlite store {self.db.path} is not open")
-            self._deliver([(r, False, err) for r in group], ())
+            self._deliver([(r, False, err) for r in group], {})
             return
         aborted: list[Outcome] = []
         while True:
@@ -286,17 +309,17 @@ class Writer:
                 aborted.append((group[exc.index], False, exc.error))
                 group = group[: exc.index] + group[exc.index + 1 :]
                 if not group:
-                    self._deliver(aborted, ())
+                    self._deliver(aborted, {})
                     return
             except BaseException as exc:
                 self._drop_if_read_only([exc])
-                self._deliver([*aborted, *((r, False, exc) for r in group)], ())
+                self._deliver([*aborted, *((r, False, exc) for r in group)], {})
                 return
         self._drop_if_read_only([v for _, ok, v in (*aborted, *outcomes) if not ok])
         self.transactions += 1
         self.requests += len(group)
         if tx.woken:
-            self._committed({sid: tx.seqs[sid] for sid in tx.woken})
+            self._committed(tx)
         self._deliver([*aborted, *outcomes], tx.woken)
 
     def _drop_if_read_only(self, errors: Iterable[Any]) -> None:
@@ -373,25 +396,29 @@ class Writer:
             aside = None
             if rows >= _DECODE_ASIDE and self._decoder is not None:
                 aside = self._decoder.submit(decode_outcomes, outcomes)
+            if self._committing is not None and tx.woken:
+                self._committing(tx, True)
             conn.execute("COMMIT")
         except BaseException:
+            if self._committing is not None and tx.woken:
+                self._committing(tx, False)  # before ROLLBACK: the write lock is still ours
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return (decode_outcomes(outcomes) if aside is None else aside.result()), tx
 
-    def _deliver(self, outcomes: list[Outcome], touched: Iterable[str]) -> None:
+    def _deliver(self, outcomes: list[Outcome], touched: Mapping[str, Wake | None]) -> None:
         """Hand results to each caller's event loop: one wake-up per loop, not per caller."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
-        sessions = list(touched)
+        sessions = dict(touched)
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(self._resolve, items, sessions)
-            sessions = []
+            sessions = {}
 
-    def _resolve(self, outcomes: list[Outcome], sessions: list[str]) -> None:
+    def _resolve(self, outcomes: list[Outcome], sessions: dict[str, Wake | None]) -> None:
         for req, ok, value in outcomes:
             if not req.future.done():  # a cancelled caller
                 if ok:

@@ -71,12 +71,14 @@ def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Row
         if conn.execute(_INSERT_EVENT_OR_SKIP, numbered).rowcount:
             conn.execute(_SAVE_SEQ, (sid, seq, tx.change))
             _stored(tx, sid, seq)
+            tx.stored((numbered,))
             return Rows((numbered,))
         return Rows((conn.execute(_EVENT_BY_ID, (row[0],)).fetchone(),))
     # Optimistic: number every row and insert; if an id was already stored the count is
     # short, and we undo and redo with the stored ids set aside.
     conn.execute("SAVEPOINT batch")
     out, last = _number(tx, rows)
+    fresh: list[tuple[Any, ...]] = out
     if conn.executemany(_INSERT_EVENT_OR_SKIP, out).rowcount == len(rows):
         conn.execute("RELEASE batch")
     else:
@@ -85,12 +87,14 @@ def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Row
         stored = stored_rows(conn, [r[0] for r in rows])
         new, last = _number(tx, [r for r in rows if r[0] not in stored])
         conn.executemany(_INSERT_EVENT, new)
+        fresh = new
         stored.update((r[0], r) for r in new)
         out = Rows(stored[r[0]] for r in rows)
     change = tx.change
     conn.executemany(_SAVE_SEQ, [(sid, seq, change) for sid, seq in last.items()])
     for sid, seq in last.items():
         _stored(tx, sid, seq)
+    tx.stored(fresh)
     return out
 
 
@@ -107,7 +111,6 @@ def _check_expected(tx: Tx, session_id: str, rows: list[EncodedEvent], expected:
 
 def _stored(tx: Tx, session_id: str, last: int) -> None:
     tx.set_last(session_id, last)
-    tx.stored(session_id)
     tx.touch(session_id)
 
 
@@ -267,7 +270,7 @@ def import_rows(
         _put_run(tx, run, doc)
     if fresh:
         conn.executemany(_INSERT_EVENT, fresh)
-        tx.stored(session_id)
+        tx.stored(fresh)
     top = max([tx.last_seq(session_id), latest_sequence, *(r[10] for r in fresh)])
     if top != tx.last_seq(session_id):
         conn.execute(_SAVE_SEQ, (session_id, top, tx.change))

@@ -6,6 +6,7 @@ Mixed into ``SessionStoreContract``; each test names the rule it pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from ..models import Event, EventType, Run, Session
 from ..redaction import RedactionConfig
 from ..transfer import SessionExport
 from ..urls import open_session_store
+from .waiting import asleep, deliveries, elsewhere, inner, settled, until, wake_unsure
 
 __all__ = ["EdgeContract"]
 
@@ -32,19 +34,8 @@ def _ev(session_id: str = "s", type: Any = EventType.MESSAGE_SENT, **kw: Any) ->
     return Event(type=type, session_id=session_id, **kw)
 
 
-async def _until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
-    """Wait for a condition with a deadline, yielding to the loop (and to store threads)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
-def _inner(store: Any) -> SessionStoreBase:
-    """The session backend itself, also behind a composite: some tests watch its internals."""
-    inner: SessionStoreBase = getattr(store, "session_store", store)
-    return inner
+_until = until
+_inner = inner
 
 
 async def _code(awaitable: Awaitable[Any]) -> str:
@@ -177,15 +168,16 @@ class EdgeContract:
                 wait_timeout_ms=20_000,
             )
         )
-        await asyncio.sleep(0.05)
+        await asleep(store, "s")
         misses = [
             _ev(run_id="r2", type=EventType.TOOL_CALL_STARTED, timestamp=t),  # other run
             _ev(run_id="r1", type=EventType.TOOL_CALL_STARTED, timestamp=t - ONE),  # too early
             _ev(run_id="r1", timestamp=t),  # other type
         ]
         for miss in misses:
+            woken = deliveries(store, "s")
             await store.append_event(miss)
-            await asyncio.sleep(0.02)
+            await settled(store, "s", woken, [reader])
             assert not reader.done()
         hit = await store.append_events(
             [_ev(run_id="r1", type=EventType.TOOL_CALL_STARTED, timestamp=t) for _ in range(2)]
@@ -206,7 +198,7 @@ class EdgeContract:
             reader = asyncio.create_task(
                 store.get_events("s", after=latest, wait_timeout_ms=20_000)
             )
-            await asyncio.sleep(0.02)
+            await asleep(store, "s")
             started = time.monotonic()
             await write()
             got = await asyncio.wait_for(reader, 10)
@@ -230,21 +222,122 @@ class EdgeContract:
             )
             for _ in range(300)
         ]
-        await _until(
-            lambda: len(inner._waiters._by_session.get("s", ())) == 300 and not inner._shared,
-            "300 readers asleep",
-        )
-        before = calls
-        await store.append_event(_ev())  # same session, filtered out: wakes, finds nothing
-        await _until(lambda: calls > before and not inner._shared, "the re-query")
-        await asyncio.sleep(0.05)
-        assert calls - before <= 3, f"{calls - before} queries for one unrelated append"
+        await asleep(store, "s", 300)
+        before, woken = calls, deliveries(store, "s")
+        wake_unsure(store, "s")  # a wake that does not say what came: everyone re-queries
+        await settled(store, "s", woken, readers)
+        assert calls - before == 1, f"{calls - before} queries for 300 identical readers"
         assert not any(r.done() for r in readers)
         hit = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
         got = await asyncio.wait_for(asyncio.gather(*readers), 10)
         assert all(g == [hit] for g in got)
         got[0][0].data["changed"] = True  # every reader has its own copy
         assert "changed" not in got[1][0].data
+
+    async def test_filtered_waiters_sleep_through_appends_they_cannot_use(
+        self, store: SessionStoreBase, store_url: str
+    ) -> None:
+        """3.9: a wake carries what was appended; readers it cannot satisfy stay asleep.
+
+        1,000 readers wait for a tool call while messages are appended (by this store and,
+        on a shared backend, by another store object, whose commit reaches this one only
+        through the backend's notification: NOTIFY, pub/sub, the SQLite watcher)."""
+        calls = 0
+        inner = _inner(store)
+        real = inner._get_events
+
+        async def counting(query: EventQuery) -> list[Event]:
+            nonlocal calls
+            calls += 1
+            return await real(query)
+
+        async def unrelated_call_ms() -> float:
+            started = time.perf_counter()
+            await store.get_latest_sequence("elsewhere")
+            return (time.perf_counter() - started) * 1000
+
+        inner._get_events = counting  # type: ignore[method-assign]
+        future = datetime(2100, 1, 1, tzinfo=UTC)
+        await store.append_event(_ev())  # 1
+        baseline = sorted([await unrelated_call_ms() for _ in range(20)])[10]
+        # 1,000; 300 through a facade that gives each waiting call a thread from a pool
+        many = 300 if elsewhere(store) else 1000
+        typed = [
+            asyncio.create_task(
+                store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
+            )
+            for _ in range(many)
+        ]
+        by_run = asyncio.create_task(store.get_events("s", run_id="r9", wait_timeout_ms=60_000))
+        late = asyncio.create_task(store.get_events("s", since=future, wait_timeout_ms=60_000))
+        far = asyncio.create_task(store.get_events("s", after=1000, wait_timeout_ms=60_000))
+        sentinel = asyncio.create_task(
+            store.get_events("s", type="error_occurred", wait_timeout_ms=60_000)
+        )
+        waiters = inner._waiters
+        await _until(
+            lambda: waiters.sleeping("s") == many + 4,
+            "the readers asleep",
+        )
+        before = calls
+        during: list[float] = []
+        for i in range(20):  # 2..21: messages of another run, timestamped now
+            await store.append_event(_ev(run_id="r1", data={"i": i}))
+            during.append(await unrelated_call_ms())
+        shared = not store_url.startswith("memory")
+        async with (
+            open_session_store(store_url) if shared else contextlib.nullcontext(store) as other
+        ):
+            await other.append_event(_ev(run_id="r1"))  # 22, from elsewhere
+            # The sentinel's wake comes after every earlier one on the same channel.
+            await other.append_event(_ev(type=EventType.ERROR_OCCURRED))  # 23
+            assert [e.sequence_number for e in await asyncio.wait_for(sentinel, 10)] == [23]
+        requeries = calls - before - 1  # the sentinel's own query
+        print(
+            f"\n{inner.backend_name}: {many + 4} filtered waiters, 21 unrelated appends -> "
+            f"{requeries} re-queries; unrelated call {baseline:.2f} ms idle, "
+            f"{sorted(during)[10]:.2f} ms median / {max(during):.2f} ms max while appending"
+        )
+        assert requeries <= 1, f"{requeries} re-queries for appends no waiter can use"
+        assert not any(t.done() for t in [*typed, by_run, late, far])
+        # a match wakes the waiter it matches, within a deadline, and only that one
+        hit = await store.append_event_with_sequence(_ev(run_id="r9"))  # 24
+        assert await asyncio.wait_for(by_run, 10) == [hit]
+        # a wake that says nothing (a lost notification) still wakes every reader
+        woken = calls
+        wake_unsure(store, "s")
+        await _until(lambda: calls > woken and not inner._shared, "everyone re-querying")
+        assert not any(t.done() for t in [*typed, late, far])
+        call = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
+        got = await asyncio.wait_for(asyncio.gather(*typed), 10)
+        assert all(g == [call] for g in got)
+        stamped = await store.append_event_with_sequence(_ev(timestamp=future))
+        assert await asyncio.wait_for(late, 10) == [stamped]
+        assert not far.done()
+        far.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await far
+
+    async def test_wakes_reach_readers_of_a_1024_byte_session_id(
+        self, store: SessionStoreBase, store_url: str
+    ) -> None:
+        """A wake-up names a long session id however the backend spells it (PostgreSQL sends
+        '#' + md5 past 200 characters) and still says what came."""
+        sid = "L" * 1024
+        shared = not store_url.startswith("memory")
+        async with (
+            open_session_store(store_url) if shared else contextlib.nullcontext(store) as other
+        ):
+            reader = asyncio.create_task(
+                store.get_events(sid, type="tool_call_started", wait_timeout_ms=30_000)
+            )
+            await asleep(store, sid)
+            woken = deliveries(store, sid)
+            await other.append_event(_ev(sid))  # filtered out
+            await settled(store, sid, woken, [reader])
+            assert not reader.done()
+            hit = await other.append_event_with_sequence(_ev(sid, type=EventType.TOOL_CALL_STARTED))
+            assert await asyncio.wait_for(reader, 10) == [hit]
 
     # ---------------------------------------------------------------- streaming (3.11)
 

@@ -19,6 +19,7 @@ from ..models import CustomEventType, Event, EventType, Run, RunStatus, Session
 from ..transfer import ImportReport, SessionExport
 from ..urls import open_session_store
 from . import workers
+from .waiting import asleep, deliveries, settled
 
 __all__ = ["DurableV2Contract", "V2Contract"]
 
@@ -213,10 +214,11 @@ class V2Contract:
                 "s", after=1, order="desc", type="tool_call_started", wait_timeout_ms=20_000
             )
         )
-        await asyncio.sleep(0.05)
+        await asleep(store, "s")
         assert not reader.done()
+        woken = deliveries(store, "s")
         await store.append_event(_ev())  # filtered out: keeps waiting
-        await asyncio.sleep(0.05)
+        await settled(store, "s", woken, [reader])
         assert not reader.done()
         woke = await store.append_events(
             [_ev(type=EventType.TOOL_CALL_STARTED), _ev(type=EventType.TOOL_CALL_STARTED)]
@@ -577,7 +579,7 @@ class DurableV2Contract(V2Contract):
         await store.delete_session("src")
         async with open_session_store(store_url) as other:
             reader = asyncio.create_task(other.get_events("src", wait_timeout_ms=20_000))
-            await asyncio.sleep(0.05)
+            await asleep(other, "src")
             await store.import_session(export)
             got = await asyncio.wait_for(reader, 15)
             assert got and got == export.events[: len(got)]

@@ -32,6 +32,8 @@ from . import workers
 from .contract_edges import EdgeContract
 from .contract_query import QueryContract
 from .contract_v2 import DurableV2Contract, V2Contract
+from .faults import failing_midway
+from .waiting import asleep, deliveries, settled
 
 __all__ = ["DurableSessionStoreContract", "SessionStoreContract"]
 
@@ -406,6 +408,41 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
         await raises("validation_error", store.flush(changed, run, [bad]))
         assert await store.get_session("s") == session
 
+    async def test_flush_failing_in_the_backend_midway_leaves_nothing(
+        self, store: SessionStoreBase
+    ) -> None:
+        """3.8.7 with a real failure, not a refused input: the backend fails after part of
+        the flush was written; nothing of it is visible, the error is a StoreError."""
+        old = Session(id="s", agent_id="a", metadata={"v": 1})
+        await store.save_session(old)
+        await store.save_run(Run(id="r0", session_id="s"))
+        first = await store.append_event_with_sequence(ev("s", run_id="r0"))
+        before = await store.get_session("s")
+        runs = await store.list_runs("s")
+        new_run = Run(id="r1", session_id="s")
+        batch = [ev("s", id="e1", run_id="r1"), ev("s", id="boom"), ev("s", id="e3")]
+        changed = old.replace(metadata={"v": 2})
+        for attempt in (changed, Session(id="fresh", agent_id="b")):
+            sid = attempt.id
+            events = [e.replace(session_id=sid) for e in batch]
+            async with failing_midway(store, sid, "boom"):
+                with pytest.raises(StoreError) as info:
+                    await store.flush(attempt, new_run.replace(session_id=sid), events)
+            assert info.value.code == "storage_error", info.value
+        assert await store.get_session("s") == before, (await store.get_session("s"), before)
+        assert await store.list_runs("s") == runs
+        await raises("run_not_found", store.get_run("r1"))
+        assert await store.get_events("s") == [first]
+        assert await store.get_latest_sequence("s") == 1
+        await raises("session_not_found", store.get_session("fresh"))
+        assert await store.get_events("fresh") == []
+        assert await store.get_latest_sequence("fresh") == 0
+        assert [x.id for x in await store.list_sessions()] == ["s"]
+        # nothing was consumed: the same flush, once the fault is gone, numbers from 2
+        out = await store.flush(changed, new_run, batch)
+        assert [e.sequence_number for e in out] == [2, 3, 4]
+        assert (await store.get_session("s")).metadata == {"v": 2}
+
     # ---------------------------------------------------------------- bad input (3.8.1)
 
     async def _assert_untouched(self, store: SessionStoreBase) -> None:
@@ -625,13 +662,12 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
         reader = asyncio.create_task(
             store.get_events("ses_a", after=1, type="tool_call_started", wait_timeout_ms=30_000)
         )
-        await asyncio.sleep(
-            0.05
-        )  # let the reader start waiting (correctness does not depend on it)
+        await asleep(store, "ses_a")
         # other sessions, and events the filters exclude, do not end the wait
         await store.append_event(ev("ses_other", type=EventType.TOOL_CALL_STARTED))
+        woken = deliveries(store, "ses_a")
         await store.append_event(ev(type=EventType.MESSAGE_SENT))
-        await asyncio.sleep(0.05)
+        await settled(store, "ses_a", woken, [reader])
         assert not reader.done()
         # other operations go on while the reader waits
         await store.save_session(Session(id="ses_a", agent_id="a"))
@@ -644,7 +680,7 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
             asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=30_000))
             for _ in range(20)
         ]
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a", 20)
         e = await store.append_event_with_sequence(ev())
         assert await asyncio.wait_for(asyncio.gather(*readers), 10) == [[e]] * 20
 
@@ -652,18 +688,18 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
         store = open_session_store(store_url)
         await store.open()
         reader = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=60_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         await store.close()
         assert await asyncio.wait_for(reader, 10) == []
 
     async def test_cancelled_reader_leaves_store_usable(self, store: SessionStoreBase) -> None:
         reader = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=60_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
         second = asyncio.create_task(store.get_events("ses_a", wait_timeout_ms=30_000))
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         e = await store.append_event_with_sequence(ev())
         assert await asyncio.wait_for(second, 10) == [e]
 
@@ -680,7 +716,7 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
                     return
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
+        await asleep(store, "ses_a")
         later = await store.append_events([ev(data={"i": i}) for i in range(5, 8)])
         await asyncio.wait_for(task, 10)
         assert got == first[2:] + later
@@ -726,7 +762,7 @@ class DurableSessionStoreContract(SessionStoreContract, DurableV2Contract):
     ) -> None:
         async with open_session_store(store_url) as other:
             reader = asyncio.create_task(store.get_events("s", after=0, wait_timeout_ms=60_000))
-            await asyncio.sleep(0.05)
+            await asleep(store, "s")
             await other.append_event(ev("s_other"))
             e = await other.append_event_with_sequence(ev("s"))
             appended = time.monotonic()

@@ -22,13 +22,32 @@
 -- Sequence conflicts (conditional append, import) raise SQLSTATE AS409 with
 -- DETAIL 'expected actual'; the store turns that into sequence_conflict.
 
--- Wake the long-poll readers of these sessions, in every process (payload: the session id,
--- '#' + md5 for ids over 200 characters: payloads are capped at 8000 bytes).
-CREATE OR REPLACE FUNCTION {s}.notify(p_sessions text[])
-RETURNS void LANGUAGE sql AS $fn$
-    SELECT count(pg_notify({channel}, CASE WHEN char_length(u.sid) <= 200 THEN u.sid
-                                           ELSE '#' || md5(u.sid) END))
-    FROM unnest(p_sessions) AS u(sid);
+-- Wake the long-poll readers of these sessions, in every process. Per session two payloads:
+-- the bare session id (what code before schema 5 reads) and a JSON summary of what it got
+-- (wakes.py: first/last number, newest timestamp, types, runs; runs left out when too many
+-- or too long), so a reader whose filters the new events cannot satisfy stays asleep. Ids
+-- over 200 characters are sent as '#' + md5 (payloads are capped at 8000 bytes).
+CREATE OR REPLACE FUNCTION {s}.wake(
+    p_sessions text[], p_seqs bigint[], p_types text[], p_runs text[], p_ts bigint[]
+) RETURNS void LANGUAGE sql AS $fn$
+    SELECT count(pg_notify({channel}, w.said)) + count(pg_notify({channel},
+               (jsonb_build_object('s', w.said, 'f', w.first, 'l', w.top, 'ts', w.ts,
+                                   't', w.types)
+                || CASE WHEN coalesce(cardinality(w.runs), 0) <= 32
+                             AND coalesce(octet_length(array_to_string(w.runs, '')), 0) <= 4000
+                        THEN jsonb_build_object('r', coalesce(w.runs, '{}'::text[]),
+                                                'n', w.no_run)
+                        ELSE '{}'::jsonb END)::text))
+    FROM (
+        SELECT CASE WHEN char_length(u.sid) <= 200 THEN u.sid
+                    ELSE '#' || md5(u.sid) END AS said,
+               min(u.q) AS first, max(u.q) AS top, max(u.ts) AS ts,
+               array_agg(DISTINCT u.t) AS types,
+               array_agg(DISTINCT u.r) FILTER (WHERE u.r IS NOT NULL) AS runs,
+               bool_or(u.r IS NULL) AS no_run
+        FROM unnest(p_sessions, p_seqs, p_types, p_runs, p_ts) AS u(sid, q, t, r, ts)
+        GROUP BY u.sid
+    ) AS w;
 $fn$;
 
 CREATE OR REPLACE FUNCTION {s}.append_events(
@@ -47,7 +66,9 @@ DECLARE
     v_fresh bigint;
     v_sessions text[];
     v_seqs bigint[];
-    v_touched text[];
+    v_types text[];
+    v_runs text[];
+    v_ts bigint[];
 BEGIN
     IF coalesce(cardinality(p_id), 0) = 0 THEN
         RETURN;
@@ -93,10 +114,11 @@ BEGIN
                    provider, correlation_id
             FROM fresh ORDER BY id  -- one id order for everybody: no deadlock on the index
             ON CONFLICT (id) DO NOTHING
-            RETURNING session_id, seq
+            RETURNING session_id, seq, type, run_id, ts_us
         )
-        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq)
-        INTO v_fresh, v_sessions, v_seqs
+        SELECT (SELECT count(*) FROM fresh), array_agg(ins.session_id), array_agg(ins.seq),
+               array_agg(ins.type), array_agg(ins.run_id), array_agg(ins.ts_us)
+        INTO v_fresh, v_sessions, v_seqs, v_types, v_runs, v_ts
         FROM ins;
         EXIT WHEN coalesce(cardinality(v_seqs), 0) = v_fresh;
         -- Another transaction committed one of these ids into another session while we
@@ -106,7 +128,7 @@ BEGIN
         WHERE e.session_id = d.sid AND e.seq = d.q;
     END LOOP;
     -- 4. Move the counters, touch the sessions' updated_at (contract C5), wake readers
-    --    (unless the caller does so after the commit).
+    --    (unless the caller does so after the commit: append_call, flush_call).
     IF v_seqs IS NOT NULL THEN
         WITH top AS (
             SELECT u.sid, max(u.q) AS top
@@ -119,9 +141,9 @@ BEGIN
             SET updated_us = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint
             FROM top WHERE s.id = top.sid
         )
-        SELECT array_agg(top.sid) INTO v_touched FROM top;
+        SELECT count(*) INTO v_fresh FROM top;
         IF p_notify THEN
-            PERFORM {s}.notify(v_touched);
+            PERFORM {s}.wake(v_sessions, v_seqs, v_types, v_runs, v_ts);
         END IF;
     END IF;
     -- 5. Every input id as stored now. Rows this transaction wrote ("mine") come back without
@@ -205,20 +227,27 @@ CREATE OR REPLACE PROCEDURE {s}.append_call(
     INOUT e_provider text[] DEFAULT NULL, INOUT e_corr text[] DEFAULT NULL
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_touched text[];
+    v_s text[];
+    v_q bigint[];
+    v_t text[];
+    v_r text[];
+    v_ts bigint[];
 BEGIN
     SELECT array_agg(a.seq), array_agg(a.mine), array_agg(a.e_id), array_agg(a.e_session),
            array_agg(a.e_type), array_agg(a.e_run), array_agg(a.e_ts), array_agg(a.e_data),
            array_agg(a.e_meta), array_agg(a.e_sv), array_agg(a.e_provider),
-           array_agg(a.e_corr), array_agg(DISTINCT a.e_session) FILTER (WHERE a.mine)
+           array_agg(a.e_corr),
+           array_agg(a.e_session) FILTER (WHERE a.mine), array_agg(a.seq) FILTER (WHERE a.mine),
+           array_agg(a.e_type) FILTER (WHERE a.mine), array_agg(a.e_run) FILTER (WHERE a.mine),
+           array_agg(a.e_ts) FILTER (WHERE a.mine)
     INTO seq, mine, e_id, e_session, e_type, e_run, e_ts, e_data, e_meta, e_sv, e_provider,
-         e_corr, v_touched
+         e_corr, v_s, v_q, v_t, v_r, v_ts
     FROM {s}.append_events(p_id, p_session, p_type, p_run, p_ts, p_data, p_meta, p_sv,
                            p_provider, p_corr, p_expected, false) AS a;
     COMMIT;
-    IF v_touched IS NOT NULL THEN
+    IF v_s IS NOT NULL THEN
         PERFORM set_config('synchronous_commit', 'off', true);
-        PERFORM {s}.notify(v_touched);
+        PERFORM {s}.wake(v_s, v_q, v_t, v_r, v_ts);
     END IF;
 END
 $fn$;
@@ -237,21 +266,28 @@ CREATE OR REPLACE PROCEDURE {s}.flush_call(
     INOUT e_provider text[] DEFAULT NULL, INOUT e_corr text[] DEFAULT NULL
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    v_touched text[];
+    v_s text[];
+    v_q bigint[];
+    v_t text[];
+    v_r text[];
+    v_ts bigint[];
 BEGIN
     SELECT array_agg(a.seq), array_agg(a.mine), array_agg(a.e_id), array_agg(a.e_session),
            array_agg(a.e_type), array_agg(a.e_run), array_agg(a.e_ts), array_agg(a.e_data),
            array_agg(a.e_meta), array_agg(a.e_sv), array_agg(a.e_provider),
-           array_agg(a.e_corr), array_agg(DISTINCT a.e_session) FILTER (WHERE a.mine)
+           array_agg(a.e_corr),
+           array_agg(a.e_session) FILTER (WHERE a.mine), array_agg(a.seq) FILTER (WHERE a.mine),
+           array_agg(a.e_type) FILTER (WHERE a.mine), array_agg(a.e_run) FILTER (WHERE a.mine),
+           array_agg(a.e_ts) FILTER (WHERE a.mine)
     INTO seq, mine, e_id, e_session, e_type, e_run, e_ts, e_data, e_meta, e_sv, e_provider,
-         e_corr, v_touched
+         e_corr, v_s, v_q, v_t, v_r, v_ts
     FROM {s}.flush(s_id, s_agent, s_status, s_created, s_doc, r_id, r_session, r_status,
                    r_started, r_doc, p_id, p_session, p_type, p_run, p_ts, p_data, p_meta,
                    p_sv, p_provider, p_corr, p_expected, false) AS a;
     COMMIT;
-    IF v_touched IS NOT NULL THEN
+    IF v_s IS NOT NULL THEN
         PERFORM set_config('synchronous_commit', 'off', true);
-        PERFORM {s}.notify(v_touched);
+        PERFORM {s}.wake(v_s, v_q, v_t, v_r, v_ts);
     END IF;
 END
 $fn$;
@@ -377,7 +413,9 @@ BEGIN
     SET last_seq = greatest(last_seq, p_latest, (SELECT max(q) FROM unnest(p_seq) AS q))
     WHERE session_id = p_session;
     IF v_imported > 0 THEN
-        PERFORM {s}.notify(ARRAY[p_session]);
+        -- what came (here: every row asked for, a superset)
+        PERFORM {s}.wake(array_fill(p_session, ARRAY[cardinality(p_seq)]), p_seq, p_type,
+                         p_run, p_ts);
     END IF;
     RETURN QUERY SELECT v_imported, v_skipped;
 END

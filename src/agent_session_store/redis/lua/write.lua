@@ -26,7 +26,9 @@
 -- plan.run_owner_checks [{run, owner}]: refuse ('RETRY') unless the run index still says so
 -- plan.unchanged        {session, v, touched}: refuse ('RETRY') unless the session record's
 --                       version and touched are still these (a retention mark)
--- plan.publish          'PUBLISH' or 'SPUBLISH': announce sessions that got new events
+-- plan.publish          'PUBLISH' or 'SPUBLISH': announce sessions that got new events; the
+--                       message says what they got (wakes.py's wire form: f, l first and
+--                       last number, t types, r runs + n none, ts newest timestamp)
 --
 -- Returns {'OK', out, session version}. Appends: out = {seq, stored} per row, stored '' for
 -- a new row, else the row stored earlier under that id (in whichever named session holds
@@ -93,6 +95,18 @@ local function add(s, seq, blob, f)
     index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
   end
   s.new_seqs[#s.new_seqs + 1] = seq
+  -- what the wake-up message tells readers (wakes.py)
+  local w = s.wake
+  if not w then
+    w = {f = seq, l = seq, t = {}, nt = 0, r = {}, nr = 0, n = false, ts = f[5]}
+    s.wake = w
+  end
+  if seq < w.f then w.f = seq end
+  if seq > w.l then w.l = seq end
+  if not w.t[f[3]] then w.t[f[3]] = true; w.nt = w.nt + 1 end
+  if f[4] == '' then w.n = true
+  elseif not w.r[f[4]] then w.r[f[4]] = true; w.nr = w.nr + 1 end
+  if int_cmp(f[5], w.ts) > 0 then w.ts = f[5] end
   -- the zone map: the latest timestamp of each block of ZONE numbers, so since can skip
   local z, ts = math.floor(seq / ZONE), f[5]
   local top = s.new_zones[z]
@@ -182,7 +196,38 @@ else
   end
 end
 
--- every check passed: write
+-- every check passed: write. A key of another type would fail a command midway, after
+-- earlier writes of this call, and a script is not rolled back: refuse before the first.
+local function kind_of(key, kind)
+  local t = redis.call('TYPE', key)
+  t = type(t) == 'table' and t.ok or t
+  if t ~= 'none' and t ~= kind then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. t .. ', not a ' .. kind
+      .. '; nothing was written')
+  end
+end
+local kinds = {'string', 'hash', 'hash', 'zset', 'hash', 'hash', nil, 'zset', 'hash'}
+for i = 1, #sessions do
+  local k = plan.sessions[i].keys
+  for j = 0, 8 do
+    if kinds[j + 1] then
+      local bad = kind_of(KEYS[k + j], kinds[j + 1])
+      if bad then return bad end
+    end
+  end
+end
+for _, name in ipairs({'touched_index', 'id_index', 'run_index'}) do
+  if plan[name] then
+    local bad = kind_of(KEYS[plan[name]], 'hash')
+    if bad then return bad end
+  end
+end
+if plan.list_index then
+  for j, kind in ipairs({'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}) do
+    local bad = kind_of(KEYS[plan.list_index[j]], kind)
+    if bad then return bad end
+  end
+end
 local now = nil
 local touched_index = plan.touched_index and KEYS[plan.touched_index]
 local function touch(s)
@@ -264,9 +309,21 @@ if plan.touch then
   for _, s in ipairs(sessions) do if s.got_new then touch(s) end end
 end
 for _, i in ipairs(plan.touch_sessions or {}) do touch(sessions[i]) end
+local function wake_message(w)
+  local types, runs = {}, {}
+  for t in pairs(w.t) do types[#types + 1] = t end
+  local msg = '{"f":"' .. fmt(w.f) .. '","l":"' .. fmt(w.l) .. '","ts":"' .. w.ts
+    .. '","t":' .. cjson.encode(types)
+  if w.nr <= 32 then  -- wakes.MAX_RUNS: more, and any run may match
+    for r in pairs(w.r) do runs[#runs + 1] = string.sub(r, 2) end
+    msg = msg .. ',"n":' .. (w.n and 'true' or 'false')
+    if #runs > 0 then msg = msg .. ',"r":' .. cjson.encode(runs) else msg = msg .. ',"r":[]' end
+  end
+  return msg .. '}'
+end
 if plan.publish then
   for _, s in ipairs(sessions) do
-    if s.got_new then redis.call(plan.publish, s.channel, '1') end
+    if s.got_new then redis.call(plan.publish, s.channel, wake_message(s.wake)) end
   end
 end
 return {'OK', out, version}
