@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import StorageConnectionFailedError
 from ..retry import Retry, RetryPolicy
+from ..retry import gave_up as shared_gave_up
 
 __all__ = [
     "BUSY_TTL_MS",
@@ -40,9 +41,5 @@ RECONNECT = RetryPolicy(first_delay=0.02, max_delay=0.5)
 
 def gave_up(what: str, retry: Retry, why: str) -> StorageConnectionFailedError:
     """A lock (a delete fence) or a race that outlasted its deadline: nothing was written
-    and the condition is passing, so the caller may retry (contract: retryable code)."""
-    return StorageConnectionFailedError(
-        f"redis {what}: gave up after {retry.attempt} tries in {retry.elapsed:.1f} s: {why}; "
-        "nothing was written, retry later",
-        details={"operation": what, "attempts": retry.attempt, "reason": "busy"},
-    )
+    and the condition is passing, so the caller may retry (``retry.gave_up``)."""
+    return shared_gave_up("redis", what, retry, f"{why}; nothing was written")
