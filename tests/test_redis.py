@@ -32,7 +32,7 @@ from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.transfer import SessionExport
-from service_urls import REDIS_URL
+from service_urls import REDIS_URL, redis_host_port
 
 
 def open_session_store(url: str) -> RedisSessionStore:
@@ -998,7 +998,8 @@ def test_one_classification_of_driver_errors() -> None:
 
     async def write_on_dropped() -> None:
         # what a concurrent disconnect leaves: a connection whose writer is gone
-        conn = redis.asyncio.Connection(host="127.0.0.1", port=6379)
+        host, port = redis_host_port()
+        conn = redis.asyncio.Connection(host=host, port=port)
         await conn._send_packed_command([b"PING\r\n"])
 
     with pytest.raises(AttributeError) as driver:
@@ -1038,7 +1039,8 @@ def test_one_classification_of_driver_errors() -> None:
 
 async def test_wrong_credentials_are_not_retryable() -> None:
     """A refused password is no outage: storage_error, and the password is not shown."""
-    store = open_session_store("redis://nobody:hunter2secret@127.0.0.1:6379/0?prefix=x")
+    host, port = redis_host_port()
+    store = open_session_store(f"redis://nobody:hunter2secret@{host}:{port}/0?prefix=x")
     with pytest.raises(StoreError) as info:
         await store.get_session("s")
     assert info.value.code == "storage_error"

@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from .errors import redact
+from .wakes import Wake
 
 __all__ = ["SequencePoller"]
 
 log = logging.getLogger("agent_session_store.polling")
 
 ReadLatest = Callable[[list[str]], Awaitable[dict[str, int]]]
+#: What came in each moved session, (number seen, number now]: the wakes that let readers
+#: whose filters the new events cannot satisfy sleep on (``wakes.py``).
+Describe = Callable[[dict[str, tuple[int, int]]], Awaitable[Mapping[str, Wake | None]]]
+Notify = Callable[[Iterable[str], Mapping[str, Wake | None] | None], None]
 
 
 class SequencePoller:
@@ -35,10 +40,15 @@ class SequencePoller:
     """
 
     def __init__(
-        self, read: ReadLatest, notify: Callable[[Iterable[str]], None], interval: float
+        self,
+        read: ReadLatest,
+        notify: Notify,
+        interval: float,
+        describe: Describe | None = None,
     ) -> None:
         self._read = read
         self._notify = notify
+        self._describe = describe
         self.interval = interval
         self._seen: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -79,11 +89,22 @@ class SequencePoller:
                 continue
             failing = False
             self.polls += 1
-            moved = []
+            moved: dict[str, tuple[int, int]] = {}
             for sid, seq in latest.items():
                 seen = self._seen.get(sid)
                 if seen is not None and seq > seen:
                     self._seen[sid] = seq
-                    moved.append(sid)
+                    moved[sid] = (seen, seq)
             if moved:
-                self._notify(moved)
+                self._notify(list(moved), await self._wakes(moved))
+
+    async def _wakes(self, moved: dict[str, tuple[int, int]]) -> Mapping[str, Wake | None] | None:
+        """What came, when the backend can say; without it every reader wakes (and
+        re-queries), which is never wrong, only dearer."""
+        if self._describe is None:
+            return None
+        try:
+            return await self._describe(moved)
+        except Exception as exc:
+            log.warning("long-poll polling could not read what came: %s", redact(str(exc)))
+            return None

@@ -132,6 +132,7 @@ _DRIVER_OPTIONS = (
     "target_session_attrs",
     "user",
 )
+_DESCRIBE_MAX = 1000  # notify=poll: events per session a poll reads to say what came
 _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are capped at 8000)
 
 
@@ -227,7 +228,7 @@ class PostgresSessionStore(SessionStoreBase):
         self._listen_dsn = listen_dsn
         self.notify_mode = notify
         self._poller = (
-            SequencePoller(self._latest_sequences, self._notify, poll_interval)
+            SequencePoller(self._latest_sequences, self._notify, poll_interval, self._what_came)
             if notify == "poll"
             else None
         )
@@ -1083,6 +1084,25 @@ class PostgresSessionStore(SessionStoreBase):
             session_ids,
         )
         return {r[0]: int(r[1]) for r in rows}
+
+    async def _what_came(self, moved: dict[str, tuple[int, int]]) -> dict[str, wakes.Wake | None]:
+        """``notify=poll``: the wakes of the events a poll found, read from the index on
+        (session_id, seq) with the small columns only; a session that got more than
+        ``_DESCRIBE_MAX`` events since the last poll wakes all its readers instead."""
+        small = {sid: r for sid, r in moved.items() if r[1] - r[0] <= _DESCRIBE_MAX}
+        found: dict[str, wakes.Wake | None] = dict.fromkeys(moved)
+        if small:
+            rows = await self._fetch(
+                f"SELECT e.session_id, e.type, e.run_id, e.ts_us, e.seq FROM {self._s}.events AS e "
+                "JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(sid, lo, hi) "
+                "ON e.session_id = m.sid AND e.seq > m.lo AND e.seq <= m.hi",
+                list(small),
+                [r[0] for r in small.values()],
+                [r[1] for r in small.values()],
+            )
+            got = wakes.wakes_of_rows((r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows)
+            found.update((sid, got.get(sid)) for sid in small)
+        return found
 
     async def _listen(self) -> None:
         cache = self._cache_options["statement_cache_size"]
