@@ -281,7 +281,8 @@ class InMemorySessionStore(SessionStoreBase):
         ids = self._event_ids
         logs = self._logs
         touched: set[str] = set()
-        new: list[tuple[str, str, str | None, int, int]] = []
+        # what came, for the wakes: only gathered while someone waits (the append hot path)
+        new: list[tuple[str, str, str | None, int, int]] | None = [] if self._waiters else None
         for row in rows:
             known = ids.get(row.id)
             if known is not None:
@@ -294,11 +295,12 @@ class InMemorySessionStore(SessionStoreBase):
             seq = log.add(row)
             ids[row.id] = (row.session_id, seq)
             touched.add(row.session_id)
-            new.append((row.session_id, row.type, row.run_id, row.timestamp_us, seq))
+            if new is not None:
+                new.append((row.session_id, row.type, row.run_id, row.timestamp_us, seq))
             stored.append((row, seq))
         if touched:
             self._touch(touched)
-            if self._waiters:
+            if new is not None:
                 self._notify(touched, wakes_of_rows(new))
         return stored
 

@@ -616,16 +616,18 @@ class PostgresSessionStore(SessionStoreBase):
         their number (their content is what we sent); rows stored before carry theirs."""
         out: list[Event | None] = [None] * len(rows)
         where = {row.id: i for i, row in enumerate(rows)} if len(rows) > 1 else None
-        new: list[tuple[str, str, str | None, int, int]] = []
+        # what came, for this process's readers: only gathered while someone waits
+        new: list[tuple[str, str, str | None, int, int]] | None = [] if self._waiters else None
         for r in result:
             i = 0 if where is None else where[r[2]]
             if r[1]:
                 row = rows[i]
                 out[i] = decode_event(row, r[0])
-                new.append((row.session_id, row.type, row.run_id, row.timestamp_us, r[0]))
+                if new is not None:
+                    new.append((row.session_id, row.type, row.run_id, row.timestamp_us, r[0]))
             else:
                 out[i] = decode_event(r[2:], r[0])
-        if new and self._waiters:
+        if new:
             touched = wakes.wakes_of_rows(new)
             self._notify(touched, touched)  # this process's readers need not wait for NOTIFY
         if any(e is None for e in out):
