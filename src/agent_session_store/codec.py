@@ -11,6 +11,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
@@ -238,10 +239,8 @@ class _Sliced:
     def _object(self, i: int) -> tuple[dict[str, Any], int]:
         text = self.text
         out: dict[str, Any] = {}
-        i = self._ws(i)
-        if text[i : i + 1] == "}":
-            return out, i + 1
-        while True:
+
+        def member(i: int) -> int:
             if text[i : i + 1] != '"':
                 raise json.JSONDecodeError("Expecting property name", text, i)
             key, i = self._string(i + 1)
@@ -249,27 +248,31 @@ class _Sliced:
             if text[i : i + 1] != ":":
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
             out[key], i = self._value(self._ws(i + 1))
-            i = self._ws(i)
-            c = text[i : i + 1]
-            if c == "}":
-                return out, i + 1
-            if c != ",":
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
-            i = self._ws(i + 1)
+            return i
+
+        return out, self._items(i, "}", member)
 
     def _array(self, i: int) -> tuple[list[Any], int]:
-        text = self.text
         out: list[Any] = []
-        i = self._ws(i)
-        if text[i : i + 1] == "]":
-            return out, i + 1
-        while True:
+
+        def element(i: int) -> int:
             value, i = self._value(i)
             out.append(value)
-            i = self._ws(i)
+            return i
+
+        return out, self._items(i, "]", element)
+
+    def _items(self, i: int, close: str, item: Callable[[int], int]) -> int:
+        """Comma-separated items up to ``close``; the end after it (objects and arrays)."""
+        text = self.text
+        i = self._ws(i)
+        if text[i : i + 1] == close:
+            return i + 1
+        while True:
+            i = self._ws(item(i))
             c = text[i : i + 1]
-            if c == "]":
-                return out, i + 1
+            if c == close:
+                return i + 1
             if c != ",":
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
             i = self._ws(i + 1)
