@@ -13,6 +13,10 @@ from urllib.parse import urlencode
 
 from markupsafe import escape
 
+from ..models import Event, iso
+from .jsonenc import dumps
+from .timeline import Item
+
 try:  # the C escaper markupsafe's ``escape`` wraps: the same text, without a Markup object
     from markupsafe._speedups import _escape_inner as _escape_str
 except ImportError:  # pragma: no cover - the pure-Python markupsafe
@@ -20,9 +24,6 @@ except ImportError:  # pragma: no cover - the pure-Python markupsafe
     def _escape_str(s: str, /) -> str:
         return str(escape(s))
 
-from ..models import Event, iso
-from .jsonenc import dumps
-from .timeline import Item
 
 __all__ = ["render_rows"]
 
