@@ -34,6 +34,8 @@ from agent_session_store import Event, EventType, Run, RunStatus, Session, open_
 from .common import Row, check_max, percentile, rate
 
 SID = "ses_bench"
+#: One SSE subscriber in this many records delivery latencies (all check order).
+PROBE_EVERY = 10
 N_EVENTS = 1000
 CLIENTS = 50
 
@@ -269,14 +271,17 @@ async def _api_rows(url: str, server: _ServerProcess, seconds: float) -> list[Ro
 # ---------------------------------------------------------------- SSE fan-out
 
 _IDS = re.compile(rb"\nid: (\d+)\n")
-_TS = re.compile(rb'"data":\{"t":([0-9.]+)')
+# An appended event's frame: its id and the appender's clock just before the append.
+_ID_TS = re.compile(rb'\nid: (\d+)\ndata: [^\n]*?"data":\{"t":([0-9.]+)')
 
 
 class _Subscriber(asyncio.Protocol):
-    """One SSE connection of a client process: checks order, records delivery latency."""
+    """One SSE connection of a client process: checks order; a probe also records each
+    event's delivery latency."""
 
-    def __init__(self, client: _SSEClient, last: int) -> None:
+    def __init__(self, client: _SSEClient, last: int, probe: bool) -> None:
         self.client = client
+        self.probe = probe
         self.buf = b""
         self.last = last
         self.ok = True
@@ -302,7 +307,11 @@ class _Subscriber(asyncio.Protocol):
             if ids != list(range(self.last + 1, self.last + 1 + len(ids))):
                 self.ok = False
             self.last = ids[-1]
-            self.client.latencies.extend([now - t for t in map(float, _TS.findall(text))])
+            self.client.delivered += len(ids)
+            if self.probe:
+                pairs = _ID_TS.findall(text)
+                self.client.seqs.extend([int(seq) for seq, _ in pairs])
+                self.client.latencies.extend([now - float(t) for _, t in pairs])
         if self.last >= self.client.expected and not self.done:
             self.done = True
             self.client.finished()
@@ -320,6 +329,8 @@ class _SSEClient:
         self.subscribers = subscribers
         self.expected = expected
         self.latencies = array("d")
+        self.seqs = array("q")  # the event of each latency
+        self.delivered = 0
         self.reconnects = 0
         self.complete = 0
         self.subs: list[_Subscriber] = []
@@ -337,13 +348,13 @@ class _SSEClient:
         if self.complete == self.subscribers:
             self.all_done.set()
 
-    async def follow(self, stop: asyncio.Event) -> _Subscriber:
+    async def follow(self, stop: asyncio.Event, probe: bool) -> _Subscriber:
         loop = asyncio.get_running_loop()
         last = N_EVENTS
         first = True
         while True:
             transport, sub = await loop.create_connection(
-                functools.partial(_Subscriber, self, last), "127.0.0.1", self.port
+                functools.partial(_Subscriber, self, last, probe), "127.0.0.1", self.port
             )
             if not first:
                 sub.started = True
@@ -364,10 +375,17 @@ class _SSEClient:
 
 
 async def _sse_client_main(port: int, subscribers: int, expected: int, out: str) -> None:
-    """A client process: connect, say "ready", take every event, write the latencies."""
+    """A client process: connect, say "ready", take every event, write the latencies.
+
+    Every subscriber checks that it got each event once, in order; one in ``PROBE_EVERY``
+    (the probes) also parses each event's timestamp for the latency. Parsing that for all
+    1,000 doubled the clients' CPU, and on 2 cores a client behind on its reads measured its
+    own backlog, not the server's delivery."""
     client = _SSEClient(port, subscribers, expected)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(client.follow(stop)) for _ in range(subscribers)]
+    tasks = [
+        asyncio.create_task(client.follow(stop, i % PROBE_EVERY == 0)) for i in range(subscribers)
+    ]
     await asyncio.wait_for(client.all_started.wait(), 60)
     cpu0 = _own_cpu()
     print("ready", flush=True)
@@ -381,22 +399,39 @@ async def _sse_client_main(port: int, subscribers: int, expected: int, out: str)
     complete = sum(1 for s in subs if s.ok and s.last == expected)
     with open(out, "wb") as f:  # noqa: ASYNC230 - once, after the measurement
         f.write(client.latencies.tobytes())
-    print(json.dumps({"complete": complete, "reconnects": client.reconnects, "cpu_s": cpu1 - cpu0}))
+    with open(out + ".seq", "wb") as f:  # noqa: ASYNC230 - once, after the measurement
+        f.write(client.seqs.tobytes())
+    print(
+        json.dumps(
+            {
+                "complete": complete,
+                "reconnects": client.reconnects,
+                "delivered": client.delivered,
+                "cpu_s": cpu1 - cpu0,
+            }
+        )
+    )
 
 
+# Prints the rate it achieved, then each event's append time (the store's commit, fsync
+# included), so the delivery latency can be told apart from the time the append itself took.
 _APPENDER = """
-import asyncio, time
+import asyncio, json, time
 from agent_session_store import Event, EventType, open_session_store
 async def main():
+    commits = {{}}
     async with open_session_store({url!r}) as store:
         start = time.perf_counter()
         for i in range({n}):
             delay = start + i / 100 - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await store.append_event(Event(type=EventType.MESSAGE_STREAMED, session_id={sid!r},
-                                           data={{"t": time.time(), "delta": "x" * 40}}))
+            t = time.time()
+            got = await store.append_event_with_sequence(Event(type=EventType.MESSAGE_STREAMED,
+                session_id={sid!r}, data={{"t": t, "delta": "x" * 40}}))
+            commits[got.sequence_number] = time.time() - t
         print({n} / (time.perf_counter() - start))
+        print(json.dumps(commits))
 asyncio.run(main())
 """
 
@@ -446,7 +481,9 @@ async def _fanout_rows(
         sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
-    achieved = float(out.decode().strip() or "nan")
+    rate_line, commits_line = [*out.decode().strip().splitlines(), "nan", "{}"][:2]
+    achieved = float(rate_line)
+    commit_s = {int(k): v for k, v in json.loads(commits_line).items()}
     results = []
     for c in clients:
         got, _ = await c.communicate()
@@ -455,11 +492,18 @@ async def _fanout_rows(
     cpu1 = server.cpu_s()
     load1 = os.getloadavg()[0]
     latencies = array("d")
+    seqs = array("q")
     for path in outs:
         with open(path, "rb") as f:  # noqa: ASYNC230 - after the measurement
             latencies.frombytes(f.read())
+        with open(path + ".seq", "rb") as f:  # noqa: ASYNC230 - after the measurement
+            seqs.frombytes(f.read())
         os.unlink(path)
+        os.unlink(path + ".seq")
     os.rmdir(tmp)
+    # From the append's return (the commit visible to every reader) to the subscriber.
+    after_commit = sorted(lat - commit_s.get(seq, 0.0) for lat, seq in zip(latencies, seqs))
+    commits = sorted(commit_s.values())
     complete = sum(r["complete"] for r in results)
     lat = sorted(latencies)
     p99 = percentile(lat, 99) * 1000 if lat else float("inf")
@@ -468,7 +512,9 @@ async def _fanout_rows(
         "client_processes": procs,
         "events": n,
         "append_rate": achieved,
-        "deliveries": len(lat),
+        "deliveries": sum(r["delivered"] for r in results),
+        "latency_samples": len(lat),
+        "probe_every": PROBE_EVERY,
         "reconnects": sum(r["reconnects"] for r in results),
         "server_cpu_s": cpu1 - cpu0,
         "client_cpu_s": sum(r["cpu_s"] for r in results),
@@ -476,6 +522,14 @@ async def _fanout_rows(
         "rss_subscribed_mb": rss1,
         "rss_end_mb": rss2,
         "load_avg_1m": [load0, load1],
+        "append_call_p50_ms": percentile(commits, 50) * 1000 if commits else None,
+        "append_call_p99_ms": percentile(commits, 99) * 1000 if commits else None,
+        "delivery_after_commit_p50_ms": (
+            percentile(after_commit, 50) * 1000 if after_commit else None
+        ),
+        "delivery_after_commit_p99_ms": (
+            percentile(after_commit, 99) * 1000 if after_commit else None
+        ),
     }
     rows = [
         Row(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -18,10 +20,14 @@ from agent_session_store import (
 from agent_session_store.errors import QueryNotImplementedError, StorageError, StoreError
 from agent_session_store.memory import InMemorySessionStore
 from agent_session_store.ports import ArtifactStore, SessionStore
+from agent_session_store.query import SessionStats
 from agent_session_store.querying import QUERY_PRIMITIVES, QueryAndMaintenance
 from agent_session_store.server import create_app
+from agent_session_store.server.jsonenc import dumps_api, dumps_event
 from agent_session_store.server.openapi import SPEC
+from agent_session_store.server.queries import to_json
 from agent_session_store.server.security import CSP
+from agent_session_store.server.streams import encode_frame
 
 from .conftest import asgi_client
 
@@ -577,3 +583,47 @@ async def test_payload_beyond_64_bits_is_served_like_any_other(memory_store: Ses
         r = await c.get("/api/sessions/s1/events")
         assert r.status_code == 200, r.text
         assert r.json()["items"][0]["data"] == big
+
+
+_STAMPS = [
+    datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # a zero fraction: orjson would drop it
+    datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+    datetime(2026, 5, 6, 7, 8, 9, 10, tzinfo=timezone(timedelta(hours=3))),
+    datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize("stamp", _STAMPS, ids=["zero-us", "year-999", "offset", "plain"])
+def test_fast_encoders_write_what_to_dict_gives(stamp: datetime) -> None:
+    """Events and query results skip ``to_dict``/``to_json`` on the way to JSON (orjson
+    formats the timestamps); the bytes must stay those of the slow path."""
+
+    def slow(value: Any) -> bytes:
+        return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":")).encode()
+
+    for data in ({"k": "é <b>\u2028"}, {"n": 2**70}):
+        event = Event(
+            type=EventType.TOOL_CALL_COMPLETED,
+            session_id="s1",
+            run_id="r1",
+            timestamp=stamp,
+            sequence_number=7,
+            data=data,
+            metadata={"m": [1, None]},
+        )
+        assert dumps_event(event) == slow(event)
+        assert encode_frame(event) == b"id: 7\ndata: " + slow(event) + b"\n\n"
+        assert dumps_api({"items": [event], "next": None}) == slow({"items": [event], "next": None})
+    stats = SessionStats(
+        session_id="s1",
+        event_count=1,
+        run_count=0,
+        token_totals={"input_tokens": 1},
+        cost_usd=None,
+        providers_used=[],
+        first_event_at=stamp,
+        last_event_at=None,
+        status_counts={"completed": 1},
+        latest_sequence=1,
+    )
+    assert dumps_api({"stats": stats}) == slow({"stats": stats})

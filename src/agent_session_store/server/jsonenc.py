@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is in the server extra
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["FastJSONResponse", "dumps", "dumps_api"]
+__all__ = ["FastJSONResponse", "dumps", "dumps_api", "dumps_event"]
 
 
 def _slow(value: Any) -> bytes:
@@ -44,9 +44,55 @@ else:  # pragma: no cover
     dumps = _slow
 
 
+def _stamp(value: datetime) -> datetime | str:
+    """The datetime itself where orjson (``OPT_UTC_Z``) writes exactly what ``iso`` writes
+    (UTC, a non-zero microsecond: orjson drops a zero fraction), else ``iso``'s text. Formatting
+    in C saves ~2 us an event: most of the cost of encoding a page or an SSE frame."""
+    return value if value.tzinfo is UTC and value.microsecond else iso(value)
+
+
+def _event_doc(e: Event) -> dict[str, Any]:
+    """``Event.to_dict`` (same keys, same order) with the timestamp left to orjson."""
+    return {
+        "id": e.id,
+        "type": e.type.value,
+        "session_id": e.session_id,
+        "run_id": e.run_id,
+        "timestamp": _stamp(e.timestamp),
+        "sequence_number": e.sequence_number,
+        "data": e.data,
+        "metadata": e.metadata,
+        "schema_version": e.schema_version,
+        "provider": e.provider,
+        "correlation_id": e.correlation_id,
+    }
+
+
+if orjson is not None:
+    _EVENT_OPTIONS = orjson.OPT_UTC_Z
+
+    def dumps_event(event: Event) -> bytes:
+        """One event as ``dumps(event.to_dict())`` encodes it, byte for byte, faster."""
+        try:
+            return _orjson_dumps(_event_doc(event), option=_EVENT_OPTIONS)
+        except _orjson_error:
+            return _slow(event.to_dict())
+
+    _Fragment = getattr(orjson, "Fragment", None)
+
+else:  # pragma: no cover
+
+    def dumps_event(event: Event) -> bytes:
+        return _slow(event.to_dict())
+
+    _Fragment = None
+
+
 def _model(value: Any) -> Any:
     """What orjson cannot encode itself, as ``queries.to_json`` has it (models by their
     ``to_dict``, datetimes by ``iso``, dataclasses as dicts)."""
+    if type(value) is Event and _Fragment is not None:
+        return _Fragment(dumps_event(value))  # already JSON: orjson copies it in
     if isinstance(value, Session | Run | Event):
         return value.to_dict()
     if isinstance(value, datetime):

@@ -35,6 +35,7 @@ __all__ = [
     "search_events",
     "search_sessions",
     "session_stats",
+    "session_stats_value",
     "to_json",
     "usage_summary",
 ]
@@ -186,10 +187,16 @@ def _num(value: Any) -> int:
 
 
 async def session_stats(store: SessionStore, session_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = to_json(await session_stats_value(store, session_id))
+    return result
+
+
+async def session_stats_value(store: SessionStore, session_id: str) -> Any:
+    """The store's ``SessionStats`` as it came (or the fallback's dict): for a response body,
+    which ``jsonenc.dumps_api`` encodes to the same JSON without a ``to_json`` copy first."""
     stats = _method(store, "get_session_stats")
     if stats is not None:
-        result: dict[str, Any] = to_json(await stats(session_id))
-        return result
+        return await stats(session_id)
     await store.get_session(session_id)  # session_not_found as the query API would
     return await stats_from_log(store, session_id)
 

@@ -17,12 +17,22 @@ from ..models import Event, iso
 from .jsonenc import dumps
 from .timeline import Item
 
+try:  # the C escaper markupsafe's ``escape`` wraps: the same text, without a Markup object
+    from markupsafe._speedups import _escape_inner as _escape_str
+except ImportError:  # pragma: no cover - the pure-Python markupsafe
+
+    def _escape_str(s: str, /) -> str:
+        return str(escape(s))
+
+
 __all__ = ["render_rows"]
 
 
 def _e(value: object) -> str:
-    """markupsafe's C escape (what the templates use): & < > " ' all become entities."""
-    return str(escape(str(value)))
+    """markupsafe's C escape (what the templates use): & < > " ' all become entities.
+    Called straight, not through ``escape``: ~150 calls a row, and building a ``Markup``
+    for each cost a third of a 1,000-event page's render."""
+    return _escape_str(value if type(value) is str else str(value))
 
 
 def _compact(value: Any) -> str:

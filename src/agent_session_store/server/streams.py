@@ -28,7 +28,7 @@ from ..errors import StoreError
 from ..models import Event
 from ..ports import SessionStore
 from ..retry import Retry, RetryPolicy, gave_up
-from .jsonenc import dumps
+from .jsonenc import dumps, dumps_event
 
 __all__ = ["RAW_SEND", "StreamHub", "StreamLimits", "encode_frame"]
 
@@ -76,7 +76,7 @@ def _direct_transport(send: Any) -> _Transport | None:
 
 def encode_frame(event: Event) -> bytes:
     """One SSE message: ``id`` is the sequence number, ``data`` the event as JSON (one line)."""
-    return b"id: %d\ndata: %s\n\n" % (event.sequence_number or 0, dumps(event.to_dict()))
+    return b"id: %d\ndata: %s\n\n" % (event.sequence_number or 0, dumps_event(event))
 
 
 def error_frame(err: StoreError) -> bytes:

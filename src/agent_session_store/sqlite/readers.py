@@ -1,57 +1,109 @@
 """The reader pool: a few threads, each with its own read-only connection (WAL: readers never
-wait for the writer). Nothing blocking runs on the event loop."""
+wait for the writer). Nothing blocking runs on the event loop.
+
+A read is handed over as one tuple on a ``SimpleQueue`` and answered with one
+``call_soon_threadsafe`` that sets an asyncio future: ``run_in_executor`` costs a concurrent
+future (with its condition variable), a chained asyncio future and their callbacks on top of
+that, about a fifth of the CPU of a small read such as ``GET /api/sessions/{id}``
+(bench/server.py, issue 11).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from queue import SimpleQueue
+from typing import Any, TypeVar
 
 from ..errors import StorageError
 from .connection import Database
 
 T = TypeVar("T")
 
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the caller's loop: a read whose caller stopped waiting (cancelled) is dropped."""
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
+
 
 class ReaderPool:
     def __init__(self, db: Database, size: int) -> None:
         self.db = db
         self.size = size
-        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._accepting = False
-        self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._pool = ThreadPoolExecutor(
-            self.size, thread_name_prefix="agent-session-store-sqlite-reader"
-        )
+        self._jobs = SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._main,
+                args=(self._jobs,),
+                name=f"agent-session-store-sqlite-reader_{i}",
+                daemon=True,
+            )
+            for i in range(self.size)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._accepting = True
 
     def stop(self) -> None:
-        """Refuse new reads; those running finish."""
+        """Refuse new reads; those running or queued finish."""
         self._accepting = False
 
     def join(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-        for conn in self._conns:
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)  # after every queued read: those still run
+        for thread in threads:
+            thread.join()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
             conn.close()
-        self._conns.clear()
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on a reader thread with that thread's connection; busy is retried."""
-        if self._pool is None or not self._accepting:
+        if not self._threads or not self._accepting:
             raise StorageError(f"the sqlite store {self.db.path} is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._read_now, fn)
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, fut))
+        return await fut
 
-    def _read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.db.connect(query_only=True)
-            self._conns.append(conn)
-        return self.db.retry_busy(lambda: fn(conn))
+    def _main(self, jobs: SimpleQueue[_Job | None]) -> None:
+        conn: list[sqlite3.Connection] = []  # this thread's, opened at its first read
+        # Ends at the sentinel that join() queues, one per thread.
+        for fn, loop, fut in iter(jobs.get, None):
+            if fut.cancelled():
+                continue  # the caller is gone before the read started
+            result, error = self._run(conn, fn)
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it
+                loop.call_soon_threadsafe(_resolve, fut, result, error)
+
+    def _run(
+        self, conn: list[sqlite3.Connection], fn: Callable[[sqlite3.Connection], Any]
+    ) -> tuple[Any, BaseException | None]:
+        try:
+            if not conn:
+                conn.append(self.db.connect(query_only=True))
+                with self._lock:
+                    self._conns.append(conn[0])
+            c = conn[0]
+            return self.db.retry_busy(lambda: fn(c)), None
+        except BaseException as exc:  # handed to the caller, as run_in_executor does
+            return None, exc
