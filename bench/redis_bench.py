@@ -23,9 +23,11 @@ from typing import Any
 
 import redis.asyncio
 
+from agent_session_store.codec import encode_event
 from agent_session_store.models import Event, EventType, Session, SessionStatus, to_micros
 from agent_session_store.query import encode_cursor
 from agent_session_store.redis import RedisSessionStore
+from agent_session_store.redis.rows import blob
 from agent_session_store.retention import RetentionPolicy
 
 from .common import REDIS_URL, Row, best_of, check_max, check_ratio, median, percentile, rate
@@ -259,6 +261,84 @@ async def _v2_cases(store: RedisSessionStore, client: Any, size: int, rounds: in
 async def _save_many(store: RedisSessionStore, sessions: list[Session]) -> None:
     for start in range(0, len(sessions), 1000):
         await asyncio.gather(*(store.save_session(s) for s in sessions[start : start + 1000]))
+
+
+# Memory per event: what each key type of the layout costs (issue 13: <= 2x the encoded row).
+MEMORY_BAR = 2.0
+
+
+def _memory_event(sid: str, i: int) -> Event:
+    """A ~300-byte payload, the type alternating between two values, a run per 100 events."""
+    kind = EventType.MESSAGE_STREAMED if i % 2 else EventType.TOOL_CALL_STARTED
+    return Event(
+        type=kind, session_id=sid, run_id=f"run-{i // 100:06d}", data={"text": "x" * 280, "i": i}
+    )
+
+
+def _key_kind(prefix: str, key: str, sid_tag: str) -> str:
+    """A key's name without its prefix and session tag: ``ev``, ``x``, ``{%g}:eid`` ..."""
+    rest = key[len(prefix) + 1 :]
+    return rest[len(sid_tag) + 1 :] if rest.startswith(sid_tag + ":") else rest
+
+
+async def _memory_case(n: int) -> list[Row]:
+    """``n`` events of one session under a fresh prefix; ``MEMORY USAGE`` (exact: SAMPLES 0)
+    of every key the prefix holds, per event and per key type, against the encoded row
+    (``rows.blob``). The prefix is fresh, so its global keys (``{%g}:eid``) hold only these
+    events. ``used_memory``'s growth is reported too, but other clients of a shared server move
+    it: the bar is on the keys' own usage."""
+    prefix = f"bench_{uuid.uuid4().hex[:8]}"
+    rows: list[Row] = []
+    client: Any = redis.asyncio.Redis.from_url(URL, decode_responses=True)
+    store = RedisSessionStore.from_url(f"{URL}?prefix={prefix}")
+    sid = uuid.uuid4().hex
+    try:
+        async with store:
+            await store.get_latest_sequence(sid)
+            before = int((await client.info("memory"))["used_memory"])
+            row_bytes = 0
+            for start in range(0, n, 1000):
+                batch = [_memory_event(sid, i) for i in range(start, min(n, start + 1000))]
+                row_bytes += sum(len(blob(encode_event(e)).encode()) for e in batch)
+                await store.append_events(batch)
+            grown = int((await client.info("memory"))["used_memory"]) - before
+            row = row_bytes / n
+            tag = store.keys.tag(sid)[len(prefix) + 1 :]
+            per_kind: dict[str, tuple[str, int]] = {}
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                used = int(await client.memory_usage(key, samples=0) or 0)
+                encoding = str(await client.object("encoding", key))
+                per_kind[_key_kind(prefix, key, tag)] = (encoding, used)
+            total = sum(used for _, used in per_kind.values())
+            label = f"server memory per event, {n:,} events of {row:.0f} B rows"
+            rows.append(
+                check_max(
+                    Row(
+                        "redis",
+                        f"{label}: MEMORY USAGE of the keys",
+                        total / n,
+                        "B/event",
+                        extra={"row_bytes": row, "x_row": total / n / row},
+                    ),
+                    MEMORY_BAR * row,
+                    f"<= {MEMORY_BAR} x row ({MEMORY_BAR * row:.0f} B)",
+                )
+            )
+            rows.append(
+                Row(
+                    "redis",
+                    f"{label}: used_memory growth (shared server: noisy)",
+                    grown / n,
+                    "B/event",
+                    extra={"row_bytes": row, "x_row": grown / n / row},
+                )
+            )
+            for kind, (encoding, used) in sorted(per_kind.items(), key=lambda kv: -kv[1][1]):
+                rows.append(Row("redis", f"  memory of `{kind}` ({encoding})", used / n, "B/event"))
+    finally:
+        await _drop(client, prefix)
+        await client.aclose()
+    return rows
 
 
 async def _query_cases(n: int) -> list[Row]:
@@ -528,5 +608,6 @@ async def run(quick: bool) -> list[Row]:
     finally:
         await _drop(client, prefix)
         await client.aclose()
+    rows += await _memory_case(10_000 if quick else 100_000)
     rows += await _query_cases(10_000 if quick else 100_000)
     return rows

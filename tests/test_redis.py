@@ -30,6 +30,7 @@ from agent_session_store.errors import StoreError
 from agent_session_store.models import Event, EventType, Run, Session, SessionStatus, new_id
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
+from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract
 from agent_session_store.transfer import SessionExport
 from service_urls import REDIS_URL, redis_host_port
@@ -254,7 +255,9 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
         [Event(type=EventType.RUN_STARTED, session_id=sid, run_id=f"run-{sid}")],
     )
     mine = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
-    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "ids", "x", "s", "runs", "z"}
+    # event id -> seq: the claims' sessions keep an ids hash; a single node's id index has it
+    ids = {"ids"} if rstore.cluster else set()
+    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "x", "s", "runs", "z"} | ids
     assert len({key_slot(k.encode()) for k in mine}) == 1
     # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
     slots = (
@@ -611,9 +614,118 @@ async def test_a_dangling_id_pointer_is_repaired_not_spun_on(unique_name: str) -
             ]
             assert again == got
             pointers = await store.client.hmget(eidx, ["e1", "e2", "e3", "x"])
-            assert pointers == ["s1", "s1", "s1", "s2"]
+            assert pointers == ["s1\x001", "s1\x002", "s1\x003", "s2\x001"]  # session, seq
             assert [e.id for e in await store.get_events("s1")] == ["e1", "e2", "e3"]
             assert await store.get_latest_sequence("ghost") == 1
+    finally:
+        await _drop_prefix(SINGLE, unique_name)
+
+
+# ------------------------------------------------- the layout before issue 13 (single node)
+
+
+def _mk(sid: str, i: int) -> Event:
+    return Event(type=EventType.MESSAGE_SENT, session_id=sid, id=f"{sid}-{i}")
+
+
+async def _to_layout_before_issue_13(store: RedisSessionStore, sids: list[str]) -> None:
+    """Rewrite what the current code wrote into the layout of the code before issue 13: the
+    global id index named the session alone (`<session>`), and every session kept an ids hash
+    (event id -> seq). Everything else was the same, so this is exactly what that code left;
+    built from the documented layout rather than from old scripts out of git history."""
+    client = store.client
+    eid = store.keys.event_index
+    for sid in sids:
+        rows = await client.hgetall(store.keys.session(sid)[1])
+        ids = {r.split("\0", 1)[0]: seq for seq, r in rows.items()}
+        for event_id in ids:
+            assert await client.hget(eid, event_id) == f"{sid}\0{ids[event_id]}"
+            await client.hset(eid, event_id, sid)
+        await client.hset(store.keys.session(sid)[2], mapping=ids)
+
+
+async def test_a_prefix_written_before_issue_13_is_read_and_kept(
+    unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 dropped the per-session ids hash on a single node (the id index says
+    `<session>\0<seq>` instead). Entries of the old form (`<session>`, the number in the
+    session's ids hash) still count: duplicates are found, new events are numbered on, and
+    prune and delete clean both forms, with no migration step."""
+    monkeypatch.setattr("agent_session_store.redis.single.GC_BATCH", 3)
+    url = f"{SINGLE}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            old_a = await store.append_events([_mk("a", i) for i in range(6)])
+            await store.append_events([_mk("b", i) for i in range(3)])
+            await _to_layout_before_issue_13(store, ["a", "b"])
+            eid = store.keys.event_index
+            assert await store.client.hget(eid, "a-0") == "a"
+            assert await store.get_events("a") == old_a
+            # duplicates, in the session and in another one, find the stored events
+            assert await store.append_events([_mk("a", 1), _mk("a", 6)]) == [
+                old_a[1],
+                (await store.get_events("a", after=6))[0],
+            ]
+            assert (
+                await store.append_event_with_sequence(_mk("a", 2).replace(session_id="b"))
+                == old_a[2]
+            )
+            assert await store.get_latest_sequence("a") == 7
+            assert await store.get_latest_sequence("b") == 3
+            # an import naming an old id at another number is refused
+            again = Event(type=EventType.MESSAGE_SENT, session_id="b", id="b-0", sequence_number=2)
+            with pytest.raises(StoreError) as info:
+                await store.import_session(
+                    SessionExport(Session(id="b", agent_id="x"), [], [again], 3)
+                )
+            assert info.value.code == "sequence_conflict"
+            # prune drops old-form pointers of the pruned rows
+            await store.save_session(Session(id="a", agent_id="x"))
+            assert (
+                await store.prune_session_events("a", RetentionPolicy(max_events_per_session=3))
+                == 4
+            )
+            assert [await store.client.hget(eid, f"a-{i}") for i in range(7)] == [
+                None,
+                None,
+                None,
+                None,
+                "a",
+                "a",
+                "a\x007",
+            ]
+            assert (await store.append_event_with_sequence(_mk("a", 0))).sequence_number == 8
+            # delete: a session of one batch here (b), a larger one through the clean-up (a)
+            await store.delete_session("b")
+            await store.delete_session("a")
+            assert await store.client.hgetall(eid) == {}
+            assert await store.client.exists(store.keys.gc) == 0
+            assert not [k async for k in store.client.scan_iter(match=f"{unique_name}:*")]
+    finally:
+        await _drop_prefix(SINGLE, unique_name)
+
+
+async def test_a_clean_up_left_by_the_code_before_issue_13_is_finished(unique_name: str) -> None:
+    """That code's interrupted delete left the session's ids hash as the garbage key (id ->
+    seq, where the current code leaves its ev hash): the next delete finishes it."""
+    url = f"{SINGLE}?prefix={unique_name}"
+    try:
+        async with open_session_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            await store.append_events(
+                [Event(type=EventType.MESSAGE_SENT, session_id="a", id=f"a{i}") for i in range(9)]
+            )
+            await _to_layout_before_issue_13(store, ["a"])
+            keys = store.keys
+            garbage = keys.garbage("a")
+            await store.client.rename(keys.session("a")[2], garbage)  # what its delete.lua did
+            await store.client.hset(keys.gc, garbage, "a")
+            await store.client.unlink(*keys.session("a"))
+            await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="c", id="a3"))
+            await store.delete_session("other")
+            assert await store.client.hgetall(keys.event_index) == {"a3": "c\x001"}
+            assert await store.client.exists(keys.gc, garbage) == 0
     finally:
         await _drop_prefix(SINGLE, unique_name)
 
@@ -791,7 +903,7 @@ async def test_delete_work_is_batched_and_an_interrupted_clean_up_is_finished(
     else:
         assert calls.count("gc") >= 30  # both clean-ups, 100 ids per call
         pointers = await rstore.client.hgetall(keys.event_index)
-        assert pointers == {"a7": "b"}
+        assert pointers == {"a7": "b\x001"}
         assert await rstore.client.exists(keys.gc) == 0
         assert not [k for k in await _all_keys(rstore) if ":gc:" in k]
     again = await rstore.append_event_with_sequence(

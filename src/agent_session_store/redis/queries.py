@@ -30,7 +30,7 @@ from ..query import (
     run_facts,
 )
 from .cluster import _bounded
-from .keys import EV, IDS, RECORD, RUNS, SEQ, SESSION_KEYS
+from .keys import EV, RECORD, RUNS, SEQ, SESSION_KEYS
 from .plan import WritePlan
 from .rows import unblob
 
@@ -384,7 +384,7 @@ class Queries:
         over: list[str] = []
         for start in range(0, len(ids), BATCH):
             batch = ids[start : start + BATCH]
-            counts = await self._pipelined(("hlen", keys.session(s)[IDS], ()) for s in batch)
+            counts = await self._pipelined(("hlen", keys.session(s)[EV], ()) for s in batch)
             over += [s for s, n in zip(batch, counts) if n > max_events]
         return sorted(over)
 

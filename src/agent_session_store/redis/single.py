@@ -13,7 +13,7 @@ from ..codec import EncodedEvent, decode_event, decode_session
 from ..errors import sequence_conflict
 from ..models import Event, Run, Session
 from ..retry import Retry
-from .keys import IDS
+from .keys import EV, IDS
 from .limits import GC_BATCH, WRITE_RETRY, gave_up
 from .plan import WritePlan, WriteResult
 from .rows import unblob
@@ -141,7 +141,7 @@ class SingleNode:
                 garbage,
                 keys.touched_index,
             ],
-            [session_id],
+            [session_id, GC_BATCH],
         )
         if left:
             await self.collect(session_id, garbage)
@@ -151,14 +151,15 @@ class SingleNode:
 
     async def collect(self, session_id: str, garbage: str) -> None:
         """Remove the id index entries a deleted session left: one HSCAN pass over its
-        garbage key, GC_BATCH ids per script call (a pass always ends)."""
+        garbage key (its events), GC_BATCH per script call (a pass always ends)."""
         store = self._store
         keys = store.keys
+        live = keys.session(session_id)
         cursor = "0"
         while True:
             cursor = await store.eval(
                 "gc",
-                [keys.event_index, keys.session(session_id)[IDS], garbage, keys.gc],
+                [keys.event_index, live[IDS], garbage, keys.gc, live[EV]],
                 [session_id, cursor, GC_BATCH],
             )
             if cursor == "0":

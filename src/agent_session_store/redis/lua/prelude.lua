@@ -63,3 +63,17 @@ local function int_cmp(a, b)
   if a == b then return 0 end
   return a < b and -1 or 1
 end
+
+-- Single node: an event id index value, `<session>\0<seq>` (or `<session>` alone, written
+-- before issue 13, whose number is in that session's ids hash). Returns session, seq or nil.
+local function pointer(v)
+  local z = string.find(v, '\0', 1, true)
+  if not z then return v, nil end
+  return string.sub(v, 1, z - 1), string.sub(v, z + 1)
+end
+
+-- Does the row stored at seq in the ev hash ev belong to event id?
+local function row_is(ev, seq, id)
+  local row = redis.call('HGET', ev, seq)
+  return row and string.sub(row, 1, #id + 1) == id .. '\0', row
+end

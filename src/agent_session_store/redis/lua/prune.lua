@@ -13,7 +13,7 @@ local sid, keep, dry = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local first, protected = cjson.decode(ARGV[4]), {}
 for _, t in ipairs(cjson.decode(ARGV[5])) do protected[t] = true end
 if redis.call('GET', KEYS[7]) == 'busy' then return {-1} end
-local excess = redis.call('HLEN', KEYS[3]) - keep
+local excess = redis.call('HLEN', KEYS[2]) - keep
 if excess <= 0 then return {0} end
 
 -- the oldest n events of each type in types, merged oldest first, at most n in all
@@ -63,8 +63,9 @@ for _, seq in ipairs(victims) do
     redis.call('ZREM', KEYS[4], 't' .. f[3] .. '\0' .. p)
     if f[4] ~= '' then redis.call('ZREM', KEYS[4], 'r' .. string.sub(f[4], 2) .. '\0' .. p) end
     redis.call('ZREM', KEYS[8], fmt(seq))
-    if id_index and redis.call('HGET', id_index, f[1]) == sid then
-      redis.call('HDEL', id_index, f[1])
+    if id_index then
+      local v = redis.call('HGET', id_index, f[1])
+      if v and pointer(v) == sid then redis.call('HDEL', id_index, f[1]) end
     end
     out[#out + 1] = f[1]
     out[#out + 1] = blob

@@ -74,6 +74,9 @@ for _, n in ipairs(plan.claimed or {}) do
   end
 end
 
+local out, claimed, owners = {}, {}, {}
+local id_index = plan.id_index and KEYS[plan.id_index]
+
 local function counter(s)
   if not s.last then
     s.last = tonumber(redis.call('GET', s.seq) or '0')
@@ -88,7 +91,11 @@ local function add(s, seq, blob, f)
   local p = pad(seq)
   local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
   rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
-  ids_buf[#ids_buf + 1] = f[1]; ids_buf[#ids_buf + 1] = seq
+  if id_index then  -- single node: the global pointer holds the number too
+    claimed[#claimed + 1] = f[1]; claimed[#claimed + 1] = s.sid .. '\0' .. fmt(seq)
+  else
+    ids_buf[#ids_buf + 1] = f[1]; ids_buf[#ids_buf + 1] = seq
+  end
   index_buf[#index_buf + 1] = 0; index_buf[#index_buf + 1] = 't' .. f[3] .. '\0' .. p
   if f[4] ~= '' then
     index_buf[#index_buf + 1] = 0
@@ -114,25 +121,39 @@ local function add(s, seq, blob, f)
   s.got_new = true
 end
 
--- Single node: where the global id index says an id lives. Returns the session to look in,
--- or nil after noting an unnamed owner; a pointer to a named session that does not hold the
--- id is dangling (eviction, a manual delete): the id is free, and the pointer is repaired.
-local out, claimed, owners = {}, {}, {}
-local id_index = plan.id_index and KEYS[plan.id_index]
+-- Where an id is stored: returns the session to look in and the number it holds the id at
+-- (nil: not stored), or nil after noting an unnamed owner. Single node: the global id index
+-- says (`<session>\0<seq>`; an older `<session>` alone: that session's ids hash); a pointer
+-- to a named session that does not hold the id is dangling (eviction, a manual delete): the
+-- id is free, and the pointer is repaired when the event is stored. Cluster: the session's
+-- ids hash.
+-- sessions written before issue 13 keep an ids hash (event id -> seq) on a single node too
+local function legacy(s)
+  if s.legacy == nil then s.legacy = redis.call('EXISTS', s.ids) == 1 end
+  return s.legacy
+end
 local function holder(id, s)
-  if not id_index then return s end
-  local owner = redis.call('HGET', id_index, id)
-  if owner and owner ~= s.sid then
+  if not id_index then return s, redis.call('HGET', s.ids, id) or nil end
+  local v = redis.call('HGET', id_index, id)
+  if v then
+    local owner, seq = pointer(v)
     local o = by_sid[owner]
     if o == nil then owners[#owners + 1] = owner; return nil end
-    if redis.call('HEXISTS', o.ids, id) == 1 then return o end
-    owner = nil
+    if seq then
+      if row_is(o.ev, seq, id) then return o, seq end
+    elseif legacy(o) then
+      local have = redis.call('HGET', o.ids, id)
+      if have then return o, have end
+    end
+  elseif legacy(s) then
+    local have = redis.call('HGET', s.ids, id)
+    if have then  -- stored, its pointer lost: repair it
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = s.sid .. '\0' .. have
+      return s, have
+    end
   end
-  if not owner then
-    claimed[#claimed + 1] = id
-    claimed[#claimed + 1] = s.sid
-  end
-  return s
+  return s, nil
 end
 
 local numbered = plan.numbered
@@ -144,12 +165,11 @@ if numbered then
     local f = fields(blob, 5)
     local id, seq = f[1], numbered.seqs[a - first + 1]
     local own = by_sid[f[2]]
-    local s = holder(id, own)
-    if s and s ~= own then
+    local s, have = holder(id, own)
+    if s and have and s ~= own then
       return {'CONFLICT', seq, -1, 'event ' .. id .. ' is already stored in session ' .. s.sid}
     end
     if s then
-      local have = redis.call('HGET', s.ids, id)
       if have then
         if tonumber(have) ~= seq then
           return {'CONFLICT', seq, tonumber(have),
@@ -171,9 +191,8 @@ else
   for a = first, last_row do
     local blob = ARGV[a]
     local f = fields(blob, 5)
-    local s = holder(f[1], by_sid[f[2]])
+    local s, have = holder(f[1], by_sid[f[2]])
     if s then
-      local have = redis.call('HGET', s.ids, f[1])
       local seq, stored = nil, ''
       if have then
         seq = tonumber(have); stored = redis.call('HGET', s.ev, have)
@@ -251,7 +270,7 @@ for _, s in ipairs(sessions) do
     if numbered then top = math.max(top, numbered.latest) end
     redis.call('SET', s.seq, fmt(top))
     wide('HSET', s.ev, s.new_rows)
-    wide('HSET', s.ids, s.new_ids)
+    if #s.new_ids > 0 then wide('HSET', s.ids, s.new_ids) end
     wide('ZADD', s.index, s.new_index)
     for z, ts in pairs(s.new_zones) do
       local old = redis.call('HGET', s.zones, z)
