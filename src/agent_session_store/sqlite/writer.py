@@ -30,7 +30,7 @@ from ..errors import StorageError
 from ..retry import Retry, RetryPolicy
 from ..wakes import Wake, merge, wakes_of_rows
 from .connection import SQLITE_READONLY, Database, is_busy, result_code
-from .schema import LAST_CHANGE, LAST_SEQ
+from .schema import LAST_CHANGE, LAST_SEQ, LAST_SEQ_AND_CHANGE
 
 _MAX_GROUP = 256  # requests per group commit: bounds the latency of the first one
 _DECODE_ASIDE = 64  # returned rows in a group above which decoding overlaps the commit
@@ -86,8 +86,14 @@ class Tx:
         if found is None:
             found = self.seqs.get(session_id)
         if found is None:
-            row = self.conn.execute(LAST_SEQ, (session_id,)).fetchone()
-            found = self.seqs[session_id] = 0 if row is None else row[0]
+            if self._change is None:  # the first counter read also reads the change number:
+                row = self.conn.execute(LAST_SEQ_AND_CHANGE, (session_id,)).fetchone()
+                self._change = int(row[1]) + 1  # one statement fewer per single append
+                found = 0 if row[0] is None else row[0]
+            else:
+                row = self.conn.execute(LAST_SEQ, (session_id,)).fetchone()
+                found = 0 if row is None else row[0]
+            self.seqs[session_id] = found
             self.base.setdefault(session_id, found)
         return found
 
