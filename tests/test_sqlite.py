@@ -1030,7 +1030,8 @@ async def test_the_watchers_change_check_reads_only_what_changed(
     writers: tuple[tuple[str, list[Any]], ...] = ((LAST_CHANGE, []), (LAST_SEQ_AND_CHANGE, ["s1"]))
     for sql, params in ((_CHANGED_SINCE, [10]), *writers):
         text = plan(store.path, sql, params)
-        assert "seqs_by_change" in text and "SCAN" not in text and "TEMP B-TREE" not in text
+        scans = [s for s in text.split(" | ") if s.startswith("SCAN") and s != "SCAN CONSTANT ROW"]
+        assert "seqs_by_change" in text and not scans and "TEMP B-TREE" not in text, text
     with contextlib.closing(raw(store.path)) as conn:
         assert {r[2] for r in conn.execute(_CHANGED_SINCE, (0,))} == {1}  # one commit
         assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == []
