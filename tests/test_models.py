@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import time
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -73,6 +75,19 @@ def test_generated_ids_and_defaults() -> None:
     assert e.sequence_number is None
     assert e.schema_version == 1
     assert Session(agent_id="a").id != s.id
+
+
+def test_event_ids_are_time_ordered_uuids() -> None:
+    """A new event's id starts with its creation's Unix milliseconds (UUID version 7), so
+    stores append to the end of their id indexes instead of writing pages at random."""
+    before = time.time_ns() // 1_000_000
+    ids = [Event(type=EventType.MESSAGE_SENT, session_id="s").id for _ in range(50)]
+    after = time.time_ns() // 1_000_000
+    for eid in ids:
+        u = uuid.UUID(eid.removeprefix("evt_"))
+        assert eid == "evt_" + u.hex and u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= int(u.hex[:12], 16) <= after
+    assert len(set(ids)) == len(ids)
 
 
 def test_strings_become_enums_and_timestamps_become_utc() -> None:

@@ -50,7 +50,7 @@ from agent_session_store.sqlite.queries import (
     search_runs_sql,
     search_sessions_sql,
 )
-from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE
+from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE, LAST_SEQ_AND_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
 
@@ -329,6 +329,58 @@ async def test_migrating_to_v3_backfills_what_queries_need(tmp_path: Path) -> No
         assert report.sessions_hard_deleted == 1 and report.errors == []
         assert await store.get_run("r1") == run
         assert (await store.get_session("old")).id == session.id
+
+
+def make_v3_database(path: Path) -> list[Event]:
+    """A version-3 file (the schema before ``events_by_seq`` was dropped) with events."""
+    events = [
+        ev(f"s{n % 2}", id=f"e{n}", run_id="r1", data={"n": n}).replace(sequence_number=n // 2 + 1)
+        for n in range(6)
+    ]
+    with contextlib.closing(raw(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.create_function("iso_micros", 1, lambda text: None)
+        conn.create_function("fact", 2, lambda doc, index: None)
+        for version, statements in MIGRATIONS:
+            if version <= 3:
+                for statement in statements:
+                    conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+        for e in events:
+            conn.execute(
+                f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*encode_event(e), e.sequence_number),
+            )
+        conn.execute("INSERT INTO seqs VALUES ('s0', 3, 1), ('s1', 3, 1)")
+    return events
+
+
+def event_indexes(path: Path) -> set[str]:
+    with contextlib.closing(raw(path)) as conn:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
+        return {r[0] for r in conn.execute(sql)}
+
+
+async def test_migrating_v3_to_v4_drops_the_sequence_index_and_keeps_the_events(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v3.db"
+    events = make_v3_database(path)
+    assert "events_by_seq" in event_indexes(path)
+    err = await expect("migration_required", SQLiteSessionStore(path).open())
+    assert "schema version 3" in err.message and err.details["needed"] == SCHEMA_VERSION
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        assert await store.get_events("s0") == events[0::2]
+        page = await store.search_events(order_by="sequence_asc", limit=4)
+        assert [e.id for e in page.items] == ["e0", "e1", "e2", "e3"]  # (sequence, id)
+        rest = await store.search_events(cursor=page.cursor, order_by="sequence_asc")
+        assert [e.id for e in rest.items] == ["e4", "e5"]
+        stored = await store.append_event_with_sequence(ev("s1"), expected_sequence=3)
+        assert stored.sequence_number == 4
+    assert "events_by_seq" not in event_indexes(path)
+    assert {"events_by_time", "events_by_type", "events_by_session_time"} <= event_indexes(path)
+    with contextlib.closing(raw(path)) as conn:
+        assert conn.execute(SCHEMA_VERSION_ROW).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 async def test_auto_migrate_upgrades_a_v1_database_on_open(tmp_path: Path) -> None:
@@ -975,9 +1027,11 @@ async def test_the_watchers_change_check_reads_only_what_changed(
     """Issue 12.15: the watcher's look at the file is an index range over the counters moved
     since its last look, whatever the number of watched sessions."""
     await store.append_events([ev(f"s{i}") for i in range(50)])
-    for sql, params in ((_CHANGED_SINCE, [10]), (LAST_CHANGE, [])):  # the writer's, per commit
+    writers: tuple[tuple[str, list[Any]], ...] = ((LAST_CHANGE, []), (LAST_SEQ_AND_CHANGE, ["s1"]))
+    for sql, params in ((_CHANGED_SINCE, [10]), *writers):
         text = plan(store.path, sql, params)
-        assert "seqs_by_change" in text and "SCAN" not in text and "TEMP B-TREE" not in text
+        scans = [s for s in text.split(" | ") if s.startswith("SCAN") and s != "SCAN CONSTANT ROW"]
+        assert "seqs_by_change" in text and not scans and "TEMP B-TREE" not in text, text
     with contextlib.closing(raw(store.path)) as conn:
         assert {r[2] for r in conn.execute(_CHANGED_SINCE, (0,))} == {1}  # one commit
         assert conn.execute(_CHANGED_SINCE, (1,)).fetchall() == []
@@ -1113,7 +1167,6 @@ def test_search_runs_walks_an_index_in_page_order(
 EVENT_PLANS = [
     (EventSearch(), "events_by_time"),
     (EventSearch(order_by="timestamp_desc"), "events_by_time"),
-    (EventSearch(order_by="sequence_asc"), "events_by_seq"),
     (EventSearch(session_ids=("s1",)), "events_by_session_time"),
     (EventSearch(session_ids=("s1", "s2"), order_by="sequence_asc"), "PRIMARY KEY"),
     (EventSearch(run_ids=("r1", "r2")), "events_by_run_time"),
@@ -1130,6 +1183,24 @@ def test_search_events_walks_an_index_in_page_order(
     filled_path: str, q: EventSearch, index: str, after: Position | None
 ) -> None:
     assert_index_walk(plan(filled_path, *search_events_sql(q, after, 100)), index)
+
+
+@pytest.mark.parametrize(
+    ("q", "index"),
+    [
+        (EventSearch(order_by="sequence_asc"), "SCAN events"),
+        (EventSearch(types=("message_sent",), order_by="sequence_asc"), "events_by_type_time"),
+        (EventSearch(since_us=NOW_US, order_by="sequence_asc"), "events_by_time"),
+    ],
+)
+def test_sequence_order_across_sessions_sorts_what_the_filters_find(
+    filled_path: str, q: EventSearch, index: str
+) -> None:
+    """No index of its own since version 4 (no default ordering, contract 7.8): the matches
+    are found the cheapest way there is, then sorted."""
+    text = plan(filled_path, *search_events_sql(q, AFTER, 100))
+    assert index in text and "TEMP B-TREE" in text, text
+    assert "events_by_seq" not in text, text
 
 
 @pytest.mark.parametrize(

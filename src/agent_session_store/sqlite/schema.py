@@ -7,8 +7,9 @@ may leave gaps below it). ``sessions.updated_at_us`` is the session's ``updated_
 moves it, which may be newer than the saved doc's. ``seqs.change`` numbers the transaction that
 last moved each counter, so finding what changed costs what changed. Version 3 adds what
 queries and retention need (contract 7, 8): run facts and each session's deleted_at and tags
-as columns, a tag table, and an index for each default ordering and single filter. ``meta``
-records the schema version; an older schema is refused unless migrated.
+as columns, a tag table, and an index for each default ordering and single filter; version 4
+drops the one index no default ordering needed (``events_by_seq``). ``meta`` records the
+schema version; an older schema is refused unless migrated.
 """
 
 from __future__ import annotations
@@ -175,6 +176,17 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             " ON events (correlation_id, timestamp_us, id) WHERE correlation_id IS NOT NULL",
         ),
     ),
+    (
+        4,
+        (
+            # Every append paid for this index, yet it served only sequence_asc across
+            # sessions, which is no default ordering (contract 7.8; "meaningful within one
+            # session"): one B-tree fewer per event makes each commit write one page fewer.
+            # That ordering now sorts what its filters match (one session's stays a walk of
+            # the primary key).
+            "DROP INDEX IF EXISTS events_by_seq",
+        ),
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -185,6 +197,10 @@ EVENT_COLUMNS = (
 )
 LAST_SEQ = "SELECT last_seq FROM seqs WHERE session_id = ?"
 LAST_CHANGE = "SELECT coalesce(max(change), 0) FROM seqs"
+LAST_SEQ_AND_CHANGE = (
+    "SELECT (SELECT last_seq FROM seqs WHERE session_id = ?),"
+    " (SELECT coalesce(max(change), 0) FROM seqs)"
+)
 
 
 def last_seq(conn: sqlite3.Connection, session_id: str) -> int:

@@ -221,7 +221,9 @@ def delete_session(tx: Tx, session_id: str) -> None:
 def finish(tx: Tx) -> None:
     """Last in every transaction: one updated_at write per active session, at commit time."""
     active = [sid for sid, now in tx.active.items() if now]
-    if active:
+    if len(active) == 1:  # the usual case: execute is cheaper than executemany of one
+        tx.conn.execute(_TOUCH_SESSION, (to_micros(utcnow()), active[0]))
+    elif active:
         now = to_micros(utcnow())
         tx.conn.executemany(_TOUCH_SESSION, [(now, sid) for sid in active])
 
