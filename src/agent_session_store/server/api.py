@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import ValidationError
-from ..models import Event, Run, Session, iso, new_id, utcnow
+from ..models import Event, Run, Session, iso, new_event_id, utcnow
 from ..ports import ArtifactStore
 from . import queries
 from .context import Context
@@ -380,7 +380,7 @@ async def append_events(request: Request) -> Response:
             raise ValidationError(f"events[{i}] names another session", details={"index": i})
         doc.pop("sequence_number", None)  # always assigned by the store (contract 2.3)
         if doc.get("id") is None:
-            doc["id"] = new_id("evt_")
+            doc["id"] = new_event_id()
         if doc.get("timestamp") is None:
             doc["timestamp"] = iso(utcnow())
         doc.setdefault("schema_version", 1)
