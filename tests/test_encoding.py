@@ -159,3 +159,86 @@ def test_small_texts_decode_exactly_as_json() -> None:
     ]
     for text in texts:
         assert repr(_loads(text)) == repr(json.loads(text))
+
+
+# ---------------------------------------------------------------- session records
+
+
+def _session_doc(**changes: Any) -> str:
+    from agent_session_store import Session, SessionStatus
+    from agent_session_store.codec import encode_session
+
+    base = Session(
+        id="adk/s/app/u/1",
+        agent_id="adk/app/u",
+        status=SessionStatus.ACTIVE,
+        parent_session_id="p",
+        metadata={"adk": {"sequence": 3, "last_update_time": 1.5}},
+        context={"state": {"n": 1, "t": "é"}},
+        tags=["a", "b"],
+    )
+    doc = json.loads(encode_session(base))
+    doc.update(changes)
+    return json.dumps(doc)
+
+
+def test_trusted_session_decoding_equals_the_validating_one() -> None:
+    """The shape-checked fast decoder builds exactly what ``Session.from_dict`` builds."""
+    from agent_session_store import Session
+    from agent_session_store.codec import decode_session
+    from agent_session_store.models import from_micros, to_micros
+
+    changes: dict[str, Any]
+    for changes in (
+        {},
+        {"parent_session_id": None, "tags": []},
+        {"deleted_at": "2026-01-02T03:04:05.000006Z", "status": "completed"},
+        {"metadata": {}, "context": {}},
+    ):
+        doc = _session_doc(**changes)
+        expected = Session.from_dict(json.loads(doc))
+        got = decode_session(doc)
+        assert got == expected and type(got) is Session
+        assert got.created_at.tzinfo is expected.created_at.tzinfo
+        moved = to_micros(expected.updated_at) + 7
+        touched = decode_session(doc, moved)
+        assert touched == expected.replace(updated_at=from_micros(moved))
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"status": "nope"}, "invalid_status"),
+        ({"id": ""}, "validation_error"),
+        ({"id": "a\x00b"}, "validation_error"),
+        ({"agent_id": 5}, "validation_error"),
+        ({"tags": ["ok", 3]}, "validation_error"),
+        ({"tags": ["a\x00"]}, "validation_error"),
+        ({"metadata": [1]}, "validation_error"),
+        ({"created_at": "yesterday"}, "validation_error"),
+        ({"created_at": "2026-01-02T03:04:05"}, "validation_error"),  # naive
+    ],
+)
+def test_session_docs_of_another_shape_take_the_validating_path(
+    changes: dict[str, Any], code: str
+) -> None:
+    """Anything but the exact shape ``encode_session`` writes is checked in full: a bad doc
+    raises the constructor's typed error instead of becoming a broken Session."""
+    from agent_session_store.codec import decode_session
+
+    with pytest.raises(StoreError) as caught:
+        decode_session(_session_doc(**changes))
+    assert caught.value.code == code
+
+
+def test_session_docs_with_other_keys_or_zones_are_normalised() -> None:
+    """An extra key or a non-UTC time is not our layout: the validating path reads it (UTC)."""
+    from datetime import UTC
+
+    from agent_session_store import Session
+    from agent_session_store.codec import decode_session
+
+    shifted = decode_session(_session_doc(created_at="2026-01-02T05:04:05.000000+02:00"))
+    assert shifted.created_at.tzinfo is UTC and shifted.created_at.hour == 3
+    extra = _session_doc(extra="x")
+    assert decode_session(extra) == Session.from_dict(json.loads(extra))

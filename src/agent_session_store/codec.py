@@ -27,6 +27,7 @@ from .models import (
     EventType,
     Run,
     Session,
+    SessionStatus,
     check_id,
     check_text,
     from_micros,
@@ -586,8 +587,91 @@ def encode_session(session: Session) -> str:
     return dumps(session.to_dict(), "session")
 
 
-def decode_session(doc: str) -> Session:
-    return Session.from_dict(_loads(doc))
+#: How many keys ``encode_session`` writes (all of them, always): a doc of exactly these is
+#: what this package wrote.
+_N_SESSION_KEYS = len(Session.__dataclass_fields__)
+_SESSION_STATUSES: dict[str, SessionStatus] = {s.value: s for s in SessionStatus}
+_from_iso = datetime.fromisoformat
+_set_updated_at = Session.__dict__["updated_at"].__set__
+
+
+def _plain_id(value: object) -> bool:
+    """What ``check_id`` accepts without further work: short ASCII text, no NUL."""
+    return (
+        value.__class__ is str
+        and 0 < len(value) <= MAX_ID_BYTES
+        and value.isascii()
+        and "\x00" not in value
+    )
+
+
+def _plain_tag(value: object) -> bool:
+    return value.__class__ is str and value.isascii() and "\x00" not in value
+
+
+def decode_session(doc: str, updated_us: int | None = None) -> Session:
+    """Rebuild a stored session; ``updated_us`` is the ``updated_at`` activity has moved since
+    the doc was saved (contract C5), when the backend keeps it apart.
+
+    A doc ``encode_session`` wrote was fully checked on its way in, so the usual one (ASCII
+    ids and tags, UTC times, exactly its ten keys) takes cheap shape checks instead of the
+    constructor's: those were ~3/4 of decoding a session, paid by every session of a listing.
+    Anything else (non-ASCII ids, another layout, a hand-edited doc) takes the validating
+    path, which refuses or normalises it exactly as before.
+    """
+    data = _loads(doc)
+    if data.__class__ is dict and len(data) == _N_SESSION_KEYS:
+        try:  # all ten keys present, and no other (the length says so)
+            sid, agent, status = data["id"], data["agent_id"], data["status"]
+            parent, metadata, context, tags = (
+                data["parent_session_id"],
+                data["metadata"],
+                data["context"],
+                data["tags"],
+            )
+            created, updated, deleted = data["created_at"], data["updated_at"], data["deleted_at"]
+            found = _SESSION_STATUSES[status] if status.__class__ is str else None
+            if not (
+                found is not None
+                and _plain_id(sid)
+                and _plain_id(agent)
+                and (parent is None or _plain_id(parent))
+                and metadata.__class__ is dict
+                and context.__class__ is dict
+                and tags.__class__ is list
+                and (not tags or all(_plain_tag(t) for t in tags))
+                and created.__class__ is str
+                and updated.__class__ is str
+                and (deleted is None or deleted.__class__ is str)
+            ):
+                raise KeyError
+            created_at = _from_iso(created)
+            updated_at = _from_iso(updated) if updated_us is None else from_micros(updated_us)
+            deleted_at = None if deleted is None else _from_iso(deleted)
+        except (KeyError, ValueError):
+            pass  # the validating path says what is wrong
+        else:
+            if (
+                created_at.tzinfo is UTC
+                and updated_at.tzinfo is UTC
+                and (deleted_at is None or deleted_at.tzinfo is UTC)
+            ):
+                return Session._trusted(
+                    sid,
+                    agent,
+                    found,
+                    parent,
+                    metadata,
+                    context,
+                    tags,
+                    created_at,
+                    updated_at,
+                    deleted_at,
+                )
+    session = Session.from_dict(data)
+    if updated_us is not None:
+        _set_updated_at(session, from_micros(updated_us))  # ours, just built
+    return session
 
 
 def encode_run(run: Run) -> str:

@@ -120,8 +120,8 @@ class _SessionRecord:
         self.touched: datetime | None = None
 
     def session(self) -> Session:
-        found = decode_session(self.doc)
-        return found if self.touched is None else found.replace(updated_at=self.touched)
+        touched = self.touched
+        return decode_session(self.doc, None if touched is None else to_micros(touched))
 
 
 class _RunRecord:

@@ -437,6 +437,35 @@ class Session:
         }
 
     @classmethod
+    def _trusted(
+        cls,
+        id: str,
+        agent_id: str,
+        status: SessionStatus,
+        parent_session_id: str | None,
+        metadata: dict[str, Any],
+        context: dict[str, Any],
+        tags: list[str],
+        created_at: datetime,
+        updated_at: datetime,
+        deleted_at: datetime | None,
+    ) -> Session:
+        """Build from values a store already validated when it wrote them: listing 10,000
+        sessions must not pay the constructor's checks 10,000 times."""
+        self = _new(cls)
+        _se_id(self, id)
+        _se_agent_id(self, agent_id)
+        _se_status(self, status)
+        _se_parent_session_id(self, parent_session_id)
+        _se_metadata(self, metadata)
+        _se_context(self, context)
+        _se_tags(self, tags)
+        _se_created_at(self, created_at)
+        _se_updated_at(self, updated_at)
+        _se_deleted_at(self, deleted_at)
+        return self
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         _require(data, ("id", "agent_id", "status", "created_at", "updated_at"), "Session")
         return cls(
@@ -722,6 +751,34 @@ class Event:
         "schema_version",
         "provider",
         "correlation_id",
+    )
+)
+
+
+(
+    _se_id,
+    _se_agent_id,
+    _se_status,
+    _se_parent_session_id,
+    _se_metadata,
+    _se_context,
+    _se_tags,
+    _se_created_at,
+    _se_updated_at,
+    _se_deleted_at,
+) = (
+    Session.__dict__[name].__set__
+    for name in (
+        "id",
+        "agent_id",
+        "status",
+        "parent_session_id",
+        "metadata",
+        "context",
+        "tags",
+        "created_at",
+        "updated_at",
+        "deleted_at",
     )
 )
 

@@ -209,6 +209,11 @@ def _adk_session(
     return session
 
 
+def _listing_order(entry: tuple[float, str, str, AdkSession]) -> tuple[float, str, str]:
+    """ADK's order: oldest update first, then user and session id."""
+    return entry[:3]
+
+
 def _scoped(app: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     """The ``app:`` and ``user:`` keys of a merged state, built once per call and laid over
     every session's own state (user keys last, as ``_merge``)."""
@@ -472,25 +477,20 @@ class StoreSessionService(BaseSessionService):
                     self._scope_state(_Keys.user_state(app_name, user)),
                 )
                 listings.append((user, records, user_state))
-        sessions: list[AdkSession] = []
+        found: list[tuple[float, str, str, AdkSession]] = []
+        build = _adk_session
         for user, records, user_state in listings:
             scoped = _scoped(app_state, user_state)
             for record in records:
                 meta = record.metadata["adk"]
-                state = dict(record.context.get("state", {}))
-                state.update(scoped)
-                sessions.append(
-                    _adk_session(
-                        meta["session_id"],
-                        app_name,
-                        user,
-                        state,
-                        meta["last_update_time"],
-                        str(meta["sequence"]),
-                    )
-                )
-        sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
-        return ListSessionsResponse(sessions=sessions)
+                state = dict(record.context.get("state") or ())  # the caller's own copy
+                if scoped:
+                    state.update(scoped)
+                sid, when = meta["session_id"], float(meta["last_update_time"])
+                adk = build(sid, app_name, user, state, when, str(meta["sequence"]))
+                found.append((when, user, sid, adk))
+        found.sort(key=_listing_order)
+        return ListSessionsResponse(sessions=[entry[3] for entry in found])
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         await self._store.delete_session(_Keys.session(app_name, user_id, session_id))

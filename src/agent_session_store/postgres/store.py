@@ -55,7 +55,7 @@ from .. import wakes
 from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
-from ..models import Event, Run, RunStatus, Session, SessionStatus, from_micros, to_micros
+from ..models import Event, Run, RunStatus, Session, SessionStatus, to_micros
 from ..polling import SequencePoller
 from ..query import (
     EventSearch,
@@ -139,10 +139,7 @@ _LONG_SESSION_ID = 200  # longer ids are sent as '#' + md5 (NOTIFY payloads are 
 def _session(doc: str, updated_us: int | None) -> Session:
     """The stored session with the updated_at the store keeps (contract C5) in a column
     (NULL for sessions written by schema version 1: the doc's own value)."""
-    session = decode_session(doc)
-    if updated_us is None or updated_us == to_micros(session.updated_at):
-        return session
-    return session.replace(updated_at=from_micros(updated_us))
+    return decode_session(doc, updated_us)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

@@ -254,7 +254,9 @@ class RedisSessionStore(SessionStoreBase):
     @_gated
     async def _get_session(self, session_id: str) -> Session | None:
         doc, touched = await self._r.hmget(self.keys.session(session_id)[RECORD], "doc", "touched")
-        return None if doc is None else _touched(decode_session(doc), touched)
+        return (
+            None if doc is None else decode_session(doc, None if touched is None else int(touched))
+        )
 
     async def _with_touched(self, sessions: list[Session]) -> list[Session]:
         """Activity since a session was saved moved its ``updated_at`` (C5): the write script
@@ -290,7 +292,7 @@ class RedisSessionStore(SessionStoreBase):
         )
         if self.cluster:  # appends cannot reach the index slot: read each session's record
             return await self._with_touched([decode_session(d) for d in docs if d is not None])
-        return [_touched(decode_session(d), t or None) for d, t in zip(docs, touched) if d]
+        return [decode_session(d, int(t) if t else None) for d, t in zip(docs, touched) if d]
 
     @_gated
     async def _delete_session(self, session_id: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..base import EventQuery
 from ..codec import decode_event, decode_run, decode_session
-from ..models import Event, Run, Session, from_micros, to_micros
+from ..models import Event, Run, Session
 from .schema import EVENT_COLUMNS
 
 _ACTIVE_RUN = (
@@ -90,10 +90,7 @@ def get_events(conn: sqlite3.Connection, query: EventQuery) -> list[Event]:
 
 def _session(doc: str, updated_us: int | None) -> Session:
     """The saved doc, with the ``updated_at`` that activity has moved since (C5)."""
-    session = decode_session(doc)
-    if updated_us is not None and updated_us != to_micros(session.updated_at):
-        object.__setattr__(session, "updated_at", from_micros(updated_us))  # ours, just built
-    return session
+    return decode_session(doc, updated_us)
 
 
 def get_session(conn: sqlite3.Connection, session_id: str) -> Session | None:
