@@ -734,6 +734,19 @@ async def run(quick: bool) -> list[Row]:
                 "< 1.5 GB",
             )
         )
+        rows.append(  # the same figure per event (issue 13 asks for it in bytes)
+            check_max(
+                Row(
+                    "memory",
+                    "bytes per held small event (RSS)",
+                    delta / footprint,
+                    "B",
+                    higher_is_better=False,
+                ),
+                500.0,
+                "<= 500 B",
+            )
+        )
     finally:
         tmp.cleanup()
     return rows

@@ -35,6 +35,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("artifacts/s3.py", "S3ArtifactStore.get_stream"): _STREAM,
     ("base.py", "SessionStoreBase._long_poll"): "ends at the caller's wait_timeout_ms deadline",
     ("base.py", "SessionStoreBase.stream_events"): "a caller-driven iterator; ends on close",
+    ("base.py", "SessionStoreBase.iter_export"): (
+        "pages up to the latest number read at its start; sleep(0) only lets the loop run"
+    ),
     ("codec.py", "_Sliced._items"): _PARSE,
     ("codec.py", "_Sliced._string"): _PARSE,
     ("composite.py", "CompositeSessionStore._delete_session_artifacts"): _PAGES,

@@ -19,7 +19,7 @@ import asyncio
 import copy
 import logging
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Self
@@ -150,6 +150,25 @@ def _one_session(rows: list[EncodedEvent], expected: int | None) -> None:
 #: rest goes to a thread. Each event also counts ``_ROW_COST`` for its fixed work.
 LOOP_BUDGET = 256 * 1024
 _ROW_COST = 256
+
+
+#: Decoding work (payload characters, plus ``_ROW_COST`` per event) a backend does on the
+#: event loop when it builds results: a few milliseconds; past it, the rows go to a thread.
+DECODE_BUDGET = 1 << 20
+
+
+def heavy(rows: Sequence[Sequence[Any]]) -> bool:
+    """Whether decoding (or re-encoding) these rows (in ``EncodedEvent`` column order: the
+    payloads at 5 and 6) is past ``DECODE_BUDGET``: the backends then build their results in
+    a thread (issue 13)."""
+    total = _ROW_COST * len(rows)
+    if total > DECODE_BUDGET:
+        return True
+    for row in rows:
+        total += len(row[5]) + len(row[6])
+        if total > DECODE_BUDGET:
+            return True
+    return False
 
 
 class _Encoding:
@@ -824,6 +843,8 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             last = page[-1].sequence_number
             assert last is not None
             after = last
+            # a store that answered without waiting (memory) must still let the loop run
+            await asyncio.sleep(0)
 
     async def export_session(self, session_id: str) -> SessionExport:
         """The whole session as one value; ``iter_export`` is the bounded-memory form."""
@@ -846,8 +867,11 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
 
     async def import_session(self, export: SessionExport) -> ImportReport:
         """Write an export keeping ids, numbers and timestamps, atomically (contract 10)."""
-        transfer.check_export(export)
-        rows = self._numbered(export.events)
+        if isinstance(export, SessionExport) and len(export.events) * _ROW_COST > LOOP_BUDGET:
+            await asyncio.to_thread(transfer.check_export, export)  # a check per event
+        else:
+            transfer.check_export(export)
+        rows = await self._numbered_rows(export.events)
         return await self._import_unit(
             export.session, export.runs, rows, export.latest_sequence, "import_session"
         )
@@ -875,7 +899,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             report = await self._import_unit(
                 head.session if first else None,
                 head.runs if first else [],
-                self._numbered(batch),
+                await self._numbered_rows(batch),
                 head.latest_sequence,
                 "import_records",
             )
@@ -883,6 +907,8 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             skipped += report.events_skipped
             runs_imported += report.runs_imported
             first = False
+            # records from a list, into a store that need not wait: let the loop run a while
+            await asyncio.sleep(0)
 
         async for event in events:
             chunk.append(event)
@@ -893,16 +919,32 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             await write(chunk)
         return ImportReport(head.session.id, imported, skipped, runs_imported)
 
-    def _numbered(self, events: list[Event]) -> list[NumberedRow]:
+    def _numbered(self, events: list[Event], budget: int = sys.maxsize) -> list[NumberedRow]:
+        """Encode an import's events; past ``budget`` (as ``_Encoding``) raise ``OverBudget``."""
         rows: list[NumberedRow] = []
         seen: set[str] = set()
+        limit = self.max_event_bytes
         for event in events:
             assert event.sequence_number is not None
             if event.id in seen:
                 raise ValidationError(f"event id {event.id!r} appears twice in one import")
             seen.add(event.id)
-            rows.append((self._encode(event, self.max_event_bytes), event.sequence_number))
+            row = self._encode(event, limit, budget)
+            budget -= _ROW_COST + len(row[5]) + len(row[6])
+            if budget < 0:
+                raise OverBudget
+            rows.append((row, event.sequence_number))
         return rows
+
+    async def _numbered_rows(self, events: list[Event]) -> list[NumberedRow]:
+        """``_numbered`` on the event loop up to ``LOOP_BUDGET``, else all in a thread (the
+        import path encoded on the loop, issue 13)."""
+        if len(events) * _ROW_COST <= LOOP_BUDGET:
+            try:
+                return self._numbered(events, LOOP_BUDGET)
+            except OverBudget:
+                pass
+        return await asyncio.to_thread(self._numbered, events)
 
     async def _import_unit(
         self,

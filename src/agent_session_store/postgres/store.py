@@ -43,6 +43,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Self, TypeVar
@@ -52,7 +53,7 @@ import asyncpg
 from asyncpg.exceptions import PostgresError
 
 from .. import wakes
-from ..base import EventQuery, NumberedRow, SessionStoreBase
+from ..base import EventQuery, NumberedRow, SessionStoreBase, heavy
 from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, to_micros
@@ -608,28 +609,18 @@ class PostgresSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ events
 
-    def _stored(self, rows: list[EncodedEvent], result: list[Any]) -> list[Event]:
-        """Put the function's answer back in input order. Rows this call wrote carry only
-        their number (their content is what we sent); rows stored before carry theirs."""
-        out: list[Event | None] = [None] * len(rows)
-        where = {row.id: i for i, row in enumerate(rows)} if len(rows) > 1 else None
-        # what came, for this process's readers: only gathered while someone waits
-        new: list[tuple[str, str, str | None, int, int]] | None = [] if self._waiters else None
-        for r in result:
-            i = 0 if where is None else where[r[2]]
-            if r[1]:
-                row = rows[i]
-                out[i] = decode_event(row, r[0])
-                if new is not None:
-                    new.append((row.session_id, row.type, row.run_id, row.timestamp_us, r[0]))
-            else:
-                out[i] = decode_event(r[2:], r[0])
+    async def _stored(self, rows: list[EncodedEvent], result: Any) -> list[Event]:
+        """``_results``, in a thread when the rows are many or large (issue 13); the wakes
+        are sent from the event loop."""
+        gather = bool(self._waiters)
+        if heavy(rows):
+            out, new = await asyncio.to_thread(_results, rows, result, gather)
+        else:
+            out, new = _results(rows, result, gather)
         if new:
             touched = wakes.wakes_of_rows(new)
             self._notify(touched, touched)  # this process's readers need not wait for NOTIFY
-        if any(e is None for e in out):
-            raise StorageError("postgres append: the server did not return every event")
-        return out  # type: ignore[return-value]
+        return out
 
     def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
         """The arguments of ``_sql_append`` (one array per column), or of ``_sql_append_if``
@@ -665,14 +656,18 @@ class PostgresSessionStore(SessionStoreBase):
         ]
 
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
-        args = self.append_args(rows, expected)
-        sql = self._sql_append if expected is None else self._sql_append_if
+        if heavy(rows):  # asyncpg would encode the arrays on the loop: send literals (issue 13)
+            args = await asyncio.to_thread(_literal_args, rows, expected)
+            sql = _as_literals(self._sql_append if expected is None else self._sql_append_if)
+        else:
+            args = self.append_args(rows, expected)
+            sql = self._sql_append if expected is None else self._sql_append_if
 
-        async def work() -> list[Any]:
-            return _transposed(await self._fetchrow(sql, *args))
+        async def work() -> Any:
+            return await self._fetchrow(sql, *args)
 
         with faults.sequence_conflicts(rows[0].session_id):
-            return self._stored(rows, await self._retrying(work))
+            return await self._stored(rows, await self._retrying(work))
 
     async def _flush(
         self,
@@ -683,14 +678,19 @@ class PostgresSessionStore(SessionStoreBase):
         rows: list[EncodedEvent],
         expected: int | None = None,
     ) -> list[Event]:
-        args = self.flush_args(session, session_doc, run, run_doc, rows, expected)
+        args = self.flush_args(session, session_doc, run, run_doc, [], expected)
         sql = self._sql_flush if expected is None else self._sql_flush_if
+        if heavy(rows):  # as in ``_append``
+            args[10:20] = await asyncio.to_thread(_literal_args, rows, None)
+            sql = _as_literals(sql)
+        elif rows:
+            args[10:20] = list(zip(*rows))
 
-        async def work() -> list[Any]:
-            return _transposed(await self._fetchrow(sql, *args))
+        async def work() -> Any:
+            return await self._fetchrow(sql, *args)
 
         with faults.sequence_conflicts(session.id):
-            return self._stored(rows, await self._retrying(work))
+            return await self._stored(rows, await self._retrying(work))
 
     def import_args(
         self,
@@ -772,7 +772,9 @@ class PostgresSessionStore(SessionStoreBase):
     async def _get_events(self, query: EventQuery) -> list[Event]:
         sql, args = self.events_sql(query)
         rows = await self._fetch(sql, *args)
-        return [decode_event(r, r[10]) for r in rows]
+        if heavy(rows):  # a large page: decoded in a thread (issue 13)
+            return await asyncio.to_thread(_decoded_page, rows)
+        return _decoded_page(rows)
 
     async def _latest_sequence(self, session_id: str) -> int:
         last = await self._fetchval(
@@ -942,7 +944,10 @@ class PostgresSessionStore(SessionStoreBase):
         self, q: EventSearch, after: Position | None, limit: int
     ) -> list[Event]:
         sql, args = self.search_events_sql(q, after, limit)
-        return [decode_event(r, r[10]) for r in await self._fetch(sql, *args)]
+        rows = await self._fetch(sql, *args)
+        if heavy(rows):
+            return await asyncio.to_thread(_decoded_page, rows)
+        return _decoded_page(rows)
 
     async def _count_events(self, q: EventSearch) -> int:
         sql, args = self.search_events_sql(q, None, None)
@@ -1299,3 +1304,61 @@ _ARRAY_ARGS_FROM_11 = (
     "$11::text[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], "
     "$17::text[], $18::integer[], $19::text[], $20::text[]"
 )
+
+
+def _results(
+    rows: list[EncodedEvent], record: Any, gather: bool
+) -> tuple[list[Event], list[tuple[str, str, str | None, int, int]]]:
+    """Put the function's answer (one array per column) back in input order. Rows this call
+    wrote carry only their number (their content is what we sent); rows stored before carry
+    theirs. With ``gather``, also what came, for this process's waiting readers."""
+    out: list[Event | None] = [None] * len(rows)
+    where = {row.id: i for i, row in enumerate(rows)} if len(rows) > 1 else None
+    new: list[tuple[str, str, str | None, int, int]] = []
+    for r in _transposed(record):
+        i = 0 if where is None else where[r[2]]
+        if r[1]:
+            row = rows[i]
+            out[i] = decode_event(row, r[0])
+            if gather:
+                new.append((row.session_id, row.type, row.run_id, row.timestamp_us, r[0]))
+        else:
+            out[i] = decode_event(r[2:], r[0])
+    if any(e is None for e in out):
+        raise StorageError("postgres append: the server did not return every event")
+    return out, new  # type: ignore[return-value]
+
+
+_INT_COLUMNS = (4, 7)  # timestamp_us, schema_version: the bigint[] and integer[] columns
+
+
+def _array_literal(values: tuple[Any, ...], numbers: bool) -> str:
+    if numbers:
+        return "{" + ",".join(map(str, values)) + "}"
+    return (
+        "{"
+        + ",".join(
+            "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            for v in values
+        )
+        + "}"
+    )
+
+
+def _literal_args(rows: list[EncodedEvent], expected: int | None) -> list[Any]:
+    """The event columns as PostgreSQL array literals, one text each, built in a thread: the
+    driver then sends ten strings instead of encoding 10 x n values on the event loop."""
+    columns = [_array_literal(c, i in _INT_COLUMNS) for i, c in enumerate(zip(*rows))]
+    return columns if expected is None else [*columns, expected]
+
+
+def _as_literals(sql: str) -> str:
+    """``sql`` with its event array parameters taken as text literals (``$n::text::text[]``)."""
+    for kind in ("text", "bigint", "integer"):
+        sql = re.sub(rf"(\$\d+)::{kind}\[\]", rf"\1::text::{kind}[]", sql)
+    return sql
+
+
+def _decoded_page(rows: list[Any]) -> list[Event]:
+    """Events from page rows (the event columns, then the sequence number)."""
+    return [decode_event(r, r[10]) for r in rows]

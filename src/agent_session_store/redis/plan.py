@@ -7,7 +7,7 @@ contiguous range), then documents and index members in the order they are added.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,10 @@ class WritePlan:
         cluster: bool,
         blobs: Sequence[str] = (),
         claimed: Sequence[int] = (),
+        owners: Iterable[str] | None = None,
     ) -> None:
+        """``owners``: the sessions the blobs name, when the caller knows them (saves a scan
+        of every blob on the event loop)."""
         self._names = keys
         self._cluster = cluster
         self._order: dict[str, int] = {}
@@ -61,8 +64,8 @@ class WritePlan:
             self.plan["fenced"] = True
         if blobs:
             self.plan["rows"] = {"first": 2, "count": len(blobs)}
-            for b in blobs:
-                self.session(blob_session(b))
+            for sid in map(blob_session, blobs) if owners is None else owners:
+                self.session(sid)
             if claimed:  # 1-based row numbers
                 self.plan["claimed"] = [i + 1 for i in claimed]
             if not cluster:

@@ -6,9 +6,11 @@ on the same server, so the write script changes them together with the session's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..base import heavy
 from ..codec import EncodedEvent, decode_event, decode_session
 from ..errors import sequence_conflict
 from ..models import Event, Run, Session
@@ -78,8 +80,10 @@ class SingleNode:
         store = self._store
         target = session[0].id if session is not None else rows[0].session_id if rows else ""
 
+        named = list(dict.fromkeys([row.session_id for row in rows]))
+
         async def build(owners: Iterable[str]) -> WritePlan:
-            plan = WritePlan(store.keys, cluster=False, blobs=blobs)
+            plan = WritePlan(store.keys, cluster=False, blobs=blobs, owners=named)
             for sid in owners:
                 plan.session(sid)
             if expected is not None:
@@ -93,11 +97,9 @@ class SingleNode:
             return plan
 
         res = await self._run(build, target)
-        stored: list[Event] = []
-        for i, row in enumerate(rows):
-            seq, text = res.row(i)
-            stored.append(decode_event(row, seq) if text == "" else unblob(text, seq))
-        return stored
+        if heavy(rows):  # many or large rows: decoded in a thread (issue 13)
+            return await asyncio.to_thread(_stored, rows, res)
+        return _stored(rows, res)
 
     async def import_rows(
         self,
@@ -168,3 +170,12 @@ class SingleNode:
     async def run_session(self, run_id: str) -> str | None:
         sid: str | None = await self._store.client.hget(self._store.keys.run_index, run_id)
         return sid
+
+
+def _stored(rows: list[EncodedEvent], res: WriteResult) -> list[Event]:
+    """One event per row: ours decoded from what we sent, an earlier one from its blob."""
+    stored: list[Event] = []
+    for i, row in enumerate(rows):
+        seq, text = res.row(i)
+        stored.append(decode_event(row, seq) if text == "" else unblob(text, seq))
+    return stored

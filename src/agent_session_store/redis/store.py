@@ -22,7 +22,7 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as DriverRetry
 from redis.backoff import NoBackoff
 
-from ..base import EventQuery, NumberedRow, SessionStoreBase
+from ..base import DECODE_BUDGET, EventQuery, NumberedRow, SessionStoreBase, heavy
 from ..codec import EncodedEvent, decode_run, decode_session
 from ..errors import (
     StoreError,
@@ -232,9 +232,9 @@ class RedisSessionStore(SessionStoreBase):
         expected: int | None = None,
         touch: Iterable[str] = (),
     ) -> list[Event]:
-        stored = await self._paths.store_rows(
-            rows, [blob(r) for r in rows], session, run, expected, touch
-        )
+        # many or large rows: their blobs are built in a thread (issue 13)
+        blobs = await asyncio.to_thread(_blobs, rows) if heavy(rows) else _blobs(rows)
+        stored = await self._paths.store_rows(rows, blobs, session, run, expected, touch)
         if stored and self._waiters:
             # every returned event, also those stored before: a wake may say too much
             wakes = wakes_of_rows(
@@ -416,7 +416,10 @@ class RedisSessionStore(SessionStoreBase):
                     READ_BUDGET,
                 ],
             )
-            found += [unblob(out[i + 1], int(out[i])) for i in range(1, len(out), 2)]
+            if (len(out) // 2) * _ROW_COST + sum(map(len, out[2::2])) > DECODE_BUDGET:
+                found += await asyncio.to_thread(_unblobs, out)  # a large page (issue 13)
+            else:
+                found += _unblobs(out)
             if not out[0]:
                 return found
             if q.desc:
@@ -553,3 +556,15 @@ class RedisSessionStore(SessionStoreBase):
             await self._subscriber(channel).unsubscribe(channel)
         except Exception as exc:  # never fail a reader over its clean-up
             log.debug("redis unsubscribe failed: %s", exc)
+
+
+def _blobs(rows: list[EncodedEvent]) -> list[str]:
+    return [blob(r) for r in rows]
+
+
+_ROW_COST = 256  # as ``base.heavy`` counts
+
+
+def _unblobs(out: list[Any]) -> list[Event]:
+    """The events of a read script's answer (a cursor, then number and blob pairs)."""
+    return [unblob(out[i + 1], int(out[i])) for i in range(1, len(out), 2)]
