@@ -327,6 +327,22 @@ async def test_a_stale_index_update_is_ignored(rstore: RedisSessionStore) -> Non
     assert await rstore.list_sessions(status="pending") == []
 
 
+async def test_listing_more_sessions_than_lua_can_unpack(rstore: RedisSessionStore) -> None:
+    """list_sessions with no limit over 9,000 sessions: the script's HMGET of every id used to
+    overflow Lua's C stack (unpack of more than ~8,000 values; found by the peer bench)."""
+    n = 9_000
+    for start in range(0, n, 500):
+        await asyncio.gather(
+            *(
+                rstore.save_session(Session(id=f"s{i:05}", agent_id="a"))
+                for i in range(start, min(start + 500, n))
+            )
+        )
+    listed = await rstore.list_sessions()
+    assert sorted(x.id for x in listed) == [f"s{i:05}" for i in range(n)]
+    assert len(await rstore.list_sessions(agent_id="a")) == n
+
+
 async def test_cluster_orphan_claim_is_completed_by_the_next_append(
     redis_cluster: str, unique_name: str
 ) -> None:

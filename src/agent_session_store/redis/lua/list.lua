@@ -27,4 +27,13 @@ for i, m in ipairs(members) do
   end
   ids[i] = string.sub(m, z + 1)
 end
-return {redis.call('HMGET', KEYS[2], unpack(ids)), redis.call('HMGET', KEYS[3], unpack(ids))}
+-- unpack() of more than ~8,000 values overflows Lua's C stack: HMGET 4,000 at a time
+local function hmget(hash)
+  local out = {}
+  for i = 1, #ids, 4000 do
+    local part = redis.call('HMGET', hash, unpack(ids, i, math.min(i + 3999, #ids)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+return {hmget(KEYS[2]), hmget(KEYS[3])}
