@@ -85,3 +85,23 @@ def percentile(values: list[float], pct: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+async def drop_backend_data(name: str, tag: str) -> None:
+    """Drop what a server-side store wrote under ``tag`` (its schema / key prefix)."""
+    if name == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
+        finally:
+            await conn.close()
+    elif name == "redis":
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(REDIS_URL)
+        async with client:
+            keys = [k async for k in client.scan_iter(match=f"{tag}*", count=5000)]
+            for i in range(0, len(keys), 5000):
+                await client.delete(*keys[i : i + 5000])

@@ -20,9 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
-import redis.asyncio
-
 from agent_session_store import (
     Event,
     EventType,
@@ -33,7 +30,7 @@ from agent_session_store import (
 from agent_session_store.base import SessionStoreBase
 from agent_session_store.codec import encode_event
 
-from .common import PG_DSN, REDIS_URL, Row
+from .common import PG_DSN, REDIS_URL, Row, drop_backend_data
 
 _ALPHA = string.ascii_letters + string.digits + "     .,"
 
@@ -128,25 +125,6 @@ def _stores(tmp: str) -> list[tuple[str, Callable[[], SessionStoreBase]]]:
     ]
 
 
-async def _clean(label: str) -> None:
-    """Drop what the server-side stores wrote (their own schema / key prefix)."""
-    tag = f"bench_lag_{os.getpid()}"
-    if label == "postgres":
-        conn = await asyncpg.connect(PG_DSN)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
-        finally:
-            await conn.close()
-    elif label == "redis":
-        client = redis.asyncio.Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{tag}*", count=1000)]
-            for i in range(0, len(keys), 1000):
-                await client.delete(*keys[i : i + 1000])
-        finally:
-            await client.aclose()
-
-
 async def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     us = _per_event_us(20 if quick else 100, 200)
@@ -176,7 +154,7 @@ async def run(quick: bool) -> list[Row]:
                 continue
             finally:
                 if label in ("postgres", "redis"):
-                    await _clean(label)
+                    await drop_backend_data(label, f"bench_lag_{os.getpid()}")
             floor = lags.pop("floor")
             for case, lag in lags.items():
                 rows.append(

@@ -24,7 +24,7 @@ from typing import Any
 from agent_session_store import Event, EventType, Session, open_session_store
 from agent_session_store.base import SessionStoreBase
 
-from .common import PG_DSN, REDIS_URL, Row, check_max, median
+from .common import PG_DSN, REDIS_URL, Row, check_max, drop_backend_data, median
 
 PG = PG_DSN
 REDIS = REDIS_URL
@@ -36,25 +36,6 @@ def _urls(tmp: str, tag: str) -> dict[str, str]:
         "postgres": f"{PG}?schema={tag}&auto_migrate=true",
         "redis": f"{REDIS}?prefix={tag}",
     }
-
-
-async def _drop(name: str, tag: str) -> None:
-    if name == "postgres":
-        import asyncpg
-
-        conn = await asyncpg.connect(PG)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
-        finally:
-            await conn.close()
-    elif name == "redis":
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS)
-        async with client:
-            keys = [k async for k in client.scan_iter(match=f"{tag}*", count=5000)]
-            for i in range(0, len(keys), 5000):
-                await client.delete(*keys[i : i + 5000])
 
 
 def _payload(i: int) -> dict[str, Any]:
@@ -257,7 +238,7 @@ async def _copy(tmp: str, count: int) -> list[Row]:
         proc.join()
         raw = await _raw_insert(src_url, tag, count)
     finally:
-        await _drop("postgres", tag)
+        await drop_backend_data("postgres", tag)
     speed = Row(
         "sqlite->postgres",
         f"copy {count:,} events (vs raw asyncpg batches)",
@@ -294,7 +275,7 @@ async def run(quick: bool = False) -> list[Row]:
                     rows += await _conditional(name, store, 300 if quick else 1500)
                     rows += await _visible(name, store, rewinds, 30)
             finally:
-                await _drop(name, tag)
+                await drop_backend_data(name, tag)
         for count in (10_000,) if quick else (100_000, 1_000_000):
             rows += await _copy(tmp, count)
     return rows
