@@ -934,6 +934,73 @@ async def test_a_session_watched_while_the_watcher_polls_is_not_missed(
         await waiting
 
 
+async def test_a_poll_that_read_before_a_newer_commit_wakes_nobody_unsure(
+    store: SQLiteSessionStore,
+) -> None:
+    """The watcher reads what changed, then takes its lock to apply it; this store's own
+    commits move its subscriber on in between (under load the watcher thread is descheduled
+    there). The stale row must not move the subscriber back, nor wake every reader "unsure"
+    (seen in CI: the 1,000-filtered-waiters test counted 10 re-queries)."""
+    watcher = store._watcher
+    assert watcher is not None
+    calls = 0
+    real_query = store._get_events
+
+    async def counting(query: EventQuery) -> list[Event]:
+        nonlocal calls
+        calls += 1
+        return await real_query(query)
+
+    store._get_events = counting  # type: ignore[method-assign]
+    read, go = threading.Event(), threading.Event()
+    armed = False
+    real_check = watcher._check_changes
+
+    class Held:
+        """The watcher's connection, whose change read is held after it has fetched."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, params: Any = ()) -> Any:
+            nonlocal armed
+            cursor = self.conn.execute(sql, params)
+            if sql == _CHANGED_SINCE and armed:
+                armed = False
+                rows = cursor.fetchall()
+                read.set()
+                go.wait(60)
+                return _Rows(rows)
+            return cursor
+
+    watcher._check_changes = lambda conn, cursor: real_check(Held(conn), cursor)  # type: ignore[method-assign, arg-type]
+    await store.append_event(ev())  # 1
+    waiting = asyncio.create_task(
+        store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
+    )
+    await eventually(lambda: store._waiters.sleeping("s") == 1)
+    before = calls
+    armed = True
+    await store.append_event(ev())  # 2: the watcher reads it and is held
+    assert await asyncio.to_thread(read.wait, 60)
+    await store.append_event(ev())  # 3, applied by this store while the watcher is held
+    go.set()
+    hit = await store.append_event_with_sequence(
+        Event(type=EventType.TOOL_CALL_STARTED, session_id="s")
+    )  # 4: for the reader
+    assert await asyncio.wait_for(waiting, 30) == [hit]
+    assert calls - before == 1, f"{calls - before - 1} re-queries for appends nobody can use"
+    assert watched(store) == {}
+
+
+class _Rows:
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
 def watcher_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "agent-session-store-sqlite-watcher"]
 

@@ -400,4 +400,6 @@ class SQLiteSessionStore(SessionStoreBase):
         """Runs on the writer thread after each commit that stored events."""
         watcher = self._watcher
         if watcher is not None:
-            watcher.seen(self, {sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base)
+            watcher.seen(
+                self, {sid: tx.seqs[sid] for sid in tx.woken}, tx.woken, tx.base, tx.change
+            )

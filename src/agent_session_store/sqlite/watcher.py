@@ -53,11 +53,17 @@ def last_change_number(conn: sqlite3.Connection) -> int:
 
 @dataclass(slots=True)
 class _Subscriber:
-    """One store's interest in one session: wake it on ``loop`` past ``seen``."""
+    """One store's interest in one session: wake it on ``loop`` past ``seen``.
+
+    ``change`` is the change number that set ``seen`` (0: not known). The poll reads counters
+    without the lock, and a commit of this process may move ``seen`` on (``FileWatcher.seen``)
+    before the poll applies what it read; the change number tells the stale row from a newer
+    one, so the poll neither moves ``seen`` back nor wakes everyone "unsure" for it."""
 
     loop: asyncio.AbstractEventLoop
     notify: Notify
     seen: int
+    change: int = 0
 
 
 class FileWatcher:
@@ -146,11 +152,13 @@ class FileWatcher:
         seqs: Mapping[str, int],
         wakes: Mapping[str, Wake | None],
         bases: Mapping[str, int],
+        change: int,
     ) -> None:
-        """``owner`` committed these counters and wakes its own readers; the other stores of
-        this process watching those sessions are woken now, not at the next poll. They are
-        told what the commit stored (``wakes``) when they had seen everything before it (the
-        counter it started from, ``bases``); otherwise other commits came between, unknown."""
+        """``owner`` committed these counters (as change number ``change``) and wakes its own
+        readers; the other stores of this process watching those sessions are woken now, not
+        at the next poll. They are told what the commit stored (``wakes``) when they had seen
+        everything before it (the counter it started from, ``bases``); otherwise other commits
+        came between, unknown. A subscriber the poll already moved past ``change`` is left."""
         if not self._sessions and not self._expected:
             return
         due: Due = {}
@@ -161,6 +169,9 @@ class FileWatcher:
                 return
             for sid, seq in seqs.items():
                 for who, sub in self._sessions.get(sid, {}).items():
+                    if change <= sub.change:
+                        continue
+                    sub.change = change
                     if sub.seen != seq:
                         wake = wakes.get(sid) if bases.get(sid) == sub.seen else None
                         sub.seen = seq
@@ -240,21 +251,13 @@ class FileWatcher:
             return list(self._sessions)
 
     def _check(self, conn: sqlite3.Connection, sids: list[str]) -> None:
-        current = dict.fromkeys(sids, 0)
+        current: dict[str, tuple[str, int, int]] = {sid: (sid, 0, 0) for sid in sids}
         for i in range(0, len(sids), _IN_CHUNK):
             chunk = sids[i : i + _IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT session_id, last_seq FROM seqs WHERE session_id IN ({marks})"
-            current.update(conn.execute(sql, chunk).fetchall())
-        due: Due = {}
-        with self._lock:
-            for sid, seq in current.items():
-                for sub in self._sessions.get(sid, {}).values():
-                    if sub.seen != seq:
-                        wake = self._wake_for(sid, sub.seen, seq)
-                        sub.seen = seq
-                        due.setdefault((sub.loop, sub.notify), {})[sid] = wake
-        self._deliver(due)
+            sql = f"SELECT session_id, last_seq, change FROM seqs WHERE session_id IN ({marks})"
+            current.update((row[0], row) for row in conn.execute(sql, chunk))
+        self._apply(list(current.values()))
 
     def _check_changes(self, conn: sqlite3.Connection, cursor: int) -> int:
         """Compare the counters moved since change ``cursor``: costs what changed, however
@@ -262,16 +265,23 @@ class FileWatcher:
         rows = conn.execute(_CHANGED_SINCE, (cursor,)).fetchall()
         if not rows:
             return cursor
+        self._apply(rows)
+        return int(rows[-1][2])
+
+    def _apply(self, rows: list[tuple[str, int, int]]) -> None:
+        """Wake the subscribers these (session, counter, change) rows move, in row order."""
         due: Due = {}
         with self._lock:
-            for sid, seq, _ in rows:
+            for sid, seq, change in rows:
                 for sub in self._sessions.get(sid, {}).values():
+                    if change < sub.change or (change == sub.change and change):
+                        continue  # read before a commit that ``seen`` has applied since
+                    sub.change = change
                     if sub.seen != seq:
                         wake = self._wake_for(sid, sub.seen, seq)
                         sub.seen = seq
                         due.setdefault((sub.loop, sub.notify), {})[sid] = wake
         self._deliver(due)
-        return int(rows[-1][2])
 
     def _wake_all(self) -> None:
         due: Due = {}
