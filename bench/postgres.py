@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from agent_session_store.base import EventQuery
+from agent_session_store.codec import EncodedEvent
 from agent_session_store.models import Event, EventType
 from agent_session_store.postgres import PostgresSessionStore
 from agent_session_store.query import SessionSearch, encode_cursor
@@ -307,9 +308,10 @@ class _NoNotify(PostgresSessionStore):
     """The store with its appends' NOTIFY left out: the same function, no second
     transaction (what the NOTIFY costs concurrent appenders)."""
 
-    async def _append(self, rows: Any, expected: int | None = None) -> Any:
+    async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         assert expected is None
-        return self._stored(rows, await self._fetch(self._sql_append_rows, *self.append_args(rows)))
+        answer = await self._fetch(self._sql_append_rows, *self.append_args(rows))
+        return await self._stored(rows, list(zip(*answer)))  # as append_call's arrays
 
 
 async def _pages(store: PostgresSessionStore, raw: asyncpg.Pool, big: int) -> list[Row]:
