@@ -32,6 +32,7 @@ _NAMES = {
     3: "query and retention columns and indexes (contract 7, 8)",
     4: "appends NOTIFY after their commit (append_call, flush_call)",
     5: "wake-up payloads saying what each append brought (long-poll)",
+    6: "the append path keeps one generic plan, pinned to index probes",
 }
 
 
