@@ -817,10 +817,14 @@ async def test_the_type_index_answers_what_a_filter_of_the_log_answers(
     assert await rstore.prune_session_events(sid, policy) == 500
     assert await _reads_agree_with_a_filter(rstore, sid) == 300
     assert len(await rstore.client.hkeys(t_key)) < chunks  # the heads' chunks went
+    # a pruned event imported again at its number lands below its type's live entries
+    again = SessionExport(Session(id=sid, agent_id="x"), [], [evens[0]], 800)
+    assert (await rstore.import_session(again)).events_imported == 1
+    assert await _reads_agree_with_a_filter(rstore, sid) == 301
     # a type pruned away entirely leaves nothing behind; its next event starts afresh
     kept = len(await rstore.get_events(sid, type="error_occurred"))
     policy = RetentionPolicy(max_events_per_session=kept)
-    assert await rstore.prune_session_events(sid, policy) == 300 - kept
+    assert await rstore.prune_session_events(sid, policy) == 301 - kept
     fields = await rstore.client.hkeys(t_key)
     assert fields and all(f.startswith("error_occurred") for f in fields)
     assert await rstore.client.zrange(rstore.keys.session(sid)[3], "[T", "(U", bylex=True) == [
