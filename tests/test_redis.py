@@ -27,7 +27,15 @@ from redis.crc import key_slot
 from agent_session_store import urls
 from agent_session_store.codec import encode_event
 from agent_session_store.errors import StoreError
-from agent_session_store.models import Event, EventType, Run, Session, SessionStatus, new_id
+from agent_session_store.models import (
+    Event,
+    EventType,
+    Run,
+    Session,
+    SessionStatus,
+    new_id,
+    to_event_type,
+)
 from agent_session_store.redis import RedisSessionStore
 from agent_session_store.redis.rows import blob
 from agent_session_store.retention import RetentionPolicy
@@ -257,7 +265,7 @@ async def test_one_session_shares_one_slot(rstore: RedisSessionStore, sid: str) 
     mine = [k for k in await _all_keys(rstore) if k.startswith(rstore.keys.tag(sid) + ":")]
     # event id -> seq: the claims' sessions keep an ids hash; a single node's id index has it
     ids = {"ids"} if rstore.cluster else set()
-    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "x", "s", "runs", "z"} | ids
+    assert {k.rsplit(":", 1)[1] for k in mine} == {"seq", "ev", "x", "t", "s", "runs", "z"} | ids
     assert len({key_slot(k.encode()) for k in mine}) == 1
     # the server agrees (in a cluster it would refuse a script spanning two slots anyway)
     slots = (
@@ -746,6 +754,126 @@ async def test_a_clean_up_left_by_the_code_before_issue_13_is_finished(unique_na
         await _drop_prefix(SINGLE, unique_name)
 
 
+# ------------------------------------------------- the type index (issue 13: packed numbers)
+
+# a custom type, one never pruned, one pruned first
+_TYPES = ("app.t0", "error_occurred", "message_streamed")
+
+
+def _typed(sid: str, i: int, seq: int | None = None) -> Event:
+    """Types cycling over three values (unevenly), a run per 40 events."""
+    return Event(
+        type=to_event_type(_TYPES[i % 3] if i % 7 else _TYPES[0]),
+        session_id=sid,
+        id=f"{sid}-{i}",
+        run_id=f"r{i // 40}",
+        sequence_number=seq,
+    )
+
+
+async def _reads_agree_with_a_filter(store: RedisSessionStore, sid: str) -> int:
+    """Every type (with bounds, limits, both orders, and with a run) read through the index
+    is exactly the filter of the whole log; returns the log's length."""
+    every = await store.get_events(sid)
+    mid = every[len(every) // 2].sequence_number
+    assert mid is not None
+    for t in _TYPES:
+        want = [e for e in every if e.type == t]
+        assert await store.get_events(sid, type=t) == want
+        assert await store.get_events(sid, type=t, order="desc", limit=7) == want[::-1][:7]
+        above = [e for e in want if (e.sequence_number or 0) > mid]
+        assert await store.get_events(sid, type=t, after=mid, limit=5) == above[:5]
+        below = [e for e in want[::-1] if (e.sequence_number or 0) < mid]
+        assert await store.get_events(sid, type=t, before=mid, order="desc", limit=5) == below[:5]
+        inside = [e for e in want if mid - 50 < (e.sequence_number or 0) < mid + 50]
+        assert await store.get_events(sid, type=t, after=mid - 50, before=mid + 50) == inside
+        for run in ("r0", "r3", "r9"):
+            of_run = [e for e in want if e.run_id == run]
+            assert await store.get_events(sid, type=t, run_id=run) == of_run
+            assert await store.get_events(sid, type=t, run_id=run, order="desc") == of_run[::-1]
+    assert await store.get_events(sid, type="app.none") == []
+    return len(every)
+
+
+async def test_the_type_index_answers_what_a_filter_of_the_log_answers(
+    rstore: RedisSessionStore,
+) -> None:
+    """Types live in packed arrays of numbers (key t): appends across chunk boundaries,
+    imports below the end (merged in), prune (the arrays' heads dropped) and delete."""
+    sid = "s"
+    # an import of the even numbers, then one of the odd numbers (each below the end)
+    evens = [_typed(sid, i, 2 * i + 2) for i in range(300)]
+    odds = [_typed(sid, 1000 + i, 2 * i + 1) for i in range(300)]
+    await rstore.import_session(SessionExport(Session(id=sid, agent_id="x"), [], evens, 600))
+    await rstore.import_records(
+        SessionExport(Session(id=sid, agent_id="x"), [], odds, 600).records(), chunk_size=70
+    )
+    await rstore.append_events([_typed(sid, 2000 + i) for i in range(200)])
+    assert await rstore.get_latest_sequence(sid) == 800
+    assert await _reads_agree_with_a_filter(rstore, sid) == 800
+    t_key = rstore.keys.session(sid)[9]
+    chunks = len(await rstore.client.hkeys(t_key))
+    policy = RetentionPolicy(max_events_per_session=300)
+    assert await rstore.prune_session_events(sid, policy) == 500
+    assert await _reads_agree_with_a_filter(rstore, sid) == 300
+    assert len(await rstore.client.hkeys(t_key)) < chunks  # the heads' chunks went
+    # a pruned event imported again at its number lands below its type's live entries
+    again = SessionExport(Session(id=sid, agent_id="x"), [], [evens[0]], 800)
+    assert (await rstore.import_session(again)).events_imported == 1
+    assert await _reads_agree_with_a_filter(rstore, sid) == 301
+    # a type pruned away entirely leaves nothing behind; its next event starts afresh
+    kept = len(await rstore.get_events(sid, type="error_occurred"))
+    policy = RetentionPolicy(max_events_per_session=kept)
+    assert await rstore.prune_session_events(sid, policy) == 301 - kept
+    fields = await rstore.client.hkeys(t_key)
+    assert fields and all(f.startswith("error_occurred") for f in fields)
+    assert await rstore.client.zrange(rstore.keys.session(sid)[3], "[T", "(U", bylex=True) == [
+        "Terror_occurred"
+    ]
+    await rstore.append_event(_typed(sid, 3000))  # type app.t0
+    assert [e.sequence_number for e in await rstore.get_events(sid, type="app.t0")] == [801]
+    await rstore.delete_session(sid)
+    keys = rstore.keys.session(sid)
+    assert await rstore.client.exists(*keys[:6], *keys[7:]) == 0  # (a cluster's del: a marker)
+
+
+async def _types_to_layout_before(store: RedisSessionStore, sid: str) -> None:
+    """Rewrite a session into the layout of the code before the type index: every event a
+    member `t<type>\0<seq:012>` of x, no key t, no `T<type>` members (docs/redis.md)."""
+    client = store.client
+    keys = store.keys.session(sid)
+    rows = await client.hgetall(keys[1])
+    members = {f"t{r.split(chr(0))[2]}\0{int(seq):012d}": 0 for seq, r in rows.items()}
+    await client.zadd(keys[3], members)
+    for t in _TYPES:
+        await client.zrem(keys[3], f"T{t}")
+    await client.delete(keys[9])
+
+
+async def test_a_session_written_before_the_type_index_is_read_and_kept(
+    rstore: RedisSessionStore,
+) -> None:
+    """A session whose types are members of x (the release before) keeps that form: its
+    reads by type use x, new events add members there, prune and delete remove them."""
+    sid = "old"
+    await rstore.save_session(Session(id=sid, agent_id="x"))
+    await rstore.append_events([_typed(sid, i) for i in range(400)])
+    await _types_to_layout_before(rstore, sid)
+    keys = rstore.keys.session(sid)
+    assert await _reads_agree_with_a_filter(rstore, sid) == 400
+    await rstore.append_events([_typed(sid, 400 + i) for i in range(10)])
+    assert await rstore.client.exists(keys[9]) == 0
+    assert await rstore.client.zlexcount(keys[3], "[t", "(u") == 410
+    assert await _reads_agree_with_a_filter(rstore, sid) == 410
+    keep = 200  # the oldest message_streamed go first, then app.t0
+    policy = RetentionPolicy(max_events_per_session=keep)
+    assert await rstore.prune_session_events(sid, policy) == 210
+    assert await rstore.client.zlexcount(keys[3], "[t", "(u") == keep
+    assert await _reads_agree_with_a_filter(rstore, sid) == keep
+    await rstore.delete_session(sid)
+    assert await rstore.client.exists(*keys[:6], *keys[7:]) == 0
+
+
 # ---------------------------------------------------------------- a full server (issue 12.12)
 
 
@@ -1067,8 +1195,7 @@ async def test_pruned_ids_leave_the_id_index_and_the_claims(rstore: RedisSession
         else:
             held = await r.hget(rstore.keys.event_index, f"e{i}")
         assert (held is None) == (i < 3), i
-    index = await r.zrange(rstore.keys.session("p")[3], 0, -1)
-    assert len(index) == 2  # the type index lost the pruned rows too
+    assert await r.hget(rstore.keys.session("p")[9], "message_sent") == "3 5"  # type index
     assert await rstore.get_latest_sequence("p") == 5
     assert await rstore.health_check() == []
 

@@ -11,8 +11,8 @@ import secrets
 __all__ = ["SESSION_KEYS", "Keys", "escape"]
 
 # The per-session keys, in the order every Lua script expects them.
-SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del", "q", "z")
-SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE, SPARSE, ZONES = range(9)
+SESSION_KEYS = ("seq", "ev", "ids", "x", "s", "runs", "del", "q", "z", "t")
+SEQ, EV, IDS, INDEX, RECORD, RUNS, FENCE, SPARSE, ZONES, TYPES = range(10)
 
 
 def escape(text: str) -> str:

@@ -3,8 +3,9 @@
 
 Layout (docs/redis.md has the full table). Every key of one session shares one hash tag, so
 one Lua script can change a whole session atomically, also in a cluster. Sequence numbers
-are a counter in that script, events a hash ``seq -> row``, the run/type filters one
-lex-ordered sorted set, so reads cost what they return.
+are a counter in that script, events a hash ``seq -> row``, the run filter a lex-ordered
+sorted set and the type filter packed arrays of numbers (binary search), so reads cost what
+they return.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..wakes import wakes_of_rows
 from . import scripts
 from .cluster import Cluster
 from .faults import classify, while_moving
-from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, ZONES, Keys
+from .keys import EV, INDEX, RECORD, RUNS, SEQ, SPARSE, TYPES, ZONES, Keys
 from .limits import READ_BUDGET, READ_RETRY
 from .plan import WritePlan, WriteResult
 from .queries import Queries
@@ -398,7 +399,7 @@ class RedisSessionStore(SessionStoreBase):
         """One read script call per READ_BUDGET candidates, so no call stalls the server; the
         next call continues where the last one stopped."""
         k = self.keys.session(q.session_id)
-        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE], k[ZONES]]
+        keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE], k[ZONES], k[TYPES]]
         after, before, limit = q.after or 0, q.before, q.limit
         found: list[Event] = []
         while True:

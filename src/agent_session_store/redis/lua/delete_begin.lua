@@ -1,7 +1,7 @@
 #!lua flags=allow-oom
 -- Cluster delete_session, step 1 (session slot): fence the session, report its runs (the
 -- caller then walks its ids hash with HSCAN, a batch at a time, to drop their claims).
--- KEYS: the session's 9 keys. ARGV: the fence's TTL in ms.
+-- KEYS: the session's 10 keys. ARGV: the fence's TTL in ms.
 -- Returns {'BUSY'} or {'OK', run ids, the version for the index tombstone}.
 -- #include prelude
 

@@ -1,11 +1,13 @@
 #!lua flags=no-writes
--- get_events. KEYS: seq, ev, x, q, z of the session.
+-- get_events. KEYS: seq, ev, x, q, z, t of the session.
 -- ARGV: after, before (-1: none), limit (-1: none), run id, type, since (µs; '' = none),
 --       desc (1: newest first), budget (candidates examined at most in this call).
--- Candidates come from the sequence range or from the run/type index, never from a scan of
--- the session. ``since`` is checked row by row, but a block of ZONE numbers whose latest
--- timestamp (the zone map z) is older is skipped whole. A session written by an
--- import with gaps keeps its numbers above ``dense`` (the score of the member 'dense') in q.
+-- Candidates come from the sequence range, the run index (x) or the type index (t; x in a
+-- session written before it), never from a scan of the session; with both a run and a type,
+-- the run's candidates whose row has another type are skipped. ``since`` is checked row by
+-- row, but a block of ZONE numbers whose latest timestamp (the zone map z) is older is
+-- skipped whole. A session written by an import with gaps keeps its numbers above ``dense``
+-- (the score of the member 'dense') in q.
 -- Returns {cursor, seq, row, seq, row, ...}: cursor '' when the answer is complete, else the
 -- last number examined when the budget ran out (the caller continues from there).
 -- #include prelude
@@ -24,13 +26,16 @@ local probes = 0
 -- Examines one candidate; true when this call is done (page full, or budget spent).
 local function visit(seq)
   probes = probes + 1
-  if not both or redis.call('ZSCORE', KEYS[3], 't' .. typ .. '\0' .. pad(seq)) then
-    local blob = redis.call('HGET', KEYS[2], seq)
-    if blob and (since == '' or int_cmp(fields(blob, 5)[5], since) >= 0) then
-      out[#out + 1] = seq
-      out[#out + 1] = blob
-      if limit >= 0 and #out - 1 >= 2 * limit then return true end
-    end
+  local blob = redis.call('HGET', KEYS[2], seq)
+  if blob and both then  -- the row's third field is its type
+    local z = string.find(blob, '\0', string.find(blob, '\0', 1, true) + 1, true)
+    if string.sub(blob, z + 1, z + #typ + 1) ~= typ .. '\0' then blob = nil end
+  end
+  if blob and since ~= '' and int_cmp(fields(blob, 5)[5], since) < 0 then blob = nil end
+  if blob then
+    out[#out + 1] = seq
+    out[#out + 1] = blob
+    if limit >= 0 and #out - 1 >= 2 * limit then return true end
   end
   if probes >= budget then out[1] = fmt(seq); return true end
   return false
@@ -58,6 +63,29 @@ local function walk_index(prefix)
     end
     if #page < n then return end
     if desc then upper = '(' .. page[#page] else lower = '(' .. page[#page] end
+  end
+end
+
+-- the type index t: one type's numbers in order, found by binary search
+local function walk_types(start, count)
+  if count <= start then return end
+  local get = type_entries(KEYS[6], typ)
+  if desc then
+    local i = count - 1  -- (the newest: no search)
+    if get(i) > hi then i = first_above(get, start, count - 1, hi) - 1 end
+    while i >= start do
+      local seq = get(i)
+      if seq < lo or visit(seq) then return end
+      i = i - 1
+    end
+  else
+    local i = start  -- (the oldest: no search)
+    if get(i) < lo then i = first_above(get, start, count - 1, lo - 1) end
+    while i < count do
+      local seq = get(i)
+      if seq > hi or visit(seq) then return end
+      i = i + 1
+    end
   end
 end
 
@@ -116,7 +144,9 @@ end
 if run ~= '' then
   walk_index('r' .. run .. '\0')
 elseif typ ~= '' then
-  walk_index('t' .. typ .. '\0')
+  local start, count, known = type_header(KEYS[6], typ)
+  if not known and old_types(KEYS[3]) then walk_index('t' .. typ .. '\0')
+  else walk_types(start, count) end
 else
   local dense = tonumber(redis.call('ZSCORE', KEYS[4], 'dense') or latest)
   local top = math.min(hi, dense)

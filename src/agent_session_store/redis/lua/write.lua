@@ -4,8 +4,8 @@
 -- plain ARGV strings at the positions the plan names. Every check runs before the first
 -- write, so a refused call has changed nothing and consumed no sequence number.
 --
--- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 9 keys
---                       (seq, ev, ids, x, s, runs, del, q, z)
+-- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 10 keys
+--                       (seq, ev, ids, x, s, runs, del, q, z, t)
 -- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
 --                       in the session its own session field names (plan.sessions has it)
 -- plan.numbered         import: {seqs = the number of each row, latest = the export's latest}
@@ -45,7 +45,7 @@ for i, p in ipairs(plan.sessions) do
   local s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
              ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
              runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
-             zones = KEYS[k + 8]}
+             zones = KEYS[k + 8], types = KEYS[k + 9]}
   if plan.fenced then
     s.fence_state = redis.call('GET', s.fence)
     if s.fence_state == 'busy' then return {'BUSY'} end
@@ -81,6 +81,7 @@ local function counter(s)
   if not s.last then
     s.last = tonumber(redis.call('GET', s.seq) or '0')
     s.new_rows, s.new_ids, s.new_index, s.new_seqs, s.new_zones = {}, {}, {}, {}, {}
+    s.new_types = {}
   end
   return s.last
 end
@@ -96,7 +97,9 @@ local function add(s, seq, blob, f)
   else
     ids_buf[#ids_buf + 1] = f[1]; ids_buf[#ids_buf + 1] = seq
   end
-  index_buf[#index_buf + 1] = 0; index_buf[#index_buf + 1] = 't' .. f[3] .. '\0' .. p
+  local of_type = s.new_types[f[3]]
+  if not of_type then of_type = {}; s.new_types[f[3]] = of_type end
+  of_type[#of_type + 1] = seq
   if f[4] ~= '' then
     index_buf[#index_buf + 1] = 0
     index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
@@ -225,10 +228,10 @@ local function kind_of(key, kind)
       .. '; nothing was written')
   end
 end
-local kinds = {'string', 'hash', 'hash', 'zset', 'hash', 'hash', nil, 'zset', 'hash'}
+local kinds = {'string', 'hash', 'hash', 'zset', 'hash', 'hash', nil, 'zset', 'hash', 'hash'}
 for i = 1, #sessions do
   local k = plan.sessions[i].keys
-  for j = 0, 8 do
+  for j = 0, 9 do
     if kinds[j + 1] then
       local bad = kind_of(KEYS[k + j], kinds[j + 1])
       if bad then return bad end
@@ -261,6 +264,46 @@ local function wide(cmd, key, buf)
     redis.call(cmd, key, unpack(buf, i, math.min(i + 3999, #buf)))
   end
 end
+-- Adds the numbers seqs to one type's array (prelude: the type index); start, count: its
+-- header. Appends land at the end: the last chunk is rewritten and new ones added. An import
+-- below the end rewrites the entries above its lowest number (the only write whose cost is
+-- not just what it adds).
+local function types_add(s, typ, seqs, start, count)
+  table.sort(seqs)
+  local key = s.types
+  if count <= start then
+    start, count = 0, 0
+    redis.call('ZADD', s.index, 0, 'T' .. typ)
+  end
+  local get, chunk = type_entries(key, typ)
+  local p = count
+  if count > start and get(count - 1) > seqs[1] then
+    p = first_above(get, start, count - 1, seqs[1])
+  end
+  local merged, j = {}, 1
+  for i = p, count - 1 do
+    local e = get(i)
+    while j <= #seqs and seqs[j] < e do merged[#merged + 1] = seqs[j]; j = j + 1 end
+    merged[#merged + 1] = e
+  end
+  for i = j, #seqs do merged[#merged + 1] = seqs[i] end
+  local k, n = math.floor(p / TCHUNK), p % TCHUNK
+  local parts, buf = {}, {}
+  if n > 0 then parts[1] = string.sub(chunk(k), 1, n * TW) end
+  local last, added = -1, 0
+  for _, seq in ipairs(merged) do
+    if seq ~= last then  -- (a number twice in one import: stored once)
+      parts[#parts + 1] = pack5(seq); n = n + 1; added = added + 1; last = seq
+      if n == TCHUNK then
+        buf[#buf + 1] = typ .. '\0' .. fmt(k); buf[#buf + 1] = table.concat(parts)
+        k, n, parts = k + 1, 0, {}
+      end
+    end
+  end
+  if n > 0 then buf[#buf + 1] = typ .. '\0' .. fmt(k); buf[#buf + 1] = table.concat(parts) end
+  buf[#buf + 1] = typ; buf[#buf + 1] = fmt(start) .. ' ' .. fmt(p + added)
+  wide('HSET', key, buf)
+end
 if #claimed > 0 then wide('HSET', id_index, claimed) end
 for _, s in ipairs(sessions) do
   if s.got_new then
@@ -271,7 +314,21 @@ for _, s in ipairs(sessions) do
     redis.call('SET', s.seq, fmt(top))
     wide('HSET', s.ev, s.new_rows)
     if #s.new_ids > 0 then wide('HSET', s.ids, s.new_ids) end
-    wide('ZADD', s.index, s.new_index)
+    -- a type with an array says the session has the type index; else x says (old_types)
+    local old = nil
+    for typ, seqs in pairs(s.new_types) do
+      local start, count, known = type_header(s.types, typ)
+      if known then old = false elseif old == nil then old = old_types(s.index) end
+      if old then  -- a session written before the type index: as it was
+        for _, seq in ipairs(seqs) do
+          s.new_index[#s.new_index + 1] = 0
+          s.new_index[#s.new_index + 1] = 't' .. typ .. '\0' .. pad(seq)
+        end
+      else
+        types_add(s, typ, seqs, start, count)
+      end
+    end
+    if #s.new_index > 0 then wide('ZADD', s.index, s.new_index) end
     for z, ts in pairs(s.new_zones) do
       local old = redis.call('HGET', s.zones, z)
       if not old or int_cmp(ts, old) > 0 then redis.call('HSET', s.zones, z, ts) end
