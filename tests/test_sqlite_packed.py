@@ -4,9 +4,11 @@ give exactly the events the row path gives, whatever the stored text holds."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from agent_session_store.base import EventQuery
@@ -68,8 +70,20 @@ def test_a_packed_page_decodes_to_the_rows_events(db: Path, q: EventQuery) -> No
     conn = sqlite3.connect(db)
     got = reads.fetch_events(conn, q)
     assert isinstance(got, str)  # packed: the loop decodes it
-    assert reads.unpack_events(got) == rows_path(conn, q)
+    assert reads.unpack_events(got, q.desc) == rows_path(conn, q)
     assert reads.get_events(conn, q) == rows_path(conn, q)
+
+
+@pytest.mark.parametrize("desc", [False, True])
+def test_a_packed_page_out_of_order_is_served_in_order(db: Path, desc: bool) -> None:
+    """SQLite does not promise an aggregate's order; whatever it gives, the page is in order."""
+    conn = sqlite3.connect(db)
+    q = EventQuery(session_id=SID, limit=100, desc=desc)
+    packed = reads.fetch_events(conn, q)
+    assert isinstance(packed, str)
+    rows = orjson.loads(packed)
+    random.Random(7).shuffle(rows)
+    assert reads.unpack_events(orjson.dumps(rows).decode(), desc) == rows_path(conn, q)
 
 
 def test_an_unbounded_page_takes_the_row_path(db: Path) -> None:

@@ -250,7 +250,7 @@ class SQLiteSessionStore(SessionStoreBase):
         got = await self._readers.read(partial(reads.fetch_events, query=query))
         # A bounded page comes packed and is decoded here: Python work on a reader thread
         # would contend for the GIL with this loop (reads.fetch_events).
-        return reads.unpack_events(got) if isinstance(got, str) else got
+        return reads.unpack_events(got, query.desc) if isinstance(got, str) else got
 
     async def _latest_sequence(self, session_id: str) -> int:
         return await self._readers.read(partial(schema.last_seq, session_id=session_id))
