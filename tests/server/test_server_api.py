@@ -23,7 +23,7 @@ from agent_session_store.ports import ArtifactStore, SessionStore
 from agent_session_store.query import SessionStats
 from agent_session_store.querying import QUERY_PRIMITIVES, QueryAndMaintenance
 from agent_session_store.server import create_app
-from agent_session_store.server.jsonenc import dumps_api, dumps_event
+from agent_session_store.server.jsonenc import dumps_api, dumps_event, dumps_events
 from agent_session_store.server.openapi import SPEC
 from agent_session_store.server.queries import to_json
 from agent_session_store.server.security import CSP
@@ -614,6 +614,8 @@ def test_fast_encoders_write_what_to_dict_gives(stamp: datetime) -> None:
         assert dumps_event(event) == slow(event)
         assert encode_frame(event) == b"id: 7\ndata: " + slow(event) + b"\n\n"
         assert dumps_api({"items": [event], "next": None}) == slow({"items": [event], "next": None})
+        page = {"items": [event, event], "next": {"after": 7}}
+        assert dumps_events([event, event], next={"after": 7}) == slow(page)
     stats = SessionStats(
         session_id="s1",
         event_count=1,

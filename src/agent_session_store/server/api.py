@@ -17,7 +17,7 @@ from ..ports import ArtifactStore
 from . import queries
 from .context import Context
 from .errors import NotSupported, PayloadTooLarge, RangeNotSatisfiable
-from .jsonenc import FastJSONResponse
+from .jsonenc import FastJSONResponse, dumps_events
 from .params import Params
 
 __all__ = ["ctx", "parse_range", "read_body"]
@@ -119,7 +119,7 @@ async def list_events(request: Request) -> Response:
     if len(events) == limit:
         last = events[-1].sequence_number or 0
         nxt = {"before": last} if order == "desc" else {"after": last}
-    return ok({"items": events, "next": nxt})
+    return ok(dumps_events(events, next=nxt))
 
 
 async def visible_events(request: Request) -> Response:

@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is in the server extra
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["FastJSONResponse", "dumps", "dumps_api", "dumps_event"]
+__all__ = ["FastJSONResponse", "dumps", "dumps_api", "dumps_event", "dumps_events"]
 
 
 def _slow(value: Any) -> bytes:
@@ -80,10 +80,23 @@ if orjson is not None:
 
     _Fragment = getattr(orjson, "Fragment", None)
 
+    def dumps_events(events: list[Event], **rest: Any) -> bytes:
+        """``dumps_api({"items": events, **rest})``, byte for byte, in one orjson pass: an
+        encoding call and a callback per event were a third of encoding a 100-event page.
+        ``rest`` holds plain values only."""
+        try:
+            docs = [_event_doc(e) for e in events]
+            return _orjson_dumps({"items": docs, **rest}, option=_EVENT_OPTIONS)
+        except _orjson_error:
+            return dumps_api({"items": events, **rest})
+
 else:  # pragma: no cover
 
     def dumps_event(event: Event) -> bytes:
         return _slow(event.to_dict())
+
+    def dumps_events(events: list[Event], **rest: Any) -> bytes:
+        return dumps_api({"items": events, **rest})
 
     _Fragment = None
 
@@ -126,7 +139,9 @@ else:  # pragma: no cover
 
 
 class FastJSONResponse(JSONResponse):
-    """``JSONResponse`` whose body is encoded by :func:`dumps_api`."""
+    """``JSONResponse`` whose body is encoded by :func:`dumps_api` (bytes: already encoded)."""
 
     def render(self, content: Any) -> bytes:
+        if type(content) is bytes:
+            return content
         return dumps_api(content)

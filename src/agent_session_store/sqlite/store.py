@@ -247,7 +247,10 @@ class SQLiteSessionStore(SessionStoreBase):
     async def _get_events(self, query: EventQuery) -> list[Event]:
         if self._closed:  # a long-poll reader released by close() asks once more
             return []
-        return await self._readers.read(partial(reads.get_events, query=query))
+        got = await self._readers.read(partial(reads.fetch_events, query=query))
+        # A bounded page comes packed and is decoded here: Python work on a reader thread
+        # would contend for the GIL with this loop (reads.fetch_events).
+        return reads.unpack_events(got, query.desc) if isinstance(got, str) else got
 
     async def _latest_sequence(self, session_id: str) -> int:
         return await self._readers.read(partial(schema.last_seq, session_id=session_id))
