@@ -1,7 +1,8 @@
 """Building one call of ``lua/write.lua``: its KEYS, its ARGV, and the plan naming them.
 
 The script's header documents every plan field. Event rows come first in ARGV (one
-contiguous range), then documents and index members in the order they are added.
+contiguous range; past ``PACK_ABOVE`` rows, one string holding them all, with their lengths
+in the plan), then documents and index members in the order they are added.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from ..models import Session
 from .keys import Keys
 from .rows import blob_session, members
 
-__all__ = ["WritePlan", "WriteResult"]
+__all__ = ["PACK_ABOVE", "WritePlan", "WriteResult"]
+
+#: Rows past this many travel as one ARGV string: redis-py packs each argument in Python on
+#: the event loop (about 3 us each: 15 ms for a 5,000-event batch), one string costs a copy
+#: (issue 13's 20 ms loop-lag bar).
+PACK_ABOVE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +63,20 @@ class WritePlan:
         self._order: dict[str, int] = {}
         self._sessions: list[dict[str, Any]] = []
         self.keys: list[str] = []
-        self.argv: list[str] = list(blobs)
+        self.argv: list[str | bytes] = []
         self.plan: dict[str, Any] = {"sessions": self._sessions}
         self.plan["publish"] = "SPUBLISH" if cluster else "PUBLISH"
         if cluster:
             self.plan["fenced"] = True
+        if len(blobs) > PACK_ABOVE:
+            encoded = [b.encode() for b in blobs]
+            self.argv.append(b"".join(encoded))
+            lens = [len(b) for b in encoded]
+            self.plan["rows"] = {"first": 2, "count": len(blobs), "packed": 2, "lens": lens}
+        else:
+            self.argv.extend(blobs)
         if blobs:
-            self.plan["rows"] = {"first": 2, "count": len(blobs)}
+            self.plan.setdefault("rows", {"first": 2, "count": len(blobs)})
             for sid in map(blob_session, blobs) if owners is None else owners:
                 self.session(sid)
             if claimed:  # 1-based row numbers
@@ -159,5 +172,5 @@ class WritePlan:
             "touched": touched,
         }
 
-    def args(self) -> list[str]:
+    def args(self) -> list[str | bytes]:
         return [json.dumps(self.plan, separators=(",", ":")), *self.argv]

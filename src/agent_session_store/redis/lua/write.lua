@@ -7,7 +7,9 @@
 -- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 10 keys
 --                       (seq, ev, ids, x, s, runs, del, q, z, t)
 -- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
---                       in the session its own session field names (plan.sessions has it)
+--                       in the session its own session field names (plan.sessions has it);
+--                       with packed (an ARGV position) and lens, the rows are instead that
+--                       one string cut at those byte lengths (a large batch: plan.py)
 -- plan.numbered         import: {seqs = the number of each row, latest = the export's latest}
 -- plan.claimed          row numbers whose row is another writer's claim (cluster)
 -- plan.fenced           honour delete fences (cluster)
@@ -63,11 +65,20 @@ for _, c in ipairs(plan.run_owner_checks or {}) do
   end
 end
 local rows = plan.rows or {first = 2, count = 0}
-local first, last_row = rows.first, rows.first + rows.count - 1
+local row  -- row(n): the n-th event row
+if rows.packed then
+  local data, lens, starts, at = ARGV[rows.packed], rows.lens, {}, 1
+  for n = 1, rows.count do starts[n] = at; at = at + lens[n] end
+  if at ~= #data + 1 then return redis.error_reply('packed rows: lengths do not add up') end
+  row = function(n) return string.sub(data, starts[n], starts[n] + lens[n] - 1) end
+else
+  local first = rows.first
+  row = function(n) return ARGV[first + n - 1] end
+end
 for _, n in ipairs(plan.claimed or {}) do
   -- cluster: a row found in someone else's claim may not be stored again in a session that a
   -- delete has just emptied (the delete removed its claim); the caller claims afresh.
-  local f = fields(ARGV[first + n - 1], 2)
+  local f = fields(row(n), 2)
   local s = by_sid[f[2]]
   if s.fence_state == 'done' and redis.call('HEXISTS', s.ids, f[1]) == 0 then
     return {'RETRY'}
@@ -163,10 +174,10 @@ local numbered = plan.numbered
 if numbered then
   -- import: rows keep their numbers; an id already at its number is skipped
   local skipped = 0
-  for a = first, last_row do
-    local blob = ARGV[a]
+  for n = 1, rows.count do
+    local blob = row(n)
     local f = fields(blob, 5)
-    local id, seq = f[1], numbered.seqs[a - first + 1]
+    local id, seq = f[1], numbered.seqs[n]
     local own = by_sid[f[2]]
     local s, have = holder(id, own)
     if s and have and s ~= own then
@@ -191,8 +202,8 @@ if numbered then
   out = {rows.count - skipped, skipped}
 else
   local all_stored = true
-  for a = first, last_row do
-    local blob = ARGV[a]
+  for n = 1, rows.count do
+    local blob = row(n)
     local f = fields(blob, 5)
     local s, have = holder(f[1], by_sid[f[2]])
     if s then
