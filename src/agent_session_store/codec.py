@@ -39,6 +39,7 @@ __all__ = [
     "OverBudget",
     "check_rewind",
     "decode_event",
+    "decode_held",
     "decode_run",
     "decode_session",
     "dumps",
@@ -577,6 +578,42 @@ def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> E
         row[7],
         row[8],
         row[9],
+    )
+
+
+def decode_held(
+    held: tuple[Any, ...], session_id: str, timestamp_us: int, sequence_number: int
+) -> Event:
+    """The in-memory store's compact row back to an event: ``(id, type, run_id, data)``, then
+    ``metadata, schema_version, provider, correlation_id`` only when one of them is not the
+    default (the session id, time and number are held beside it, not in it)."""
+    kind = _TYPES.get(held[1]) or _type_of(held[1])
+    if len(held) == 4:
+        return Event._trusted(
+            held[0],
+            kind,
+            session_id,
+            held[2],
+            from_micros(timestamp_us),
+            sequence_number,
+            _loads(held[3]),
+            {},
+            1,
+            None,
+            None,
+        )
+    return Event._trusted(
+        held[0],
+        kind,
+        session_id,
+        held[2],
+        from_micros(timestamp_us),
+        sequence_number,
+        _loads(held[3]),
+        _loads(held[4]),
+        held[5],
+        held[6],
+        held[7],
     )
 
 

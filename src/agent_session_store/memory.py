@@ -7,6 +7,10 @@ without any lock. Use one store from one event loop.
 Costs: an append is O(1) (plus the payload's JSON encoding); ``get_events`` slices the
 session's own log by sequence, and uses per-run and per-type position lists for those
 filters, so a page costs what it returns, however large the store.
+
+Memory: an event is held as its JSON text in a short tuple (``_Held``), its time and number in
+arrays, one packed int in the id index: about 360 B of RSS for a small event (issue 13's bar:
+500 B). Reads decode from that form, so every caller gets payload dicts of its own.
 """
 
 from __future__ import annotations
@@ -17,11 +21,18 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from itertools import islice, repeat
-from typing import Any
+from itertools import count, islice, repeat
+from typing import Any, cast
 
 from .base import EventQuery, NumberedRow, SessionStoreBase
-from .codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
+from .codec import (
+    EncodedEvent,
+    decode_event,
+    decode_held,
+    decode_run,
+    decode_session,
+    encode_session,
+)
 from .errors import ValidationError, sequence_conflict
 from .models import Event, Run, RunStatus, Session, SessionStatus, to_micros, utcnow
 from .query import (
@@ -43,21 +54,80 @@ __all__ = ["InMemorySessionStore"]
 _SessionKey = tuple[int, str]  # (created_at in µs, id): the list_sessions order
 
 
+#: A held event, compact (issue 13: <= 500 B a held event): ``(id, type, run_id, data)``, and
+#: ``metadata, schema_version, provider, correlation_id`` after them only when one is not
+#: the default. The session id, time and number are not in it: the log holds them once, or
+#: in arrays (8 bytes where an int object is 32). ``codec.decode_held`` reads it back.
+_Held = tuple[Any, ...]
+
+#: ``_event_ids`` values: ``log number << _SEQ_BITS | sequence``, one int (32 bytes, not a
+#: tuple and an int: 88); a number past the bits (an import's) keeps a ``(log, seq)`` tuple.
+_SEQ_BITS = 40
+_SEQ_LIMIT = 1 << _SEQ_BITS
+_Place = int | tuple[int, int]
+
+
+def _place(num: int, seq: int) -> _Place:
+    return (num << _SEQ_BITS) | seq if 0 <= seq < _SEQ_LIMIT else (num, seq)
+
+
+def _unplace(place: _Place) -> tuple[int, int]:
+    """``(log number, sequence)`` of an ``_event_ids`` value."""
+    return divmod(place, _SEQ_LIMIT) if isinstance(place, int) else place
+
+
+def _hold(row: EncodedEvent, names: dict[str, str]) -> _Held:
+    """The compact form of a row; ``names`` gives one shared object per type, run and
+    provider text (callers often pass a new equal string with every event)."""
+    kind = names.setdefault(row.type, row.type)
+    run = row.run_id
+    if run is not None:
+        run = names.setdefault(run, run)
+    provider = row.provider
+    if (
+        provider is None
+        and row.correlation_id is None
+        and row.schema_version == 1
+        and row.metadata == "{}"
+    ):
+        return (row.id, kind, run, row.data)
+    if provider is not None:
+        provider = names.setdefault(provider, provider)
+    return (
+        row.id,
+        kind,
+        run,
+        row.data,
+        row.metadata,
+        row.schema_version,
+        provider,
+        row.correlation_id,
+    )
+
+
+def _payload_chars(held: _Held) -> int:
+    return len(held[3]) + len(held[4]) if len(held) > 4 else len(held[3])
+
+
 class _Log:
     """One session's events in sequence order, and the session's counter.
 
-    Numbers are dense (n at index n - 1) until an import brings gaps; only then does a
-    lookup pay for a bisect.
+    ``rows``, ``stamps`` (µs) and ``seqs`` run in parallel. Numbers are dense (n at index
+    n - 1) until an import brings gaps; only then does a lookup pay for a bisect.
     """
 
-    __slots__ = ("by_run", "by_type", "last", "rows", "seqs")
+    __slots__ = ("by_run", "by_type", "last", "names", "num", "rows", "seqs", "sid", "stamps")
 
-    def __init__(self) -> None:
-        self.rows: list[EncodedEvent] = []
+    def __init__(self, sid: str, num: int) -> None:
+        self.sid = sid
+        self.num = num  # the log's number in ``_event_ids`` values
+        self.rows: list[_Held] = []
+        self.stamps: array[int] = array("q")
         self.seqs: array[int] = array("q")
         self.last = 0
         self.by_run: dict[str, array[int]] = {}
         self.by_type: dict[str, array[int]] = {}
+        self.names: dict[str, str] = {}
 
     @property
     def dense(self) -> bool:
@@ -71,31 +141,72 @@ class _Log:
         return i if i < len(self.seqs) and self.seqs[i] == seq else -1
 
     def row(self, seq: int) -> EncodedEvent:
-        return self.rows[self.index(seq)]
+        """The stored row at ``seq`` in the codec's full form (a retry's answer)."""
+        i = self.index(seq)
+        if i < 0:
+            raise IndexError(seq)
+        held, stamp = self.rows[i], self.stamps[i]
+        if len(held) == 4:
+            return EncodedEvent(
+                held[0], self.sid, held[1], held[2], stamp, held[3], "{}", 1, None, None
+            )
+        return EncodedEvent(held[0], self.sid, held[1], held[2], stamp, *held[3:])
+
+    def event(self, i: int) -> Event:
+        """The event at position ``i``, decoded."""
+        return decode_held(self.rows[i], self.sid, self.stamps[i], self.seqs[i])
 
     def add(self, row: EncodedEvent) -> int:
-        seq = self.last + 1
-        self.put(row, seq)
+        """Store a new row under the next number: ``put``, inline (the append path), and
+        always at the end (``last`` is never below a held number)."""
+        seq = self.last = self.last + 1
+        names = self.names
+        kind = row[2]
+        kind = names.setdefault(kind, kind)
+        run = row[3]
+        if run is not None:
+            run = names.setdefault(run, run)
+            positions = self.by_run.get(run)
+            if positions is None:
+                positions = self.by_run[run] = array("q")
+            positions.append(seq)
+        positions = self.by_type.get(kind)
+        if positions is None:
+            positions = self.by_type[kind] = array("q")
+        positions.append(seq)
+        self.rows.append(
+            (row[0], kind, run, row[5])
+            if row[8] is None and row[9] is None and row[7] == 1 and row[6] == "{}"
+            else _hold(row, names)
+        )
+        self.stamps.append(row[4])
+        self.seqs.append(seq)
         return seq
 
     def put(self, row: EncodedEvent, seq: int) -> None:
+        self.put_held(_hold(row, self.names), row.timestamp_us, seq)
+
+    def put_held(self, held: _Held, stamp: int, seq: int) -> None:
         """Place a row at its number (an import may fill a number below the counter)."""
         if seq > (self.seqs[-1] if self.seqs else 0):
-            self.rows.append(row)
+            self.rows.append(held)
+            self.stamps.append(stamp)
             self.seqs.append(seq)
         else:
             i = bisect_left(self.seqs, seq)
-            self.rows.insert(i, row)
+            self.rows.insert(i, held)
+            self.stamps.insert(i, stamp)
             self.seqs.insert(i, seq)
         self.last = max(self.last, seq)
-        if row.run_id is not None:
-            positions = self.by_run.get(row.run_id)
+        run = held[2]
+        if run is not None:
+            positions = self.by_run.get(run)
             if positions is None:
-                positions = self.by_run[row.run_id] = array("q")
+                positions = self.by_run[run] = array("q")
             _add_sorted(positions, seq)
-        positions = self.by_type.get(row.type)
+        positions = self.by_type.get(held[1])
         if positions is None:
-            positions = self.by_type[row.type] = array("q")
+            positions = self.by_type[held[1]] = array("q")
         _add_sorted(positions, seq)
 
 
@@ -148,7 +259,23 @@ class InMemorySessionStore(SessionStoreBase):
         self._runs: dict[str, _RunRecord] = {}
         self._runs_of: dict[str, dict[str, _RunRecord]] = {}
         self._logs: dict[str, _Log] = {}
-        self._event_ids: dict[str, tuple[str, int]] = {}
+        self._log_by_num: dict[int, _Log] = {}  # by ``_Log.num``
+        self._log_nums = count(1)  # ``next`` is atomic: a ``_Plan`` thread may draw one too
+        #: event id -> where it is stored (``_place``): every id, to refuse a duplicate
+        self._event_ids: dict[str, _Place] = {}
+
+    def _new_log(self, sid: str, num: int | None = None) -> _Log:
+        log = self._logs[sid] = _Log(sid, next(self._log_nums) if num is None else num)
+        self._log_by_num[log.num] = log
+        return log
+
+    def _where(self, event_id: str) -> tuple[str, int] | None:
+        """``(session id, sequence)`` of a stored event."""
+        place = self._event_ids.get(event_id)
+        if place is None:
+            return None
+        num, seq = _unplace(place)
+        return self._log_by_num[num].sid, seq
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> InMemorySessionStore:
@@ -239,8 +366,9 @@ class InMemorySessionStore(SessionStoreBase):
             del self._runs[run_id]
         log = self._logs.pop(session_id, None)
         if log is not None:
-            for row in log.rows:
-                del self._event_ids[row.id]
+            del self._log_by_num[log.num]
+            for held in log.rows:
+                del self._event_ids[held[0]]
 
     # ------------------------------------------------------------ runs
 
@@ -287,14 +415,14 @@ class InMemorySessionStore(SessionStoreBase):
         for row in rows:
             known = ids.get(row.id)
             if known is not None:
-                sid, seq = known
-                stored.append((logs[sid].row(seq), seq))
+                num, seq = _unplace(known)
+                stored.append((self._log_by_num[num].row(seq), seq))
                 continue
             log = logs.get(row.session_id)
             if log is None:
-                log = logs[row.session_id] = _Log()
+                log = self._new_log(row.session_id)
             seq = log.add(row)
-            ids[row.id] = (row.session_id, seq)
+            ids[row.id] = (log.num << _SEQ_BITS) | seq if seq < _SEQ_LIMIT else (log.num, seq)
             touched.add(row.session_id)
             if new is not None:
                 new.append((row.session_id, row.type, row.run_id, row.timestamp_us, seq))
@@ -315,7 +443,7 @@ class InMemorySessionStore(SessionStoreBase):
 
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         if len(rows) > _PREPARE_ROWS:
-            plan = await asyncio.to_thread(_Plan, rows, self._event_ids, self._logs)
+            plan = await asyncio.to_thread(_Plan, rows, self)
             if expected is not None:  # checked with the commit, no await between them
                 self._check_expected(rows[0].session_id, rows, expected)
             return await self._commit_plan(plan)
@@ -341,7 +469,7 @@ class InMemorySessionStore(SessionStoreBase):
     ) -> list[Event]:
         plan = None
         if len(rows) > _PREPARE_ROWS:
-            plan = await asyncio.to_thread(_Plan, rows, self._event_ids, self._logs)
+            plan = await asyncio.to_thread(_Plan, rows, self)
         if expected is not None:
             self._check_expected(session.id, rows, expected)
         # Everything was validated before this point; should a write still fail midway (out
@@ -390,12 +518,14 @@ class InMemorySessionStore(SessionStoreBase):
                 if log is None:
                     continue
                 kept = 0 if mark is None else mark[0]
-                for row in log.rows[kept:]:
-                    self._event_ids.pop(row.id, None)
+                for held in log.rows[kept:]:
+                    self._event_ids.pop(held[0], None)
                 if mark is None:
                     del self._logs[sid]
+                    del self._log_by_num[log.num]
                     continue
                 del log.rows[kept:]
+                del log.stamps[kept:]
                 del log.seqs[kept:]
                 log.last = mark[1]
                 for index, lengths in ((log.by_run, mark[2]), (log.by_type, mark[3])):
@@ -438,7 +568,7 @@ class InMemorySessionStore(SessionStoreBase):
         log = self._logs.get(session_id)
         fresh: list[NumberedRow] = []
         for row, seq in rows:  # check everything before writing anything
-            known = self._event_ids.get(row.id)
+            known = self._where(row.id)
             if known == (session_id, seq):
                 continue
             if known is not None:
@@ -462,10 +592,10 @@ class InMemorySessionStore(SessionStoreBase):
         for run, doc in runs:
             self._put_run(run, doc)
         if log is None:
-            log = self._logs[session_id] = _Log()
+            log = self._new_log(session_id)
         for row, seq in fresh:
             log.put(row, seq)
-            self._event_ids[row.id] = (session_id, seq)
+            self._event_ids[row.id] = _place(log.num, seq)
         log.last = max(log.last, latest_sequence)
         if fresh and self._waiters:
             self._notify(
@@ -496,11 +626,15 @@ class InMemorySessionStore(SessionStoreBase):
             stop = hi if q.limit is None else min(hi, lo + q.limit)
             if q.desc:
                 start = lo if q.limit is None else max(lo, hi - q.limit)
-                page = list(zip(log.rows[start:hi], range(start + 1, hi + 1)))
-                page.reverse()
-            else:
-                page = list(zip(log.rows[lo:stop], range(lo + 1, stop + 1)))
-            return await _decoded(page)
+                return await _decoded_page(
+                    log.sid,
+                    log.rows[start:hi][::-1],
+                    log.stamps[start:hi][::-1],
+                    range(hi, start, -1),
+                )
+            return await _decoded_page(
+                log.sid, log.rows[lo:stop], log.stamps[lo:stop], range(lo + 1, stop + 1)
+            )
         if positions is None and not log.dense:
             positions = log.seqs
         candidates: Sequence[int]
@@ -510,20 +644,26 @@ class InMemorySessionStore(SessionStoreBase):
             candidates = positions[bisect_right(positions, lo) : bisect_right(positions, hi)]
         if q.desc:
             candidates = candidates[::-1]
-        out: list[tuple[EncodedEvent, int]] = []
+        held: list[_Held] = []
+        stamps: list[int] = []
+        seqs: list[int] = []
         limit = q.limit
+        rows, times = log.rows, log.stamps
         for seq in candidates:
-            row = log.row(seq)
-            if q.run_id is not None and row.run_id != q.run_id:
+            i = log.index(seq)
+            row = rows[i]
+            if q.run_id is not None and row[2] != q.run_id:
                 continue
-            if q.type is not None and row.type != q.type:
+            if q.type is not None and row[1] != q.type:
                 continue
-            if q.since_us is not None and row.timestamp_us < q.since_us:
+            if q.since_us is not None and times[i] < q.since_us:
                 continue
-            out.append((row, seq))
-            if limit is not None and len(out) >= limit:
+            held.append(row)
+            stamps.append(times[i])
+            seqs.append(seq)
+            if limit is not None and len(held) >= limit:
                 break
-        return await _decoded(out)
+        return await _decoded_page(log.sid, held, stamps, seqs)
 
     async def _latest_sequence(self, session_id: str) -> int:
         log = self._logs.get(session_id)
@@ -593,35 +733,36 @@ class InMemorySessionStore(SessionStoreBase):
         log = self._logs.get(session_id)
         if log is None or not log.rows:
             return 0, None, None
-        stamps = [row.timestamp_us for row in log.rows]
-        return len(stamps), min(stamps), max(stamps)
+        return len(log.stamps), min(log.stamps), max(log.stamps)
 
-    def _event_rows(self, q: EventSearch) -> Iterable[tuple[EncodedEvent, int]]:
+    def _event_rows(self, q: EventSearch) -> Iterable[tuple[_Log, int]]:
+        """``(log, position)`` of each event that matches."""
         logs = (
             [self._logs[s] for s in q.session_ids if s in self._logs]
             if q.session_ids is not None
             else list(self._logs.values())
         )
         for log in logs:
-            for row, seq in zip(log.rows, log.seqs):
+            for i, (row, stamp) in enumerate(zip(log.rows, log.stamps)):
+                long = len(row) > 4
                 if q.matches(
-                    run_id=row.run_id,
-                    type=row.type,
-                    provider=row.provider,
-                    timestamp_us=row.timestamp_us,
-                    correlation_id=row.correlation_id,
+                    run_id=row[2],
+                    type=row[1],
+                    provider=row[6] if long else None,
+                    timestamp_us=stamp,
+                    correlation_id=row[7] if long else None,
                 ):
-                    yield row, seq
+                    yield log, i
 
     async def _search_events(
         self, q: EventSearch, after: Position | None, limit: int
     ) -> list[Event]:
         by_seq = q.order_by == "sequence_asc"
         keyed: list[tuple[Position, Any]] = [
-            (((seq if by_seq else row.timestamp_us), row.id), (row, seq))
-            for row, seq in self._event_rows(q)
+            (((log.seqs[i] if by_seq else log.stamps[i]), log.rows[i][0]), (log, i))
+            for log, i in self._event_rows(q)
         ]
-        return [decode_event(row, seq) for row, seq in page_sorted(keyed, q.order_by, after, limit)]
+        return [log.event(i) for log, i in page_sorted(keyed, q.order_by, after, limit)]
 
     async def _count_events(self, q: EventSearch) -> int:
         return sum(1 for _ in self._event_rows(q))
@@ -679,31 +820,27 @@ class InMemorySessionStore(SessionStoreBase):
             return 0
         excess = len(log.rows) - max_events
         victims: list[int] = []  # positions in log.rows, oldest first within each pass
-        first = [
-            i for i, r in enumerate(log.rows) if r.type in first_types and r.type not in protected
-        ]
+        first = [i for i, r in enumerate(log.rows) if r[1] in first_types and r[1] not in protected]
         victims += first[:excess]
         if len(victims) < excess:
             taken = set(victims)
             rest = [
                 i
                 for i, r in enumerate(log.rows)
-                if i not in taken and r.type not in protected and r.type not in first_types
+                if i not in taken and r[1] not in protected and r[1] not in first_types
             ]
             victims += rest[: excess - len(victims)]
         if not dry_run and victims:
             gone = set(victims)
             for i in victims:
-                del self._event_ids[log.rows[i].id]
-            kept = [
-                (row, seq) for i, (row, seq) in enumerate(zip(log.rows, log.seqs)) if i not in gone
-            ]
-            last = log.last
-            fresh = _Log()
-            for row, seq in kept:
-                fresh.put(row, seq)
-            fresh.last = last
-            self._logs[session_id] = fresh
+                del self._event_ids[log.rows[i][0]]
+            fresh = _Log(log.sid, log.num)  # same number: the kept events' places still hold
+            fresh.names = log.names
+            for i, kept in enumerate(zip(log.rows, log.stamps, log.seqs)):
+                if i not in gone:
+                    fresh.put_held(*kept)
+            fresh.last = log.last
+            self._logs[session_id] = self._log_by_num[log.num] = fresh
         return len(victims)
 
     async def _health(self) -> list[str]:
@@ -729,47 +866,73 @@ class _Part:
     """The new rows of one session in a batch, with their index entries as offsets (1 is the
     first new row) so the numbers are only fixed when the batch is applied."""
 
-    __slots__ = ("base", "by_run", "by_type", "ids", "newest", "places", "positions", "rows", "sid")
+    __slots__ = (
+        "base",
+        "by_run",
+        "by_type",
+        "held",
+        "ids",
+        "names",
+        "newest",
+        "num",
+        "places",
+        "positions",
+        "rows",
+        "sid",
+        "stamps",
+    )
 
-    def __init__(self, sid: str, base: int) -> None:
+    def __init__(self, sid: str, base: int, num: int) -> None:
         self.sid = sid
         self.base = base  # the counter when prepared; fixed again by ``apply``
-        #: id -> (session, number) at ``base``: built here, the loop's share is one update
-        #: (and no new tuples for the garbage collector to chase on the loop)
-        self.places: dict[str, tuple[str, int]] = {}
+        self.num = num  # the log's number, or one drawn for a log still to be made
+        #: id -> place at ``base``: built here, the loop's share is one update
+        self.places: dict[str, _Place] = {}
         self.positions: list[int] = []  # the input position of each new row
-        self.rows: list[EncodedEvent] = []
+        self.rows: list[EncodedEvent] = []  # as given: the results are decoded from them
+        self.held: list[_Held] = []  # as the log will hold them
+        self.stamps: array[int] = array("q")
+        self.names: dict[str, str] = {}
         self.ids: list[str] = []
         self.by_type: dict[str, array[int]] = {}
         self.by_run: dict[str | None, array[int]] = {}
         self.newest = 0
 
 
+_first = operator.itemgetter(0)
+
+
+def _places(num: int, numbers: range) -> Iterable[_Place]:
+    """The ``_event_ids`` values of ``numbers`` in log ``num``: a range, at C speed."""
+    if numbers and numbers[-1] < _SEQ_LIMIT:
+        key = num << _SEQ_BITS
+        return range(key + numbers.start, key + numbers.stop)
+    return [_place(num, seq) for seq in numbers]
+
+
 class _Plan:
-    """A large batch prepared off the event loop (issue 13): rows sorted into sessions, index
-    entries built, stored duplicates looked up. ``apply`` then stores it on the loop with a
-    few C-speed extends, checking first that nothing it relied on changed meanwhile."""
+    """A large batch prepared off the event loop (issue 13): rows sorted into sessions, made
+    compact, index entries built, stored duplicates looked up. ``apply`` then stores it on
+    the loop with a few C-speed extends, checking first that nothing it relied on changed
+    meanwhile."""
 
     __slots__ = ("known", "known_ids", "known_rows", "parts", "rows")
 
-    def __init__(
-        self,
-        rows: list[EncodedEvent],
-        ids: dict[str, tuple[str, int]],
-        logs: dict[str, _Log],
-    ) -> None:
+    def __init__(self, rows: list[EncodedEvent], store: InMemorySessionStore) -> None:
         self.rows = rows
-        self.known: list[tuple[int, tuple[str, int]]] = []  # (input position, where stored)
+        self.known: list[tuple[int, _Place]] = []  # (input position, where stored)
         self.known_ids: list[str] = []
         self.known_rows: list[EncodedEvent | None] = []
         parts: dict[str, _Part] = {}
-        get = ids.get
+        logs, numbered = store._logs, store._log_by_num
+        get = store._event_ids.get
         for i, row in enumerate(rows):
             where = get(row.id)
             if where is not None:
-                log = logs.get(where[0])
+                num, seq = _unplace(where)
+                log = numbered.get(num)
                 try:
-                    stored = None if log is None else log.row(where[1])
+                    stored = None if log is None else log.row(seq)
                 except IndexError:  # changing under us: ``apply`` will see it
                     stored = None
                 self.known.append((i, where))
@@ -779,19 +942,34 @@ class _Plan:
             part = parts.get(row.session_id)
             if part is None:
                 log = logs.get(row.session_id)
-                part = parts[row.session_id] = _Part(row.session_id, 0 if log is None else log.last)
+                part = parts[row.session_id] = (
+                    _Part(row.session_id, 0, next(store._log_nums))
+                    if log is None
+                    else _Part(row.session_id, log.last, log.num)
+                )
+            names = part.names  # ``_hold``, inline for the common form (as ``_Log.add``)
+            kind, run = names.setdefault(row[2], row[2]), row[3]
+            if run is not None:
+                run = names.setdefault(run, run)
+            held = (
+                (row[0], kind, run, row[5])
+                if row[8] is None and row[9] is None and row[7] == 1 and row[6] == "{}"
+                else _hold(row, names)
+            )
             part.positions.append(i)
             part.rows.append(row)
+            part.held.append(held)
+            part.stamps.append(row.timestamp_us)
             part.ids.append(row.id)
             offset = len(part.rows)
-            part.places[row.id] = (row.session_id, part.base + offset)
-            found = part.by_type.get(row.type)
+            part.places[row.id] = _place(part.num, part.base + offset)
+            found = part.by_type.get(held[1])
             if found is None:
-                found = part.by_type[row.type] = array("q")
+                found = part.by_type[held[1]] = array("q")
             found.append(offset)
-            found = part.by_run.get(row.run_id)
+            found = part.by_run.get(held[2])
             if found is None:
-                found = part.by_run[row.run_id] = array("q")
+                found = part.by_run[held[2]] = array("q")
             found.append(offset)
             if row.timestamp_us > part.newest:
                 part.newest = row.timestamp_us
@@ -801,8 +979,11 @@ class _Plan:
         """Store the batch, with no await (atomic for readers); False, having changed
         nothing, when an id it counted on changed meanwhile."""
         ids, logs = store._event_ids, store._logs
-        if None in self.known_rows or not all(
-            map(operator.eq, map(ids.get, self.known_ids), (w for _, w in self.known))
+        if (
+            None in self.known_rows
+            or not all(map(operator.eq, map(ids.get, self.known_ids), (w for _, w in self.known)))
+            # a row read while an import moved rows along is not the one asked for
+            or list(map(_first, cast(list[EncodedEvent], self.known_rows))) != self.known_ids
         ):
             return False
         if not all(ids.keys().isdisjoint(part.ids) for part in self.parts):
@@ -811,15 +992,19 @@ class _Plan:
         for part in self.parts:
             log = logs.get(part.sid)
             if log is None:
-                log = logs[part.sid] = _Log()
+                log = store._new_log(part.sid, part.num)
             base = log.last
             numbers = range(base + 1, base + len(part.rows) + 1)
-            if base != part.base:  # another append came first: renumber
+            if base != part.base or log.num != part.num:  # another append came first: renumber
                 part.base = base
-                part.places = dict(zip(part.ids, zip(repeat(part.sid), numbers)))
-            log.rows.extend(part.rows)
+                part.num = log.num
+                part.places = dict(zip(part.ids, _places(log.num, numbers)))
+            log.rows.extend(part.held)
+            log.stamps.extend(part.stamps)
             log.seqs.extend(numbers)
             log.last = numbers[-1]
+            for name in part.names:
+                log.names.setdefault(name, name)
             for index, entries in ((log.by_type, part.by_type), (log.by_run, part.by_run)):
                 for key, offsets in entries.items():
                     if key is None:
@@ -851,14 +1036,20 @@ class _Plan:
         for part in self.parts:
             for seq, (i, row) in enumerate(zip(part.positions, part.rows), part.base + 1):
                 out[i] = decode_event(row, seq)
-        for (i, (_, seq)), stored in zip(self.known, self.known_rows):
+        for (i, where), stored in zip(self.known, self.known_rows):
             assert stored is not None
-            out[i] = decode_event(stored, seq)
+            out[i] = decode_event(stored, _unplace(where)[1])
         return out
 
 
 def _decode_all(rows: list[tuple[EncodedEvent, int]]) -> list[Event]:
     return [decode_event(row, seq) for row, seq in rows]
+
+
+def _decode_page(
+    sid: str, held: Sequence[_Held], stamps: Sequence[int], seqs: Sequence[int]
+) -> list[Event]:
+    return list(map(decode_held, held, repeat(sid), stamps, seqs))
 
 
 #: Decoding work (payload characters, plus ``_ROW_COST`` per event) done on the event loop:
@@ -868,8 +1059,8 @@ _ROW_COST = 256
 
 
 async def _decoded(rows: list[tuple[EncodedEvent, int]]) -> list[Event]:
-    """Events from stored rows; past ``_DECODE_BUDGET`` they are decoded in a thread (in
-    slices), so a large read or write never holds the event loop for long (issue 13)."""
+    """Events from rows as written; past ``_DECODE_BUDGET`` they are decoded in a thread (in
+    slices), so a large write never holds the event loop for long (issue 13)."""
     total = _ROW_COST * len(rows)
     if total <= _DECODE_BUDGET:
         for row, _ in rows:
@@ -879,6 +1070,22 @@ async def _decoded(rows: list[tuple[EncodedEvent, int]]) -> list[Event]:
     if total > _DECODE_BUDGET:
         return await asyncio.to_thread(_decode_all, rows)
     return _decode_all(rows)
+
+
+async def _decoded_page(
+    sid: str, held: Sequence[_Held], stamps: Sequence[int], seqs: Sequence[int]
+) -> list[Event]:
+    """A read's events from held rows (copies taken on the loop: the log may grow while a
+    thread decodes); past ``_DECODE_BUDGET``, decoded in a thread, as ``_decoded``."""
+    total = _ROW_COST * len(held)
+    if total <= _DECODE_BUDGET:
+        for row in held:
+            total += _payload_chars(row)
+            if total > _DECODE_BUDGET:
+                break
+    if total > _DECODE_BUDGET:
+        return await asyncio.to_thread(_decode_page, sid, held, stamps, seqs)
+    return _decode_page(sid, held, stamps, seqs)
 
 
 def _remove_sorted(keys: list[_SessionKey], key: _SessionKey) -> None:

@@ -315,6 +315,29 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
         assert stored.timestamp == given.timestamp and stored.timestamp.tzinfo is UTC
         assert await store.get_events("ses_a") == [stored]
 
+    async def test_every_caller_gets_its_own_payloads(self, store: SessionStoreBase) -> None:
+        """Payload dicts a call returns, or was given, are the caller's to change: never the
+        store's copy nor another caller's (an empty dict too, on every read path)."""
+        plain = ev()
+        full = ev(type=EventType.TOOL_CALL_STARTED, data={"a": [1]}, metadata={"m": {"k": 1}})
+        written = await store.append_events([plain, full])
+        reads = [
+            await store.get_events("ses_a"),
+            await store.get_events("ses_a", order="desc"),
+            await store.get_events("ses_a", type=EventType.MESSAGE_SENT),
+            await store.get_events("ses_a", type=EventType.TOOL_CALL_STARTED),
+        ]
+        for e in [plain, full, *written, *(e for page in reads for e in page)]:
+            for payload in (e.data, e.metadata):
+                payload["changed"] = True
+                for value in payload.values():
+                    if isinstance(value, list):
+                        value.append(2)
+                    elif isinstance(value, dict):
+                        value["changed"] = True
+        again = await store.get_events("ses_a")
+        assert [(e.data, e.metadata) for e in again] == [({}, {}), ({"a": [1]}, {"m": {"k": 1}})]
+
     async def test_duplicate_id_returns_original_and_consumes_nothing(
         self, store: SessionStoreBase
     ) -> None:
