@@ -84,12 +84,9 @@ _OrjsonError = orjson.JSONEncodeError
 
 
 def _flat(value: dict[str, Any]) -> str:
-    """A flat dict of checked ASCII text and ints: orjson writes exactly what json writes for
-    those (tests/test_models.py compares), five times faster; ints past 64 bits it refuses."""
-    try:
-        return _orjson(value).decode()
-    except _OrjsonError:
-        return _dumps(value)
+    """A flat dict of checked ASCII text and ints within 64 bits: orjson writes exactly what
+    json writes for those (tests/test_models.py compares), five times faster."""
+    return _orjson(value).decode()
 
 
 def _string(text: str) -> str:
@@ -186,16 +183,28 @@ def _sliced(value: Any) -> str:
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner json.loads uses, minus its wrapping
 
 
+#: Integers orjson reads exactly; past them it gives a float (orjson 3.13), so a text holding
+#: one is written with ``EXACT_MARK`` after it and read by json.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+#: JSON whitespace at the end of a text this package wrote: "read me with json" (big ints).
+EXACT_MARK = " "
+
+
 def _loads(text: str) -> Any:
     """Decode JSON text this package wrote (compact, no leading whitespace)."""
     if text == "{}":
         return {}
     if len(text) > SLICE:
-        return _Sliced(text).value()
+        return _Sliced(text).value()  # json's own scanner: exact for every int
+    if text[-1:] == EXACT_MARK:
+        return json.loads(text)
     try:
         return _orjson_loads(text)  # twice json's speed, the same values for what we write
-    except _OrjsonDecodeError:  # ints past 64 bits, lone surrogate escapes: json's reading
-        return _scan(text, 0)[0]
+    except _OrjsonDecodeError:  # lone surrogate escapes, written elsewhere: json's reading
+        value, end = _scan(text, 0)
+        if end != len(text):  # as json.loads: a stored text with more after it is corrupt
+            raise json.JSONDecodeError("Extra data", text, end) from None
+        return value
 
 
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
@@ -336,23 +345,27 @@ def _bad(where: str, what: str) -> ValidationError:
     return ValidationError(f"{where}: {what}", details={"field": where})
 
 
-def check_json(value: Any, where: str) -> None:
-    """Refuse anything JSON would silently coerce or cannot carry (contract 2.4)."""
-    _walk(value, where, 0, set())
+def check_json(value: Any, where: str) -> bool:
+    """Refuse anything JSON would silently coerce or cannot carry (contract 2.4). True when
+    the value holds an int past 64 bits (its text then needs ``EXACT_MARK``)."""
+    return _walk(value, where, 0, set())
 
 
-def _walk(obj: Any, path: str, depth: int, active: set[int]) -> None:
+def _walk(obj: Any, path: str, depth: int, active: set[int]) -> bool:
     if isinstance(obj, str):
         check_text(obj, path)
-        return
-    if obj is None or obj is True or obj is False or isinstance(obj, int):
-        return
+        return False
+    if obj is None or obj is True or obj is False:
+        return False
+    if isinstance(obj, int):
+        return not _INT_MIN <= obj <= _INT_MAX
     if isinstance(obj, float):
         if not math.isfinite(obj):
             raise _bad(path, f"{obj!r} is not a JSON number (NaN and infinities are refused)")
-        return
+        return False
     if depth > _MAX_DEPTH:
         raise _bad(path, f"nested deeper than {_MAX_DEPTH} levels")
+    big = False
     if isinstance(obj, dict):
         key = id(obj)
         if key in active:
@@ -364,20 +377,24 @@ def _walk(obj: Any, path: str, depth: int, active: set[int]) -> None:
             if not k.isascii() or "\x00" in k:
                 check_text(k, path)
             tv = type(v)
-            if tv is int or (tv is str and v.isascii() and "\x00" not in v):
+            if tv is int:
+                if not _INT_MIN <= v <= _INT_MAX:
+                    big = True
                 continue
-            _walk(v, f"{path}.{k}", depth + 1, active)
+            if tv is str and v.isascii() and "\x00" not in v:
+                continue
+            big = _walk(v, f"{path}.{k}", depth + 1, active) or big
         active.discard(key)
-        return
+        return big
     if isinstance(obj, list):
         key = id(obj)
         if key in active:
             raise _bad(path, "circular reference")
         active.add(key)
         for i, v in enumerate(obj):
-            _walk(v, f"{path}[{i}]", depth + 1, active)
+            big = _walk(v, f"{path}[{i}]", depth + 1, active) or big
         active.discard(key)
-        return
+        return big
     if isinstance(obj, bytes | bytearray | memoryview):
         raise _bad(path, "bytes are not JSON; store large binary data as an artifact")
     raise _bad(
@@ -387,8 +404,9 @@ def _walk(obj: Any, path: str, depth: int, active: set[int]) -> None:
 
 
 def dumps(value: Any, where: str) -> str:
-    check_json(value, where)
-    return _dumps(value)
+    big = check_json(value, where)
+    text = _dumps(value)
+    return text + EXACT_MARK if big else text
 
 
 def utf8_len(text: str) -> int:
@@ -428,7 +446,7 @@ def _payload(value: dict[str, Any], where: str, budget: int) -> str:
             if not v.isascii() or "\x00" in v:
                 break
             n += len(v)
-        elif tv is not int:
+        elif tv is not int or not _INT_MIN <= v <= _INT_MAX:
             break
     else:
         if n > budget:
@@ -439,8 +457,9 @@ def _payload(value: dict[str, Any], where: str, budget: int) -> str:
     n = cost(value, SLICE if budget == sys.maxsize else max(budget, SLICE))
     if n > budget:
         raise OverBudget
-    check_json(value, where)
-    return _dumps(value) if n <= SLICE else _sliced(value)
+    big = check_json(value, where)
+    text = _dumps(value) if n <= SLICE else _sliced(value)
+    return text + EXACT_MARK if big else text
 
 
 def encode_event(

@@ -315,6 +315,23 @@ class SessionStoreContract(V2Contract, EdgeContract, QueryContract):
         assert stored.timestamp == given.timestamp and stored.timestamp.tzinfo is UTC
         assert await store.get_events("ses_a") == [stored]
 
+    async def test_ints_past_64_bits_come_back_exact(self, store: SessionStoreBase) -> None:
+        """JSON ints have no size limit, and Python's neither: a payload's 2**64 + 1 is read
+        back as that int, not as a float near it (orjson reads such ints as floats). Small
+        and large payloads, event data and metadata, session context, run output."""
+        big = {"n": 2**64 + 1, "neg": -(2**63) - 1, "l": [10**30 + 7, {"k": 2**70 + 3}]}
+        large = {"pad": "x" * 70_000, **big}  # past the codec's slice: the sliced reader
+        events = [ev(data=big, metadata=big), ev(data=large)]
+        await store.append_events(events)
+        await store.save_session(Session(id="ses_a", agent_id="a", context=big))
+        await store.save_run(Run(id="run_big", session_id="ses_a", output=big))
+        got = await store.get_events("ses_a")
+        assert [repr(e.data) for e in got] == [repr(big), repr(large)]
+        assert repr(got[0].metadata) == repr(big)
+        assert repr((await store.get_session("ses_a")).context) == repr(big)
+        run = await store.get_run("run_big")
+        assert run is not None and repr(run.output) == repr(big)
+
     async def test_every_caller_gets_its_own_payloads(self, store: SessionStoreBase) -> None:
         """Payload dicts a call returns, or was given, are the caller's to change: never the
         store's copy nor another caller's (an empty dict too, on every read path)."""
