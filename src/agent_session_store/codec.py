@@ -45,6 +45,7 @@ __all__ = [
     "encode_event",
     "encode_run",
     "encode_session",
+    "loads_stored",
 ]
 
 #: A single event's payload (data + metadata) above this is refused, like a document-size
@@ -195,6 +196,10 @@ def _loads(text: str) -> Any:
         return _orjson_loads(text)  # twice json's speed, the same values for what we write
     except _OrjsonDecodeError:  # ints past 64 bits, lone surrogate escapes: json's reading
         return _scan(text, 0)[0]
+
+
+#: An event's stored ``data`` or ``metadata`` text, decoded as ``decode_event`` does.
+loads_stored = _loads
 
 
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]

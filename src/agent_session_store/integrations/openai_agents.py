@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, Self, cast
 
+from ..base import SessionStoreBase
+from ..composite import CompositeSessionStore
 from ..errors import DependencyNotAvailableError, SequenceConflictError, SessionNotFoundError
 from ..models import Event, EventType, Session, check_id, to_event_type
 from ..ports import SessionStore
@@ -143,9 +145,9 @@ class OpenAIAgentsSession:
         store = self.store
         if limit is None:
             return [_item(e) for e in await store.get_visible_events(self._sid) if _ours(e)]
-        newest = await self._newest_plain(limit)
-        if newest is not None:
-            return [_item(e) for e in newest]
+        tail = await self._plain_tail(limit)
+        if tail is not None:
+            return tail
         window = limit
         while True:
             visible = await store.get_visible_events(self._sid, limit=window)
@@ -153,6 +155,20 @@ class OpenAIAgentsSession:
             if len(items) >= limit or len(visible) < window:
                 return items[-limit:]
             window *= 2  # other writers' events sit among ours: read further back
+
+    async def _plain_tail(self, limit: int) -> list[TResponseInputItem] | None:
+        """``_newest_plain``'s items: on our stores one read of (type, data) per row, no
+        whole Events built (half the CPU of ``get_items(50)`` on SQLite)."""
+        store = self.store
+        if not isinstance(store, SessionStoreBase | CompositeSessionStore):
+            newest = await self._newest_plain(limit)
+            return None if newest is None else [_item(e) for e in newest]
+        rows = await store.get_newest_payloads(self._sid, limit=limit)
+        prefix = _PREFIX
+        for kind, _ in rows:
+            if not kind.startswith(prefix):
+                return None
+        return [data["item"] for _, data in reversed(rows)]
 
     async def _newest_plain(self, limit: int) -> list[Event] | None:
         """The newest ``limit`` events, oldest first, when they are all items: nothing newer
