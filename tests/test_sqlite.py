@@ -50,6 +50,7 @@ from agent_session_store.sqlite.queries import (
     search_runs_sql,
     search_sessions_sql,
 )
+from agent_session_store.sqlite.reads import _NEWEST_PAYLOADS
 from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE, LAST_SEQ_AND_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
@@ -1067,6 +1068,12 @@ async def test_event_pages_are_index_ranges_without_sorting(
     """Cost follows what is returned (contract 3.9): an index range, never a scan or a sort."""
     text = plan(store.path, *events_sql(query))
     assert index in text and "TEMP B-TREE" not in text and "SCAN" not in text, text
+
+
+async def test_newest_payloads_walk_the_primary_key_backwards(store: SQLiteSessionStore) -> None:
+    """get_newest_payloads(limit=50) of a long session is one indexed read of 50 rows."""
+    text = plan(store.path, _NEWEST_PAYLOADS, ["s", 50])
+    assert "PRIMARY KEY" in text and "TEMP B-TREE" not in text and "SCAN" not in text, text
 
 
 @pytest.mark.parametrize(

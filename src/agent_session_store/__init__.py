@@ -42,7 +42,7 @@ from .models import (
     Session,
     SessionStatus,
 )
-from .ports import ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .ports import ArtifactStat, ArtifactStore, KeyPage, NewestPayloads, SessionStore
 from .transfer import ImportReport, SessionExport
 from .urls import missing_extra, open_artifact_store, open_session_store, open_store
 
@@ -94,6 +94,7 @@ __all__ = [
     "InvalidStatusError",
     "KeyPage",
     "MigrationRequiredError",
+    "NewestPayloads",
     "NotFoundError",
     "QueryNotImplementedError",
     "Run",

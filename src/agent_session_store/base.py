@@ -814,6 +814,31 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         newest_first.reverse()
         return newest_first
 
+    async def get_newest_payloads(
+        self, session_id: str, *, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``(type, data)`` of the session's newest ``limit`` events, newest first.
+
+        What a framework adapter needs of a history's tail (is it all items, no rewind?
+        then the items), without building whole Events: on SQLite that read is a third of
+        ``get_events(order="desc")``'s CPU. Backends without a narrower read project
+        ``get_events``."""
+        check_id(session_id, "session_id")
+        lim = _opt_int(limit, "limit", 1)
+        if lim is None:
+            raise ValidationError("limit must be an int >= 1", details={"field": "limit"})
+        await self._ready()
+        try:
+            return await self._newest_payloads(session_id, lim)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_newest_payloads") from exc
+
+    async def _newest_payloads(self, session_id: str, limit: int) -> list[tuple[str, Any]]:
+        found = await self._get_events(EventQuery(session_id, limit=limit, desc=True))
+        return [(e.type.value, e.data) for e in found]
+
     # ------------------------------------------------------------ export, import, fork (10)
 
     async def iter_export(

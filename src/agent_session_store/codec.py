@@ -46,6 +46,7 @@ __all__ = [
     "encode_event",
     "encode_run",
     "encode_session",
+    "loads_stored",
 ]
 
 #: A single event's payload (data + metadata) above this is refused, like a document-size
@@ -205,6 +206,10 @@ def _loads(text: str) -> Any:
         if end != len(text):  # as json.loads: a stored text with more after it is corrupt
             raise json.JSONDecodeError("Extra data", text, end) from None
         return value
+
+
+#: An event's stored ``data`` or ``metadata`` text, decoded as ``decode_event`` does.
+loads_stored = _loads
 
 
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]

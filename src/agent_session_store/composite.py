@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, NoReturn, Self
 
-from .errors import StorageError, StoreError, redact
+from .errors import StorageError, StoreError, ValidationError, redact
 from .lifecycle import OpenClose
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
@@ -49,6 +49,7 @@ _SESSION_METHODS = (
     "get_latest_sequence",
     "stream_events",
     "get_visible_events",
+    "get_newest_payloads",
     "iter_export",
     "export_session",
     "import_session",
@@ -231,6 +232,16 @@ class CompositeSessionStore(OpenClose):
 
     async def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
         return await self.session_store.get_visible_events(session_id, limit=limit)
+
+    async def get_newest_payloads(
+        self, session_id: str, *, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """``SessionStoreBase.get_newest_payloads``, projected from ``get_events`` for a
+        session store without it."""
+        if type(limit) is not int or limit < 1:
+            raise ValidationError("limit must be an int >= 1", details={"field": "limit"})
+        found = await self.session_store.get_events(session_id, order="desc", limit=limit)
+        return [(e.type.value, e.data) for e in found]
 
     def iter_export(
         self, session_id: str, *, after: int = 0, page_size: int = 1000

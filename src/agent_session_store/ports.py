@@ -297,6 +297,17 @@ class SessionQuery(Protocol):
 
 
 @runtime_checkable
+class NewestPayloads(Protocol):
+    """An optional narrow read (every built-in store has it): ``(type, data)`` of a session's
+    newest ``limit`` events, newest first, rewinds included. Framework adapters use it for a
+    history's tail when the store offers it, and ``get_events(order="desc")`` otherwise."""
+
+    async def get_newest_payloads(
+        self, session_id: str, *, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+@runtime_checkable
 class SessionMaintenance(Protocol):
     """Retention, run when the caller chooses; nothing runs on a timer (contract 8)."""
 

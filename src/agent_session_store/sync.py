@@ -333,6 +333,12 @@ class SyncSessionStore(_SyncBridge):
     def get_visible_events(self, session_id: str, *, limit: int | None = None) -> list[Event]:
         return self._call(self._store.get_visible_events(session_id, limit=limit))
 
+    @_doc(SessionStoreBase.get_newest_payloads)
+    def get_newest_payloads(
+        self, session_id: str, *, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        return self._call(self._store.get_newest_payloads(session_id, limit=limit))
+
     @_doc(SessionStore.iter_export)
     def iter_export(
         self, session_id: str, *, after: int = 0, page_size: int = 1000

@@ -269,3 +269,30 @@ def test_sync_runner_across_loops_shares_one_store(url: str) -> None:
         assert len(asyncio.run(session.get_items())) == 4
     finally:
         asyncio.run(session.close())
+
+
+async def test_get_items_of_a_plain_tail_is_one_read(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rewind near the tail: get_items(limit) is one read of the newest rows, whatever
+    the session holds; a rewind among them takes the visible-history walk instead."""
+    session = OpenAIAgentsSession("conv", store)
+    await session.add_items(_items(*(f"m{i}" for i in range(30))))
+    reads: list[str] = []
+    for name in ("get_newest_payloads", "get_events", "get_visible_events"):
+        real = getattr(store, name)
+
+        def counted(*a: Any, _real: Any = real, _name: str = name, **k: Any) -> Any:
+            reads.append(_name)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(store, name, counted)
+    got = await session.get_items(5)
+    assert [i["content"] for i in got] == [f"m{i}" for i in range(25, 30)]  # type: ignore[typeddict-item]
+    assert reads == ["get_newest_payloads"]
+    reads.clear()
+    await session.pop_item()
+    reads.clear()
+    got = await session.get_items(5)
+    assert [i["content"] for i in got] == [f"m{i}" for i in range(24, 29)]  # type: ignore[typeddict-item]
+    assert reads[0] == "get_newest_payloads" and "get_visible_events" in reads

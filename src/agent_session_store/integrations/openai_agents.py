@@ -15,7 +15,7 @@ from typing import Any, Self, cast
 
 from ..errors import DependencyNotAvailableError, SequenceConflictError, SessionNotFoundError
 from ..models import Event, EventType, Session, check_id, to_event_type
-from ..ports import SessionStore
+from ..ports import NewestPayloads, SessionStore
 from ..retry import Retry, RetryPolicy
 from .loop import StoreLoop
 
@@ -86,6 +86,7 @@ class OpenAIAgentsSession:
         self._owns_runner = False
         self._has_record = False
         self._clear_deletes = clear_deletes
+        self._narrow: bool | None = None  # the store has get_newest_payloads (asked once)
         self.session_settings = (
             coerce_session_settings(session_settings)
             if session_settings is not None
@@ -143,9 +144,9 @@ class OpenAIAgentsSession:
         store = self.store
         if limit is None:
             return [_item(e) for e in await store.get_visible_events(self._sid) if _ours(e)]
-        newest = await self._newest_plain(limit)
-        if newest is not None:
-            return [_item(e) for e in newest]
+        tail = await self._plain_tail(limit)
+        if tail is not None:
+            return tail
         window = limit
         while True:
             visible = await store.get_visible_events(self._sid, limit=window)
@@ -153,6 +154,22 @@ class OpenAIAgentsSession:
             if len(items) >= limit or len(visible) < window:
                 return items[-limit:]
             window *= 2  # other writers' events sit among ours: read further back
+
+    async def _plain_tail(self, limit: int) -> list[TResponseInputItem] | None:
+        """``_newest_plain``'s items: on our stores one read of (type, data) per row, no
+        whole Events built (half the CPU of ``get_items(50)`` on SQLite)."""
+        store = self.store
+        if self._narrow is None:
+            self._narrow = isinstance(store, NewestPayloads)  # 3 us: asked once
+        if not self._narrow:  # a store of someone else's: whole events
+            newest = await self._newest_plain(limit)
+            return None if newest is None else [_item(e) for e in newest]
+        rows = await cast(NewestPayloads, store).get_newest_payloads(self._sid, limit=limit)
+        prefix = _PREFIX
+        for kind, _ in rows:
+            if not kind.startswith(prefix):
+                return None
+        return [data["item"] for _, data in reversed(rows)]
 
     async def _newest_plain(self, limit: int) -> list[Event] | None:
         """The newest ``limit`` events, oldest first, when they are all items: nothing newer

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..base import EventQuery
-from ..codec import decode_event, decode_run, decode_session
+from ..codec import decode_event, decode_run, decode_session, loads_stored
 from ..models import Event, Run, Session
 from .schema import EVENT_COLUMNS
 
@@ -138,6 +138,16 @@ def unpack_events(packed: str, desc: bool) -> list[Event]:
     if seqs != sorted(seqs, reverse=desc):
         rows.sort(key=itemgetter(10), reverse=desc)
     return [decode_event(r, r[10]) for r in rows]
+
+
+_NEWEST_PAYLOADS = (
+    "SELECT type, data FROM events WHERE session_id = ? AND seq > 0 ORDER BY seq DESC LIMIT ?"
+)
+
+
+def newest_payloads(conn: sqlite3.Connection, session_id: str, limit: int) -> list[tuple[str, Any]]:
+    """The primary key walked backwards, two columns read and one decoded per row."""
+    return [(t, loads_stored(d)) for t, d in conn.execute(_NEWEST_PAYLOADS, (session_id, limit))]
 
 
 def _session(doc: str, updated_us: int | None) -> Session:

@@ -252,6 +252,11 @@ class SQLiteSessionStore(SessionStoreBase):
         # would contend for the GIL with this loop (reads.fetch_events).
         return reads.unpack_events(got, query.desc) if isinstance(got, str) else got
 
+    async def _newest_payloads(self, session_id: str, limit: int) -> list[tuple[str, Any]]:
+        return await self._readers.read(
+            partial(reads.newest_payloads, session_id=session_id, limit=limit)
+        )
+
     async def _latest_sequence(self, session_id: str) -> int:
         return await self._readers.read(partial(schema.last_seq, session_id=session_id))
 

@@ -130,6 +130,27 @@ class V2Contract:
         assert await store.get_visible_events("s", limit=100) == [*events[:3], more]
         assert await store.get_visible_events("unknown") == []
 
+    async def test_newest_payloads_are_the_log_tail_newest_first(
+        self, store: SessionStoreBase
+    ) -> None:
+        custom = CustomEventType("acme.note")
+        await store.append_events([_ev(data={"i": i}) for i in range(1, 4)])
+        await store.append_event(_rewind("s", 1))  # the raw log: rewinds are rows like others
+        await store.append_event(_ev(type=custom, data={"i": 5, "nested": {"a": [1, None]}}))
+        await store.append_event(_ev("other", data={"i": 99}))
+        got = await store.get_newest_payloads("s", limit=3)
+        assert got == [
+            ("acme.note", {"i": 5, "nested": {"a": [1, None]}}),
+            ("history_rewound", {"to_sequence": 1}),
+            ("message_sent", {"i": 3}),
+        ]
+        want = [(e.type.value, e.data) for e in await store.get_events("s", order="desc")]
+        assert await store.get_newest_payloads("s", limit=100) == want
+        assert await store.get_newest_payloads("unknown", limit=5) == []
+        await _raises("validation_error", store.get_newest_payloads("s", limit=0))
+        await _raises("validation_error", store.get_newest_payloads("s", limit=None))  # type: ignore[arg-type]
+        await _raises("validation_error", store.get_newest_payloads("", limit=1))
+
     async def test_nested_rewinds(self, store: SessionStoreBase) -> None:
         await store.append_events([_ev(data={"i": i}) for i in range(1, 4)])  # 1 2 3
         await store.append_event(_rewind("s", 1))  # 4: hides 2, 3
