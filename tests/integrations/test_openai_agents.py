@@ -24,7 +24,7 @@ from agent_session_store.errors import ValidationError
 from agent_session_store.integrations.loop import StoreLoop
 from agent_session_store.integrations.openai_agents import OpenAIAgentsSession, item_event_type
 from agent_session_store.models import Event, EventType, to_event_type
-from agent_session_store.ports import SessionStore
+from agent_session_store.ports import NewestPayloads, SessionStore
 from agent_session_store.testing.workers import run_processes
 
 DURABLE = [k for k in BACKENDS if k != "memory"]
@@ -296,3 +296,28 @@ async def test_get_items_of_a_plain_tail_is_one_read(
     got = await session.get_items(5)
     assert [i["content"] for i in got] == [f"m{i}" for i in range(24, 29)]  # type: ignore[typeddict-item]
     assert reads[0] == "get_newest_payloads" and "get_visible_events" in reads
+
+
+class _ForeignStore:
+    """A store that is only a ``SessionStore`` (someone else's): everything but the narrow
+    read of ours."""
+
+    def __init__(self, inner: SessionStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "get_newest_payloads":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_a_store_without_the_narrow_read_is_read_with_get_events(
+    store: SessionStore,
+) -> None:
+    foreign = cast(SessionStore, _ForeignStore(store))
+    assert not isinstance(foreign, NewestPayloads) and isinstance(store, NewestPayloads)
+    session = OpenAIAgentsSession("conv", foreign)
+    await session.add_items(_items("a", "b", "c"))
+    assert [i["content"] for i in await session.get_items(2)] == ["b", "c"]  # type: ignore[typeddict-item]
+    await session.pop_item()
+    assert [i["content"] for i in await session.get_items(2)] == ["a", "b"]  # type: ignore[typeddict-item]
