@@ -613,19 +613,9 @@ def decode_held(
     default (the session id, time and number are held beside it, not in it)."""
     kind = _TYPES.get(held[1]) or _type_of(held[1])
     if len(held) == 4:
-        return Event._trusted(
-            held[0],
-            kind,
-            session_id,
-            held[2],
-            from_micros(timestamp_us),
-            sequence_number,
-            _loads(held[3]),
-            {},
-            1,
-            None,
-            None,
-        )
+        metadata, version, provider, correlation = {}, 1, None, None
+    else:
+        metadata, version, provider, correlation = _loads(held[4]), *held[5:8]
     return Event._trusted(
         held[0],
         kind,
@@ -634,10 +624,10 @@ def decode_held(
         from_micros(timestamp_us),
         sequence_number,
         _loads(held[3]),
-        _loads(held[4]),
-        held[5],
-        held[6],
-        held[7],
+        metadata,
+        version,
+        provider,
+        correlation,
     )
 
 
