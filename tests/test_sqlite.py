@@ -54,6 +54,7 @@ from agent_session_store.sqlite.reads import _NEWEST_PAYLOADS
 from agent_session_store.sqlite.schema import EVENT_COLUMNS, LAST_CHANGE, LAST_SEQ_AND_CHANGE
 from agent_session_store.sqlite.watcher import _CHANGED_SINCE
 from agent_session_store.testing import DurableSessionStoreContract
+from agent_session_store.testing.waiting import QueryCount
 
 
 def open_session_store(url: str) -> SQLiteSessionStore:
@@ -944,15 +945,7 @@ async def test_a_poll_that_read_before_a_newer_commit_wakes_nobody_unsure(
     (seen in CI: the 1,000-filtered-waiters test counted 10 re-queries)."""
     watcher = store._watcher
     assert watcher is not None
-    calls = 0
-    real_query = store._get_events
-
-    async def counting(query: EventQuery) -> list[Event]:
-        nonlocal calls
-        calls += 1
-        return await real_query(query)
-
-    store._get_events = counting  # type: ignore[method-assign]
+    queries = QueryCount(store)
     read, go = threading.Event(), threading.Event()
     armed = False
     real_check = watcher._check_changes
@@ -980,7 +973,7 @@ async def test_a_poll_that_read_before_a_newer_commit_wakes_nobody_unsure(
         store.get_events("s", type="tool_call_started", wait_timeout_ms=60_000)
     )
     await eventually(lambda: store._waiters.sleeping("s") == 1)
-    before = calls
+    before = queries.calls
     armed = True
     await store.append_event(ev())  # 2: the watcher reads it and is held
     assert await asyncio.to_thread(read.wait, 60)
@@ -990,7 +983,7 @@ async def test_a_poll_that_read_before_a_newer_commit_wakes_nobody_unsure(
         Event(type=EventType.TOOL_CALL_STARTED, session_id="s")
     )  # 4: for the reader
     assert await asyncio.wait_for(waiting, 30) == [hit]
-    assert calls - before == 1, f"{calls - before - 1} re-queries for appends nobody can use"
+    assert queries.calls - before == 1, f"{queries.calls - before - 1} re-queries, none usable"
     assert watched(store) == {}
 
 

@@ -14,13 +14,22 @@ from typing import Any
 
 import pytest
 
-from ..base import EventQuery, SessionStoreBase
+from ..base import SessionStoreBase
 from ..errors import StoreError
 from ..models import Event, EventType, Run, Session
 from ..redaction import RedactionConfig
 from ..transfer import SessionExport
 from ..urls import open_session_store
-from .waiting import asleep, deliveries, elsewhere, inner, settled, until, wake_unsure
+from .waiting import (
+    QueryCount,
+    asleep,
+    deliveries,
+    elsewhere,
+    inner,
+    settled,
+    until,
+    wake_unsure,
+)
 
 __all__ = ["EdgeContract"]
 
@@ -206,16 +215,8 @@ class EdgeContract:
             assert time.monotonic() - started < 5
 
     async def test_identical_waiting_readers_share_one_query(self, store: SessionStoreBase) -> None:
-        calls = 0
         inner = _inner(store)
-        real = inner._get_events
-
-        async def counting(query: EventQuery) -> list[Event]:
-            nonlocal calls
-            calls += 1
-            return await real(query)
-
-        inner._get_events = counting  # type: ignore[method-assign]
+        queries = QueryCount(inner)
         readers = [
             asyncio.create_task(
                 store.get_events("s", type="tool_call_started", wait_timeout_ms=30_000)
@@ -223,10 +224,10 @@ class EdgeContract:
             for _ in range(300)
         ]
         await asleep(store, "s", 300)
-        before, woken = calls, deliveries(store, "s")
+        before, woken = queries.calls, deliveries(store, "s")
         wake_unsure(store, "s")  # a wake that does not say what came: everyone re-queries
         await settled(store, "s", woken, readers)
-        assert calls - before == 1, f"{calls - before} queries for 300 identical readers"
+        assert queries.calls - before == 1, f"{queries.calls - before} queries, 300 readers"
         assert not any(r.done() for r in readers)
         hit = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
         got = await asyncio.wait_for(asyncio.gather(*readers), 10)
@@ -242,21 +243,14 @@ class EdgeContract:
         1,000 readers wait for a tool call while messages are appended (by this store and,
         on a shared backend, by another store object, whose commit reaches this one only
         through the backend's notification: NOTIFY, pub/sub, the SQLite watcher)."""
-        calls = 0
         inner = _inner(store)
-        real = inner._get_events
-
-        async def counting(query: EventQuery) -> list[Event]:
-            nonlocal calls
-            calls += 1
-            return await real(query)
 
         async def unrelated_call_ms() -> float:
             started = time.perf_counter()
             await store.get_latest_sequence("elsewhere")
             return (time.perf_counter() - started) * 1000
 
-        inner._get_events = counting  # type: ignore[method-assign]
+        queries = QueryCount(inner)
         future = datetime(2100, 1, 1, tzinfo=UTC)
         await store.append_event(_ev())  # 1
         baseline = sorted([await unrelated_call_ms() for _ in range(20)])[10]
@@ -279,7 +273,7 @@ class EdgeContract:
             lambda: waiters.sleeping("s") == many + 4,
             "the readers asleep",
         )
-        before = calls
+        before = queries.calls
         during: list[float] = []
         for i in range(20):  # 2..21: messages of another run, timestamped now
             await store.append_event(_ev(run_id="r1", data={"i": i}))
@@ -292,7 +286,7 @@ class EdgeContract:
             # The sentinel's wake comes after every earlier one on the same channel.
             await other.append_event(_ev(type=EventType.ERROR_OCCURRED))  # 23
             assert [e.sequence_number for e in await asyncio.wait_for(sentinel, 10)] == [23]
-        requeries = calls - before - 1  # the sentinel's own query
+        requeries = queries.calls - before - 1  # the sentinel's own query
         print(
             f"\n{inner.backend_name}: {many + 4} filtered waiters, 21 unrelated appends -> "
             f"{requeries} re-queries; unrelated call {baseline:.2f} ms idle, "
@@ -304,9 +298,9 @@ class EdgeContract:
         hit = await store.append_event_with_sequence(_ev(run_id="r9"))  # 24
         assert await asyncio.wait_for(by_run, 10) == [hit]
         # a wake that says nothing (a lost notification) still wakes every reader
-        woken = calls
+        woken = queries.calls
         wake_unsure(store, "s")
-        await _until(lambda: calls > woken and not inner._shared, "everyone re-querying")
+        await _until(lambda: queries.calls > woken and not inner._shared, "everyone re-querying")
         assert not any(t.done() for t in [*typed, late, far])
         call = await store.append_event_with_sequence(_ev(type=EventType.TOOL_CALL_STARTED))
         got = await asyncio.wait_for(asyncio.gather(*typed), 10)

@@ -12,9 +12,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..base import SessionStoreBase
+from ..base import EventQuery, SessionStoreBase
+from ..models import Event
 
-__all__ = ["asleep", "deliveries", "elsewhere", "inner", "settled", "until", "wake_unsure"]
+__all__ = [
+    "QueryCount",
+    "asleep",
+    "deliveries",
+    "elsewhere",
+    "inner",
+    "settled",
+    "until",
+    "wake_unsure",
+]
 
 
 async def until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
@@ -30,6 +40,21 @@ def inner(store: Any) -> SessionStoreBase:
     """The session backend itself, also behind a composite: tests watch its internals."""
     found: SessionStoreBase = getattr(store, "session_store", store)
     return found
+
+
+class QueryCount:
+    """Counts the event queries a store's backend runs from now on (``_get_events``): how a
+    test tells readers that re-queried from readers that stayed asleep."""
+
+    def __init__(self, backend: SessionStoreBase) -> None:
+        self.calls = 0
+        real = backend._get_events
+
+        async def counting(query: EventQuery) -> list[Event]:
+            self.calls += 1
+            return await real(query)
+
+        backend._get_events = counting  # type: ignore[method-assign]
 
 
 def elsewhere(store: Any) -> bool:
