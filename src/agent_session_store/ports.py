@@ -392,7 +392,8 @@ class ArtifactStore(Protocol):
         ...
 
     def get_stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        """The object in chunks, never whole in memory; ``not_found`` when absent."""
+        """The object in chunks of ``chunk_size`` bytes (the last may be shorter), never whole
+        in memory; ``not_found`` when absent."""
         ...
 
     async def delete(self, key: str, **opts: Any) -> None:

@@ -717,13 +717,24 @@ class S3ArtifactStore(OpenClose):
         body = response["Body"]
         try:
             while True:
-                try:
-                    block: bytes = await body.read(chunk_size)
-                except Exception as exc:
-                    raise self._wrap(exc, "get_stream", key) from exc
-                if not block:
+                # A read returns what the socket has buffered (often far less than asked):
+                # gather up to ``chunk_size`` so every chunk but the last is full.
+                pieces: list[bytes] = []
+                wanted = chunk_size
+                while wanted:
+                    try:
+                        piece: bytes = await body.read(wanted)
+                    except Exception as exc:
+                        raise self._wrap(exc, "get_stream", key) from exc
+                    if not piece:
+                        break
+                    pieces.append(piece)
+                    wanted -= len(piece)
+                if not pieces:
                     return
-                yield block
+                yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if wanted:
+                    return
         finally:
             body.close()
 

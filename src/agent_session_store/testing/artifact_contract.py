@@ -416,6 +416,18 @@ class ArtifactStoreContract(CreateOnlyContract):
         assert b"".join(await collect(s.get_stream("zero"))) == b""
         await raises("validation_error", collect(s.get_stream("big", chunk_size=0)))
 
+    async def test_get_stream_chunks_are_full_but_the_last(
+        self, artifact_store: ArtifactStore
+    ) -> None:
+        # Far more than a socket buffers at once: a backend passing on each short read
+        # would hand out many small chunks.
+        s = artifact_store
+        data = blob(9 * 1024 * 1024 + 1)
+        await s.put("full", data)
+        blocks = await collect(s.get_stream("full", chunk_size=4 * 1024 * 1024))
+        assert [len(b) for b in blocks] == [4 << 20, 4 << 20, (1 << 20) + 1]
+        assert b"".join(blocks) == data
+
     async def test_stream_stopped_early_leaves_store_usable(
         self, artifact_store: ArtifactStore
     ) -> None:
