@@ -293,7 +293,8 @@ async def _concurrent(
         t_ours2, t_quiet = await _paired(ours, silent, rounds)
     finally:
         await quiet.close()
-    # issue 13: a commit that NOTIFYs holds a server-wide lock through its WAL flush
+    # issue 13 (bar 0.9): a commit that NOTIFYs holds a server-wide lock; overlapping appends
+    # commit quietly and share wake() calls (postgres/announcer.py)
     vs_quiet = Row(
         "postgres",
         f"{writers} concurrent appenders vs the same store without NOTIFY ('raw' column)",
@@ -301,7 +302,7 @@ async def _concurrent(
         "events/s",
         rate(total, t_quiet),
     )
-    return [check_ratio(row, 0.8), check_ratio(vs_quiet, 0.85)]
+    return [check_ratio(row, 0.8), check_ratio(vs_quiet, 0.9)]
 
 
 class _NoNotify(PostgresSessionStore):

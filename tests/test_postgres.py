@@ -826,6 +826,73 @@ async def test_concurrent_appends_share_a_wal_flush(pg_url: str, schema: str) ->
         await pool.close()
 
 
+async def test_overlapping_appends_wake_readers_in_another_store(pg_url: str) -> None:
+    """Issue 13: appends of one store that overlap commit without NOTIFY and hand their
+    wakes to the announcer; a reader in another store (another LISTEN connection, as in
+    another process) still wakes for every session, and each append returns its events."""
+    sessions = 24
+    async with (
+        PostgresSessionStore.from_url(pg_url) as store,
+        PostgresSessionStore.from_url(pg_url) as reader,
+    ):
+        sids = [f"w{k}" for k in range(sessions)]
+        waiting = [
+            asyncio.create_task(reader.get_events(sid, wait_timeout_ms=600_000)) for sid in sids
+        ]
+        await _until(
+            lambda: reader._listen_conn is not None and len(reader._waiters.sessions()) == sessions
+        )
+        for flush in (False, True):
+            if flush:  # the flush path (session, run and events in one call) too
+                waiting = [
+                    asyncio.create_task(reader.get_events(sid, after=1, wait_timeout_ms=600_000))
+                    for sid in sids
+                ]
+                await _until(lambda: len(reader._waiters.sessions()) == sessions)
+            before = store._announcer.calls
+            done = await asyncio.gather(
+                *(
+                    store.flush(
+                        Session(id=sid, agent_id="a"),
+                        Run(id=f"r_{sid}", session_id=sid),
+                        _events(sid, 1, run_id=f"r_{sid}"),
+                    )
+                    if flush
+                    else store.append_events(_events(sid, 1))
+                    for sid in sids
+                )
+            )
+            async with asyncio.timeout(60):  # no wake: they would sleep for 10 minutes
+                assert await asyncio.gather(*waiting) == done
+            assert store._announcer.calls > before  # the quiet path ran
+
+
+async def test_a_failed_wake_fails_its_appends_typed_and_the_next_ones_work(
+    pg_url: str,
+) -> None:
+    """The events are committed before the wake goes out: when it cannot, the appends
+    waiting on it get a typed error (a retry finds them stored), none hangs, and the
+    announcer serves the next ones."""
+    async with PostgresSessionStore.from_url(pg_url) as store:
+        good = store._announcer._sql
+        store._announcer._sql = "SELECT 1 / ($1::text[] IS NULL)::int"  # division by zero
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(store.append_events(_events(f"f{k}", 1)) for k in range(8)),
+                return_exceptions=True,
+            ),
+            60,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        assert failed, "no append went the quiet way"
+        assert all(isinstance(r, StoreError) and r.code == "storage_error" for r in failed)
+        store._announcer._sql = good
+        for k in range(8):  # every event is stored once, whatever its append heard
+            assert len(await store.get_events(f"f{k}")) == 1
+        again = await asyncio.gather(*(store.append_events(_events(f"f{k}", 1)) for k in range(8)))
+        assert [e[0].sequence_number for e in again] == [2] * 8
+
+
 async def test_given_pool_is_used_and_left_open(pg_url: str, schema: str) -> None:
     pool = await asyncpg.create_pool(BASE_DSN, min_size=1, max_size=4)
     try:

@@ -24,7 +24,9 @@ How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
 * Conditional appends are checked in the function, under the counter lock.
 * Long-poll: each append sends ``NOTIFY`` right after its commit, in a second transaction
   of the same call (a commit that NOTIFYs would hold a server-wide lock through its WAL
-  flush), so it is delivered once the events are visible. Payload: a JSON wake saying what
+  flush), so it is delivered once the events are visible. Appends that overlap others of
+  the store skip the NOTIFY and their wakes go out together (``announcer.py``). Payload: a
+  JSON wake saying what
   the session got, so only readers it can satisfy re-query, plus the bare session id for
   older code. Each store keeps one dedicated listening connection; ``_watch_start`` returns
   only once ``LISTEN`` is active, and after a reconnect every waiter is woken to re-query,
@@ -70,6 +72,7 @@ from ..query import (
 from ..retry import Retry, RetryPolicy, gave_up
 from ..urls import bool_option, number_options, query_options
 from . import faults
+from .announcer import Announcer
 from .schema import SCHEMA_VERSION, apply_migrations, channel_for, quote_ident
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresSessionStore"]
@@ -247,6 +250,22 @@ class PostgresSessionStore(SessionStoreBase):
             f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
             f"{_ARRAY_ARGS_FROM_11}, NULL, false)"
         )
+        # appends that overlap others of this store: the same functions, no NOTIFY (the
+        # announcer sends their wakes, many per call; announcer.py)
+        self._sql_append_quiet = (
+            f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint, false)"
+        )
+        self._sql_flush_quiet = (
+            f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+            f"{_ARRAY_ARGS_FROM_11}, $21::bigint, false)"
+        )
+        self._appending = 0  # appends and flushes of this store on the wire now
+        self._announcer = Announcer(
+            self._acquire,
+            f"SELECT set_config('synchronous_commit', 'off', true), {s}.wake($1::text[], "
+            "$2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+            functools.partial(self._wrap, operation="append"),
+        )
         self._sql_import = (
             f"SELECT * FROM {s}.import_events($1, $2, $3, $4, $5, $6, $7::text[], $8::text[], "
             "$9::text[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], "
@@ -381,6 +400,8 @@ class PostgresSessionStore(SessionStoreBase):
         return int(version)
 
     async def _close(self) -> None:
+        with contextlib.suppress(Exception):  # the appends waiting on it are told
+            await asyncio.wait_for(self._announcer.drain(), self._connect_timeout)
         if self._poller is not None:
             await self._poller.close()
         if self._listen_task is not None:
@@ -609,10 +630,13 @@ class PostgresSessionStore(SessionStoreBase):
 
     # ------------------------------------------------------------ events
 
-    async def _stored(self, rows: list[EncodedEvent], result: Any) -> list[Event]:
+    async def _stored(
+        self, rows: list[EncodedEvent], result: Any, *, announce: bool = False
+    ) -> list[Event]:
         """``_results``, in a thread when the rows are many or large (issue 13); the wakes
-        are sent from the event loop."""
-        gather = bool(self._waiters)
+        are sent from the event loop. ``announce``: the write committed without NOTIFY,
+        so its wake goes out through the announcer before the caller hears back."""
+        gather = announce or bool(self._waiters)
         if heavy(rows):
             out, new = await asyncio.to_thread(_results, rows, result, gather)
         else:
@@ -620,7 +644,37 @@ class PostgresSessionStore(SessionStoreBase):
         if new:
             touched = wakes.wakes_of_rows(new)
             self._notify(touched, touched)  # this process's readers need not wait for NOTIFY
+            if announce:
+                await self._announcer.announce(new)
         return out
+
+    async def _write(
+        self,
+        sid: str,
+        rows: list[EncodedEvent],
+        call: tuple[str, list[Any]],
+        quiet: tuple[str, list[Any]],
+    ) -> list[Event]:
+        """One append or flush. Alone, it is one ``CALL`` that commits, then notifies.
+        Beside another of this store's, it commits without NOTIFY and hands its wake to
+        the announcer (announcer.py: NOTIFYing commits queue on one server-wide lock)."""
+        crowded = self._appending > 0
+        sql, args = quiet if crowded else call
+
+        async def work() -> Any:
+            if not crowded:
+                return await self._fetchrow(sql, *args)
+            answer = await self._fetch(sql, *args)
+            return list(zip(*answer)) if answer else None
+
+        self._appending += 1
+        try:
+            with faults.sequence_conflicts(sid):
+                result = await self._retrying(work)
+        finally:
+            self._appending -= 1
+        with faults.sequence_conflicts(sid):
+            return await self._stored(rows, result, announce=crowded)
 
     def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
         """The arguments of ``_sql_append`` (one array per column), or of ``_sql_append_if``
@@ -656,18 +710,16 @@ class PostgresSessionStore(SessionStoreBase):
         ]
 
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
+        sql = self._sql_append if expected is None else self._sql_append_if
+        quiet = self._sql_append_quiet
         if heavy(rows):  # asyncpg would encode the arrays on the loop: send literals (issue 13)
             args = await asyncio.to_thread(_literal_args, rows, expected)
-            sql = _as_literals(self._sql_append if expected is None else self._sql_append_if)
+            sql, quiet = _as_literals(sql), _as_literals(quiet)
         else:
             args = self.append_args(rows, expected)
-            sql = self._sql_append if expected is None else self._sql_append_if
-
-        async def work() -> Any:
-            return await self._fetchrow(sql, *args)
-
-        with faults.sequence_conflicts(rows[0].session_id):
-            return await self._stored(rows, await self._retrying(work))
+        # the quiet form always takes an expected sequence (NULL: none)
+        quiet_args = [*args, None] if expected is None else args
+        return await self._write(rows[0].session_id, rows, (sql, args), (quiet, quiet_args))
 
     async def _flush(
         self,
@@ -680,17 +732,14 @@ class PostgresSessionStore(SessionStoreBase):
     ) -> list[Event]:
         args = self.flush_args(session, session_doc, run, run_doc, [], expected)
         sql = self._sql_flush if expected is None else self._sql_flush_if
+        quiet = self._sql_flush_quiet
         if heavy(rows):  # as in ``_append``
             args[10:20] = await asyncio.to_thread(_literal_args, rows, None)
-            sql = _as_literals(sql)
+            sql, quiet = _as_literals(sql), _as_literals(quiet)
         elif rows:
             args[10:20] = list(zip(*rows))
-
-        async def work() -> Any:
-            return await self._fetchrow(sql, *args)
-
-        with faults.sequence_conflicts(session.id):
-            return await self._stored(rows, await self._retrying(work))
+        quiet_args = [*args, None] if expected is None else args
+        return await self._write(session.id, rows, (sql, args), (quiet, quiet_args))
 
     def import_args(
         self,
