@@ -10,6 +10,7 @@ import struct
 import threading
 from typing import Any
 
+import orjson
 import pytest
 
 from agent_session_store import Event, EventType, InMemorySessionStore, StoreError
@@ -23,6 +24,7 @@ from agent_session_store.codec import (
     check_json,
     dumps,
     encode_event,
+    reencodes_same,
 )
 
 
@@ -274,3 +276,48 @@ def test_session_docs_with_other_keys_or_zones_are_normalised() -> None:
     assert shifted.created_at.tzinfo is UTC and shifted.created_at.hour == 3
     extra = _session_doc(extra="x")
     assert decode_session(extra) == Session.from_dict(json.loads(extra))
+
+
+def test_orjson_writes_what_json_wrote_but_float_exponents() -> None:
+    """What ``reencodes_same`` relies on: every string, and every float without an exponent,
+    comes out of orjson as json wrote it (payloads are stored as json's text)."""
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert orjson.dumps(text).decode() == _json(text)
+    rng = random.Random(11)
+    floats = [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20000)
+    ]
+    floats += [10.0**k for k in range(-30, 30)] + [0.0, -0.0, 5e-324, 1.7976931348623157e308]
+    floats += [rng.uniform(-1e6, 1e6) for _ in range(20000)]
+    exponents = 0
+    for x in floats:
+        if not math.isfinite(x):
+            continue
+        written = _json({"x": x})
+        if "e" in written:
+            exponents += 1
+            assert not reencodes_same(written)
+        else:
+            assert orjson.dumps({"x": x}).decode() == written, written
+            assert reencodes_same(written)
+    assert exponents > 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "same"),
+    [
+        ('{"a":"x","b":[1,-2,3.5]}', True),
+        ('{"a":1e-05}', False),
+        ('{"a":1.5e+20}', False),
+        ('{"a":"e-mail, 3e-5"}', False),  # a look-alike in a string: only a "maybe not"
+        ('{"a":"e-mail","b":-1}', True),
+        ('{"a":"\\u00e9"}', False),  # an escape orjson would not write
+        ('{"a":"back\\\\u slash"}', True),  # an escaped backslash, then a "u"
+        ('{"a":"\\\\\\u0001"}', False),
+        ('{"a":"\\n\\"q\\""}', True),
+    ],
+)
+def test_reencodes_same(text: str, same: bool) -> None:
+    assert reencodes_same(text) is same
+    if same:
+        assert orjson.dumps(orjson.loads(text)).decode() == text

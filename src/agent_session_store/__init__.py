@@ -42,7 +42,15 @@ from .models import (
     Session,
     SessionStatus,
 )
-from .ports import ArtifactStat, ArtifactStore, KeyPage, NewestPayloads, SessionStore
+from .ports import (
+    ArtifactStat,
+    ArtifactStore,
+    EventPageJSON,
+    EventsJSON,
+    KeyPage,
+    NewestPayloads,
+    SessionStore,
+)
 from .transfer import ImportReport, SessionExport
 from .urls import missing_extra, open_artifact_store, open_session_store, open_store
 
@@ -83,7 +91,9 @@ __all__ = [
     "CustomEventType",
     "DependencyNotAvailableError",
     "Event",
+    "EventPageJSON",
     "EventType",
+    "EventsJSON",
     "ExecutionResult",
     "FileArtifactStore",
     "ImportReport",

@@ -58,7 +58,7 @@ from .models import (
     to_session_status,
     utcnow,
 )
-from .ports import SessionStore
+from .ports import EventPageJSON, SessionStore
 from .querying import QueryAndMaintenance
 from .redaction import RedactionConfig, redact_event
 from .transfer import ImportReport, SessionExport
@@ -119,6 +119,29 @@ def _clone(e: Event) -> Event:
         e.schema_version,
         e.provider,
         e.correlation_id,
+    )
+
+
+def _event_query(
+    session_id: object,
+    run_id: object,
+    type: object,
+    since: object,
+    after: object,
+    before: object,
+    limit: object,
+    order: object,
+) -> EventQuery:
+    """``get_events``' arguments checked and normalised (shared by ``get_events_json``)."""
+    return EventQuery(
+        check_id(session_id, "session_id"),
+        _opt_id(run_id, "run_id"),
+        None if type is None else to_event_type(type).value,
+        None if since is None else to_micros(check_aware(since, "since")),
+        _opt_int(after, "after", 0),
+        _opt_int(before, "before", 0),
+        _opt_int(limit, "limit", 1),
+        _desc(order),
     )
 
 
@@ -633,16 +656,7 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
         wait_timeout_ms: int | None = None,
         order: Literal["asc", "desc"] = "asc",
     ) -> list[Event]:
-        query = EventQuery(
-            check_id(session_id, "session_id"),
-            _opt_id(run_id, "run_id"),
-            None if type is None else to_event_type(type).value,
-            None if since is None else to_micros(check_aware(since, "since")),
-            _opt_int(after, "after", 0),
-            _opt_int(before, "before", 0),
-            _opt_int(limit, "limit", 1),
-            _desc(order),
-        )
+        query = _event_query(session_id, run_id, type, since, after, before, limit, order)
         wait_ms = _opt_int(wait_timeout_ms, "wait_timeout_ms", 0)
         if not wait_ms:
             await self._ready()
@@ -654,6 +668,36 @@ class SessionStoreBase(QueryAndMaintenance, OpenClose, SessionStore, abc.ABC):
             if self._closed:
                 return []  # a reader still starting when close() came is released like any
             raise
+
+    async def get_events_json(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        type: EventTypeLike | str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> EventPageJSON | None:
+        """``ports.EventsJSON``: the page ``get_events`` (no long-poll) would return, as the
+        JSON the HTTP API sends, or None where the backend cannot build it (use
+        ``get_events``). Arguments are checked exactly as ``get_events`` checks them."""
+        query = _event_query(session_id, run_id, type, since, after, before, limit, order)
+        if query.limit is None:
+            raise ValidationError("limit must be an int >= 1", details={"field": "limit"})
+        await self._ready()
+        try:
+            return await self._events_json(query)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "get_events_json") from exc
+
+    async def _events_json(self, query: EventQuery) -> EventPageJSON | None:
+        """A backend that stores payloads as JSON text can build the page's JSON itself."""
+        return None
 
     async def _query_events(self, query: EventQuery) -> list[Event]:
         try:

@@ -47,6 +47,7 @@ __all__ = [
     "encode_run",
     "encode_session",
     "loads_stored",
+    "reencodes_same",
 ]
 
 #: A single event's payload (data + metadata) above this is refused, like a document-size
@@ -210,6 +211,37 @@ def _loads(text: str) -> Any:
 
 #: An event's stored ``data`` or ``metadata`` text, decoded as ``decode_event`` does.
 loads_stored = _loads
+
+
+_DIGITS = frozenset("0123456789")
+
+
+def reencodes_same(text: str) -> bool:
+    """Whether JSON text built from payload texts this package wrote is what orjson writes
+    for the values read back from it, byte for byte (False is only a "maybe not").
+
+    The two encoders payloads are written with (json's, compact, ``ensure_ascii=False``;
+    orjson's) write every string, int and literal alike, and floats alike except exponents
+    (json ``1e-05``, orjson ``0.00001``): tests/test_encoding.py compares. So False for a
+    float with an exponent (a digit, then ``e-`` or ``e+``) and for any ``\\u`` escape (text
+    written elsewhere may escape what these write raw: ``\\u00e9`` reads back as ``é``);
+    look-alikes inside strings say False too. ``EXACT_MARK`` (text orjson cannot read) is
+    the caller's to check, per payload.
+    """
+    # One-character finds (memchr): a two-character one costs ~1 ns a character.
+    find = text.find
+    i = find("\\")
+    while i != -1:  # each escape walked whole: an escaped backslash and "u" is no \\u escape
+        if text[i + 1 : i + 2] == "u":
+            return False
+        i = find("\\", i + 2)
+    for sign in ("-", "+"):
+        i = find(sign, 2)
+        while i != -1:
+            if text[i - 1] == "e" and text[i - 2] in _DIGITS:
+                return False
+            i = find(sign, i + 1)
+    return True
 
 
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]

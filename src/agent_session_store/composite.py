@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn, Self
 from .errors import StorageError, StoreError, ValidationError, redact
 from .lifecycle import OpenClose
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
-from .ports import ArtifactData, ArtifactStat, ArtifactStore, KeyPage, SessionStore
+from .ports import ArtifactData, ArtifactStat, ArtifactStore, EventPageJSON, KeyPage, SessionStore
 from .query import CostSummary, Page, SessionStats, UsageSummary
 from .querying import supports_query
 from .retention import MaintenanceReport, RetentionPolicy
@@ -50,6 +50,7 @@ _SESSION_METHODS = (
     "stream_events",
     "get_visible_events",
     "get_newest_payloads",
+    "get_events_json",
     "iter_export",
     "export_session",
     "import_session",
@@ -242,6 +243,22 @@ class CompositeSessionStore(OpenClose):
             raise ValidationError("limit must be an int >= 1", details={"field": "limit"})
         found = await self.session_store.get_events(session_id, order="desc", limit=limit)
         return [(e.type.value, e.data) for e in found]
+
+    async def get_events_json(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        type: EventTypeLike | str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> EventPageJSON | None:
+        """``ports.EventsJSON`` for a session store without it: None, use ``get_events``
+        (a session store with it is called directly, bound in ``__init__``)."""
+        return None
 
     def iter_export(
         self, session_id: str, *, after: int = 0, page_size: int = 1000

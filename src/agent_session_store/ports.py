@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, Self, runtime_checkable
 
 from .models import Event, EventTypeLike, ExecutionResult, Run, RunStatus, Session, SessionStatus
 from .query import CostSummary, Page, SessionStats, UsageSummary
@@ -21,7 +21,10 @@ __all__ = [
     "ArtifactData",
     "ArtifactStat",
     "ArtifactStore",
+    "EventPageJSON",
+    "EventsJSON",
     "KeyPage",
+    "NewestPayloads",
     "SessionMaintenance",
     "SessionQuery",
     "SessionStore",
@@ -305,6 +308,38 @@ class NewestPayloads(Protocol):
     async def get_newest_payloads(
         self, session_id: str, *, limit: int
     ) -> list[tuple[str, dict[str, Any]]]: ...
+
+
+class EventPageJSON(NamedTuple):
+    """A page of events already encoded: ``items`` is the JSON array of the events, each as
+    the HTTP API writes ``Event.to_dict()`` (compact UTF-8), byte for byte."""
+
+    items: bytes
+    size: int  # how many events
+    #: The last event's sequence number (None for an empty page): where the next page starts.
+    last_sequence: int | None
+
+
+@runtime_checkable
+class EventsJSON(Protocol):
+    """An optional read (SQLite has it): a bounded ``get_events`` page as the JSON the HTTP
+    API sends, built by the backend from what it stores, without decoding the events and
+    encoding them again (most of a page's server CPU). ``None`` means this page cannot be
+    served that way (a payload whose text differs from its re-encoding, a long-poll, a
+    backend without it): the caller uses ``get_events``, whose result it would encode."""
+
+    async def get_events_json(
+        self,
+        session_id: str,
+        *,
+        run_id: str | None = None,
+        type: EventTypeLike | str | None = None,
+        since: datetime | None = None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+        order: Literal["asc", "desc"] = "asc",
+    ) -> EventPageJSON | None: ...
 
 
 @runtime_checkable

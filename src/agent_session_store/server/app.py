@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ..errors import StoreError
-from ..ports import ArtifactStore, SessionStore
+from ..ports import ArtifactStore, EventsJSON, SessionStore
 from . import api, views
 from .context import Context
 from .errors import status_for
@@ -158,7 +158,8 @@ def create_app(
         lstrip_blocks=True,
     )
     hub = StreamHub(store, stream_limits)
-    ctx = Context(store, artifacts, hub, read_only, token, env)
+    events_json = store if isinstance(store, EventsJSON) else None  # asked once: ~3 us
+    ctx = Context(store, artifacts, hub, read_only, token, env, events_json=events_json)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

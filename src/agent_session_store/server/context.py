@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from ..ports import ArtifactStore, SessionStore
+from ..ports import ArtifactStore, EventsJSON, SessionStore
 from .streams import StreamHub
 
 __all__ = ["Context"]
@@ -22,3 +22,5 @@ class Context:
     templates: jinja2.Environment
     #: Events on one timeline page; older ones are a link away.
     page_events: int = 1000
+    #: The store, when it can hand over a page of events already as the API's JSON.
+    events_json: EventsJSON | None = None

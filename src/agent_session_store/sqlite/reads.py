@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 
 from ..base import EventQuery
-from ..codec import decode_event, decode_run, decode_session, loads_stored
+from ..codec import decode_event, decode_run, decode_session, loads_stored, reencodes_same
 from ..models import Event, Run, Session
+from ..ports import EventPageJSON
 from .schema import EVENT_COLUMNS
 
 _ACTIVE_RUN = (
@@ -138,6 +139,71 @@ def unpack_events(packed: str, desc: bool) -> list[Event]:
     if seqs != sorted(seqs, reverse=desc):
         rows.sort(key=itemgetter(10), reverse=desc)
     return [decode_event(r, r[10]) for r in rows]
+
+
+# One event as the API writes it (jsonenc.dumps_events), in one printf (a chain of || costs
+# an allocation each): strings by json_quote, which escapes as orjson does; the session id
+# quoted once, by the caller (?1); the stored payload texts as they are; the timestamp as
+# ``models.iso`` writes it (floored: SQLite's / and % truncate, and times before 1970 are < 0).
+_US = "((timestamp_us % 1000000) + 1000000) % 1000000"
+_EVENT_JSON = (
+    'printf(\'{"id":%s,"type":%s,"session_id":%s,"run_id":%s,'
+    '"timestamp":"%s.%06dZ","sequence_number":%d,"data":%s,"metadata":%s,'
+    '"schema_version":%d,"provider":%s,"correlation_id":%s}\','
+    " json_quote(id), json_quote(type), ?1, json_quote(run_id),"
+    f" strftime('%Y-%m-%dT%H:%M:%S', (timestamp_us - {_US}) / 1000000, 'unixepoch'), {_US},"
+    " seq, data, metadata, schema_version, json_quote(provider), json_quote(correlation_id))"
+)
+# The page's events joined, their numbers (for the order check), and whether a payload needs
+# more than its text (EXACT_MARK: ints past 64 bits; not text at all).
+_JSON_PAGE = (
+    f"SELECT group_concat({_EVENT_JSON}, ','), group_concat(seq),"
+    " max(substr(CAST(data AS BLOB), -1) = x'20' OR substr(CAST(metadata AS BLOB), -1) = x'20'"
+    " OR typeof(data) <> 'text' OR typeof(metadata) <> 'text') FROM ("
+)
+
+#: The events' JSON joined, their numbers joined, and whether one needs more than its text.
+JSONRows = tuple[str | None, str | None, int | None]
+
+
+def fetch_events_json(
+    conn: sqlite3.Connection, query: EventQuery
+) -> JSONRows | EventPageJSON | None:
+    """A bounded page as the API's JSON, built by SQLite from the stored texts without the
+    GIL, for :func:`page_json` on the caller's loop (a long one is checked here, off it);
+    None where it cannot be built (too big, a BLOB): the caller decodes the page."""
+    if query.limit is None or query.limit > PACKED_MAX:
+        return None
+    sql, params = events_sql(query)
+    # ?1 in the select, then the subquery's marks, numbered on from 2 by SQLite.
+    params = [orjson.dumps(query.session_id).decode(), *params]
+    try:
+        text, seqs, special = conn.execute(_JSON_PAGE + sql + ")", params).fetchone()
+    except sqlite3.DataError:  # string or blob too big
+        return None
+    except sqlite3.OperationalError as exc:
+        if "BLOB" not in str(exc):
+            raise
+        return None
+    got: JSONRows = (text, seqs, special)
+    if text is not None and len(text) > PACKED_LOOP_MAX:
+        return page_json(got, query.desc)
+    return got
+
+
+def page_json(got: JSONRows, desc: bool) -> EventPageJSON | None:
+    """The page of :func:`fetch_events_json`, or None: a payload's text is not what the API
+    would write for its value (``codec.reencodes_same``), or SQLite joined the rows out of
+    order (it does not promise to keep the subquery's): the caller then decodes the page."""
+    text, seq_text, special = got
+    if text is None or seq_text is None:
+        return EventPageJSON(b"[]", 0, None)
+    if special or not reencodes_same(text):
+        return None
+    seqs = [int(n) for n in seq_text.split(",")]
+    if seqs != sorted(seqs, reverse=desc):
+        return None
+    return EventPageJSON(f"[{text}]".encode(), len(seqs), seqs[-1])
 
 
 _NEWEST_PAYLOADS = (

@@ -15,6 +15,7 @@ from ..base import EventQuery, NumberedRow, SessionStoreBase
 from ..codec import DEFAULT_MAX_EVENT_BYTES, EncodedEvent, decode_session
 from ..errors import StorageError, StoreError, ValidationError
 from ..models import Event, Run, RunStatus, Session, SessionStatus, iso, to_micros
+from ..ports import EventPageJSON
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch
 from ..urls import bool_option, number_options, query_options
 from ..wakes import Wake
@@ -251,6 +252,14 @@ class SQLiteSessionStore(SessionStoreBase):
         # A bounded page comes packed and is decoded here: Python work on a reader thread
         # would contend for the GIL with this loop (reads.fetch_events).
         return reads.unpack_events(got, query.desc) if isinstance(got, str) else got
+
+    async def _events_json(self, query: EventQuery) -> EventPageJSON | None:
+        if self._closed:
+            return None  # as _get_events: get_events answers
+        got = await self._readers.read(partial(reads.fetch_events_json, query=query))
+        if got is None or isinstance(got, EventPageJSON):
+            return got
+        return reads.page_json(got, query.desc)
 
     async def _newest_payloads(self, session_id: str, limit: int) -> list[tuple[str, Any]]:
         return await self._readers.read(
