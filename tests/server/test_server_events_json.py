@@ -4,6 +4,7 @@ must be those of decoding the page and encoding it again, for every filter, orde
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,6 +128,35 @@ async def test_pages_as_the_store_writes_them_are_the_bytes_of_decoding_them(
     for i in range(len(SPECIAL)):  # each special event alone sends its page to get_events
         assert await decodes(f"/api/sessions/s1/events?after={len(PLAIN) + i}&limit=1")
     assert await decodes("/api/sessions/s1/events?wait_timeout_ms=1&after=100")  # long-poll
+
+
+async def test_a_row_damaged_outside_the_package_is_refused_as_get_events_refuses_it(
+    tmp_path: Path,
+) -> None:
+    """Stored texts are checked, not trusted: a page holding a payload that is not JSON is
+    answered as the decoding path answers it, never sent inside the page as it is."""
+    path = tmp_path / "damaged.db"
+    async with open_session_store(f"sqlite:///{path}") as store:
+        await store.save_session(Session(id="s1", agent_id="a"))
+        await store.append_events([_event(i) for i in range(3)])
+        with sqlite3.connect(path) as raw:
+            raw.execute("""UPDATE events SET data = '{"content": 1' WHERE seq = 2""")
+        raw.close()
+        app = create_app(store)
+        fast_ctx = app.state.ctx
+        assert fast_ctx.events_json is store
+        slow_ctx = dataclasses.replace(fast_ctx, events_json=None)
+        async with asgi_client(app) as c:
+            for query in ("", "?order=desc", "?after=1&limit=1", "?limit=1"):
+                url = f"/api/sessions/s1/events{query}"
+                app.state.ctx = slow_ctx
+                want = await c.get(url)
+                app.state.ctx = fast_ctx
+                got = await c.get(url)
+                assert got.status_code == want.status_code, (url, got.text)
+                assert got.content == want.content, url
+                if query != "?limit=1":  # the pages holding the damaged row
+                    assert got.status_code >= 500, (url, got.text)
 
 
 async def test_bad_arguments_are_refused_as_get_events_refuses_them(store: SessionStore) -> None:

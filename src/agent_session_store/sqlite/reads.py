@@ -155,11 +155,14 @@ _EVENT_JSON = (
     " seq, data, metadata, schema_version, json_quote(provider), json_quote(correlation_id))"
 )
 # The page's events joined, their numbers (for the order check), and whether a payload needs
-# more than its text (EXACT_MARK: ints past 64 bits; not text at all).
+# more than its text (EXACT_MARK: ints past 64 bits; not text at all; not JSON: a row damaged
+# outside this package goes the decoding way, which refuses it with a typed error, instead of
+# being sent as it is inside the page).
 _JSON_PAGE = (
     f"SELECT group_concat({_EVENT_JSON}, ','), group_concat(seq),"
     " max(substr(CAST(data AS BLOB), -1) = x'20' OR substr(CAST(metadata AS BLOB), -1) = x'20'"
-    " OR typeof(data) <> 'text' OR typeof(metadata) <> 'text') FROM ("
+    " OR typeof(data) <> 'text' OR typeof(metadata) <> 'text'"
+    " OR NOT json_valid(data) OR NOT json_valid(metadata)) FROM ("
 )
 
 #: The events' JSON joined, their numbers joined, and whether one needs more than its text.
