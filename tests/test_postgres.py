@@ -47,6 +47,7 @@ from agent_session_store.query import (
 )
 from agent_session_store.retention import RetentionPolicy
 from agent_session_store.testing import DurableSessionStoreContract, workers
+from agent_session_store.testing.waiting import asleep
 from service_urls import PG_DSN, pg_dsn
 
 
@@ -143,6 +144,46 @@ async def test_older_schema_needs_migration(schema: str, pg_url: str) -> None:
         await store.open()
     assert f"needs {SCHEMA_VERSION}" in info.value.message
     await store.close()
+
+
+async def _wake_language(schema: str) -> str:
+    rows = await _raw(
+        "SELECT l.lanname FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang"
+        " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+        " WHERE n.nspname = $1 AND p.proname = 'wake'",
+        schema,
+    )
+    return str(rows[0]["lanname"])
+
+
+async def test_a_version_6_database_gets_the_wake_that_keeps_its_plan(
+    schema: str, pg_url: str
+) -> None:
+    """Schema 7: ``wake`` (every append's NOTIFY) is PL/pgSQL, whose plan is kept per
+    connection; as an SQL function it was planned on every call, about a fifth of a one-event
+    append. A version 6 database gets it on migrate, and its appends still wake readers in
+    other store objects."""
+    async with PostgresSessionStore.from_url(pg_url):
+        pass
+    assert await _wake_language(schema) == "plpgsql"
+    q = f'"{schema}"'
+    await _raw(  # version 6: an SQL wake (one that sends nothing) and no version 7 row
+        f"CREATE OR REPLACE FUNCTION {q}.wake(p_sessions text[], p_seqs bigint[],"
+        " p_types text[], p_runs text[], p_ts bigint[]) RETURNS void LANGUAGE sql"
+        " AS 'SELECT NULL::void'"
+    )
+    await _raw(f"DELETE FROM {q}.schema_migrations WHERE version = 7")
+    store = PostgresSessionStore.from_url(f"{BASE_DSN}?schema={schema}")
+    with pytest.raises(MigrationRequiredError):
+        await store.open()
+    await store.migrate()
+    assert await _wake_language(schema) == "plpgsql"
+    async with store, PostgresSessionStore.from_url(pg_url) as reader:
+        waiting = asyncio.create_task(reader.get_events("s", wait_timeout_ms=60_000))
+        await asleep(reader, "s")
+        await store.append_event(Event(type=EventType.TOOL_CALL_STARTED, session_id="s"))
+        got = await asyncio.wait_for(waiting, 30)
+        assert [e.type for e in got] == [EventType.TOOL_CALL_STARTED]
 
 
 async def _migrate_in_child(barrier: Barrier, url: str) -> int:
@@ -1389,7 +1430,7 @@ async def test_a_version_1_database_migrates_with_its_data(schema: str) -> None:
     )
     assert [r["seq"] for r in again] == [7]
     rows2 = await _raw(f"SELECT version FROM {q}.schema_migrations ORDER BY 1")
-    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6]
+    assert [r["version"] for r in rows2] == [v for v, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7]
 
 
 async def test_a_version_2_database_migrates_its_rows_into_the_query_columns(

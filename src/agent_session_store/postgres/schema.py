@@ -33,6 +33,7 @@ _NAMES = {
     4: "appends NOTIFY after their commit (append_call, flush_call)",
     5: "wake-up payloads saying what each append brought (long-poll)",
     6: "the append path keeps one generic plan, pinned to index probes",
+    7: "the wake-up NOTIFY keeps its plan (PL/pgSQL)",
 }
 
 
