@@ -312,6 +312,7 @@ async def test_every_read_is_an_index_scan(schema: str, pg: PostgresSessionStore
             sql, args = pg.events_sql(q)
             cases.append((sql, args, index, paged))
         cases += [
+            (pg.newest_payloads_sql(), ["ses_7", 50], "events_pkey", True),
             (pg.list_sessions_sql(False, False), [50, 100], "sessions_order", True),
             (pg.list_sessions_sql(True, False), [50, 100, "active"], "sessions_status", True),
             (pg.list_sessions_sql(False, True), [50, 0, "agent_3"], "sessions_agent", True),

@@ -180,15 +180,16 @@ _ROW_COST = 256
 DECODE_BUDGET = 1 << 20
 
 
-def heavy(rows: Sequence[Sequence[Any]]) -> bool:
+def heavy(rows: Sequence[Sequence[Any]], payloads: tuple[int, ...] = (5, 6)) -> bool:
     """Whether decoding (or re-encoding) these rows (in ``EncodedEvent`` column order: the
-    payloads at 5 and 6) is past ``DECODE_BUDGET``: the backends then build their results in
-    a thread (issue 13)."""
+    payloads at 5 and 6, unless ``payloads`` says where) is past ``DECODE_BUDGET``: the
+    backends then build their results in a thread (issue 13)."""
     total = _ROW_COST * len(rows)
     if total > DECODE_BUDGET:
         return True
     for row in rows:
-        total += len(row[5]) + len(row[6])
+        for i in payloads:
+            total += len(row[i])
         if total > DECODE_BUDGET:
             return True
     return False

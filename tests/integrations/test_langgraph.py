@@ -113,6 +113,46 @@ async def test_prune_keeps_the_pruned_history_for_audit(store: SessionStore) -> 
     assert len(raw) == 4  # three originals, still in the log, and the kept copy
 
 
+async def test_get_tuple_reads_the_newest_payloads_and_walks_on_only_when_needed(
+    store: SessionStore,
+) -> None:
+    """The latest checkpoint on top costs one narrow read (``get_newest_payloads``: no Event
+    built, which was most of a get_tuple); behind more writes than that read holds, or under
+    a rewind (a prune), the walk finds it with every write that names it."""
+    saver = StoreCheckpointSaver(store)
+    first = await saver.aput(_config("w"), _checkpoint({"x": 0}), {"step": 0}, {})
+    stored = await saver.aput(
+        _config("w", first["configurable"]["checkpoint_id"]),
+        _checkpoint({"x": 1}),
+        {"step": 1},
+        {},
+    )
+    wanted = stored["configurable"]["checkpoint_id"]
+    calls: list[str] = []
+    for name in ("get_events", "get_visible_events", "get_newest_payloads"):
+        method = getattr(store, name)
+
+        def counted(*args: Any, _m: Any = method, _n: str = name, **kwargs: Any) -> Any:
+            calls.append(_n)
+            return _m(*args, **kwargs)
+
+        setattr(store, name, counted)
+    tup = await saver.aget_tuple(_config("w"))
+    assert tup is not None and tup.checkpoint["id"] == wanted
+    assert calls == ["get_newest_payloads"]
+    await saver.aput_writes(stored, [("ch", -1)], "early")
+    await saver.aprune(["w"])  # a rewind among the newest events, then the kept copies
+    for task in range(13):
+        tup = await saver.aget_tuple(_config("w"))
+        assert tup is not None and tup.checkpoint["id"] == wanted
+        assert tup.checkpoint["channel_values"] == {"x": 1}
+        assert sorted(w[2] for w in tup.pending_writes) == list(range(-1, task))
+        # more writes events each time, until the checkpoint is past the narrow read
+        await saver.aput_writes(stored, [("ch", task)], f"task{task}")
+    older = await saver.aget_tuple(_config("w", first["configurable"]["checkpoint_id"]))
+    assert older is None  # pruned away
+
+
 def test_sync_api_on_a_store_loop(url: str) -> None:
     with StoreCheckpointSaver.from_url(url) as saver:
         stored = saver.put(_config("s"), _checkpoint({"v": "x"}), {"step": 1}, {})

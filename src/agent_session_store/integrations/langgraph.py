@@ -30,7 +30,7 @@ from ..errors import (
     ValidationError,
 )
 from ..models import CustomEventType, Event, EventType, Session
-from ..ports import SessionStore
+from ..ports import NewestPayloads, SessionStore
 from ..retry import Retry, RetryPolicy
 from .loop import StoreLoop
 
@@ -62,12 +62,14 @@ __all__ = ["CHECKPOINT", "WRITES", "StoreCheckpointSaver"]
 _Events = list[Event]
 _Tuples = list[CheckpointTuple]
 _Strs = list[str]
+_Datas = list[dict[str, Any]]  # events' data
 
 CHECKPOINT = CustomEventType("langgraph.checkpoint")
 WRITES = CustomEventType("langgraph.writes")
 # A rewrite re-reads after a concurrent put won; past this the thread is too busy to rewrite.
 _REWRITE_RETRY = RetryPolicy(attempts=100, timeout=30.0, first_delay=0.0005, max_delay=0.02)
 _HEAD = 8  # a checkpoint and its pending writes usually end a thread
+_REWIND = EventType.HISTORY_REWOUND.value
 _PAGE = 1000
 
 
@@ -96,6 +98,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         self._agent_id = agent_id
         self._owns_runner = False
         self._known: set[str] = set()  # sessions known to have a record
+        self._narrow: bool | None = None  # the store has get_newest_payloads (asked once)
         # Plain JSON skips serde only when serde is the stock one: an encrypting serde must
         # see every value.
         self._plain_json = type(self.serde) is JsonPlusSerializer
@@ -317,20 +320,22 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
 
     # ------------------------------------------------------------ reads
 
-    async def _newest_first(self, sid: str) -> AsyncIterator[Event]:
+    async def _newest_first(self, sid: str, head: bool = True) -> AsyncIterator[Event]:
         """The thread's visible events, newest first.
 
-        The newest few come from one plain newest-first read: with no rewind among them
-        nothing can hide them. Past that (or when a rewind shows up), the visible history is
-        read in growing windows."""
+        The newest few come from one plain newest-first read (unless ``head`` is False: the
+        caller has looked at them already): with no rewind among them nothing can hide them.
+        Past that (or when a rewind shows up), the visible history is read in growing
+        windows."""
         seen_below: int | None = None
-        head = await self.store.get_events(sid, order="desc", limit=_HEAD)
-        if all(e.type != EventType.HISTORY_REWOUND for e in head):
-            for event in head:
-                seen_below = event.sequence_number
-                yield event
-            if len(head) < _HEAD:
-                return
+        if head:
+            newest = await self.store.get_events(sid, order="desc", limit=_HEAD)
+            if all(e.type != EventType.HISTORY_REWOUND for e in newest):
+                for event in newest:
+                    seen_below = event.sequence_number
+                    yield event
+                if len(newest) < _HEAD:
+                    return
         window = 64
         while True:
             visible = await self.store.get_visible_events(sid, limit=window)
@@ -349,16 +354,28 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
         thread_id = _thread_id(conf)
         ns = conf.get("checkpoint_ns", "") or ""
         wanted = get_checkpoint_id(config)
-        writes: _Events = []
-        async for event in self._newest_first(self.session_id(thread_id)):
-            data = event.data
-            if data.get("ns") != ns:
-                continue
-            if event.type == WRITES:
-                writes.append(event)
-            elif event.type == CHECKPOINT and (wanted is None or data["id"] == wanted):
-                mine = [w for w in writes if w.data["checkpoint_id"] == data["id"]]
-                return self._tuple(thread_id, event, mine)
+        sid = self.session_id(thread_id)
+        store = self.store
+        if self._narrow is None:
+            self._narrow = isinstance(store, NewestPayloads)  # asked once
+        writes: _Datas = []
+        head = True
+        if self._narrow:
+            # On our stores the newest few as (type, data), no Event built: the latest
+            # checkpoint is nearly always among them. A rewind among them, or a checkpoint
+            # further back, takes the walk below, from the newest again.
+            newest = await cast(NewestPayloads, store).get_newest_payloads(sid, limit=_HEAD)
+            if all(kind != _REWIND for kind, _ in newest):
+                for kind, data in newest:
+                    if _matches(ns, wanted, kind, data, writes):
+                        return self._tuple(thread_id, data, writes)
+                if len(newest) < _HEAD:
+                    return None
+                head = False  # the walk goes straight to its windows
+                writes.clear()
+        async for event in self._newest_first(sid, head):
+            if _matches(ns, wanted, event.type.value, event.data, writes):
+                return self._tuple(thread_id, event.data, writes)
         return None
 
     async def _list(
@@ -398,7 +415,7 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                     continue
                 if before_id is not None and data["id"] >= before_id:
                     continue
-                tup = self._tuple(thread_id, event, writes.get(key, []))
+                tup = self._tuple(thread_id, data, [w.data for w in writes.get(key, [])])
                 if filter and any(tup.metadata.get(k) != v for k, v in filter.items()):
                     continue
                 out.append(tup)
@@ -418,14 +435,16 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                 return found
             offset += _PAGE
 
-    def _tuple(self, thread_id: str, event: Event, writes: _Events) -> CheckpointTuple:
-        data = event.data
+    def _tuple(self, thread_id: str, data: dict[str, Any], writes: _Datas) -> CheckpointTuple:
+        """The checkpoint event's data as a tuple, with the data of the writes events newer
+        than it (newest first); only the writes that name it are used."""
         checkpoint = cast(Checkpoint, self._dec(data["checkpoint"]))
         checkpoint["channel_values"] = {k: self._dec(v) for k, v in data["values"].items()}
         ns = data["ns"]
         pending: dict[tuple[str, int], tuple[str, str, Any, str]] = {}
-        for w in reversed(writes):  # oldest first: the first regular write of a key wins
-            wd = w.data
+        for wd in reversed(writes):  # oldest first: the first regular write of a key wins
+            if wd["checkpoint_id"] != data["id"]:
+                continue
             for idx, channel, cell in wd["writes"]:
                 key = (wd["task_id"], idx)
                 if idx >= 0 and key in pending:
@@ -546,6 +565,17 @@ class StoreCheckpointSaver(BaseCheckpointSaver[Any]):
                         f"writes won in {retry.elapsed:.1f} s",
                         details={"session_id": sid, "attempts": retry.attempt},
                     ) from None
+
+
+def _matches(ns: str, wanted: str | None, kind: str, data: dict[str, Any], writes: _Datas) -> bool:
+    """One step of a newest-first walk for a checkpoint of ``ns`` (the ``wanted`` one, or
+    the newest): True at it; the writes met before it are kept in ``writes``."""
+    if data.get("ns") != ns:
+        return False
+    if kind == WRITES:
+        writes.append(data)
+        return False
+    return kind == CHECKPOINT and (wanted is None or data["id"] == wanted)
 
 
 def _keep_latest(events: list[Event]) -> list[Event]:

@@ -56,7 +56,14 @@ from asyncpg.exceptions import PostgresError
 
 from .. import wakes
 from ..base import EventQuery, NumberedRow, SessionStoreBase, heavy
-from ..codec import EncodedEvent, decode_event, decode_run, decode_session, encode_session
+from ..codec import (
+    EncodedEvent,
+    decode_event,
+    decode_run,
+    decode_session,
+    encode_session,
+    loads_stored,
+)
 from ..errors import MigrationRequiredError, StorageError, StoreError, ValidationError, redact
 from ..models import Event, Run, RunStatus, Session, SessionStatus, to_micros
 from ..polling import SequencePoller
@@ -825,6 +832,21 @@ class PostgresSessionStore(SessionStoreBase):
             return await asyncio.to_thread(_decoded_page, rows)
         return _decoded_page(rows)
 
+    def newest_payloads_sql(self) -> str:
+        """``get_newest_payloads``' query: the primary key read backwards, two columns."""
+        return (
+            f"SELECT type, data FROM {self._s}.events WHERE session_id = $1"
+            " ORDER BY seq DESC LIMIT $2"
+        )
+
+    async def _newest_payloads(self, session_id: str, limit: int) -> list[tuple[str, Any]]:
+        """Two columns of the newest rows, one decoded per row: no Event built (a LangGraph
+        ``get_tuple`` reads the newest few checkpoints to find the latest)."""
+        rows = await self._fetch(self.newest_payloads_sql(), session_id, limit)
+        if heavy(rows, (1,)):  # as in _get_events
+            return await asyncio.to_thread(_decoded_payloads, rows)
+        return _decoded_payloads(rows)
+
     async def _latest_sequence(self, session_id: str) -> int:
         last = await self._fetchval(
             f"SELECT last_seq FROM {self._s}.counters WHERE session_id = $1", session_id
@@ -1406,6 +1428,10 @@ def _as_literals(sql: str) -> str:
     for kind in ("text", "bigint", "integer"):
         sql = re.sub(rf"(\$\d+)::{kind}\[\]", rf"\1::text::{kind}[]", sql)
     return sql
+
+
+def _decoded_payloads(rows: list[Any]) -> list[tuple[str, Any]]:
+    return [(r[0], loads_stored(r[1])) for r in rows]
 
 
 def _decoded_page(rows: list[Any]) -> list[Event]:
