@@ -13,6 +13,7 @@ import pytest
 from agent_session_store import errors
 from agent_session_store.models import (
     EVENT_FAMILIES,
+    CustomEventType,
     Event,
     EventType,
     Run,
@@ -96,6 +97,31 @@ def test_strings_become_enums_and_timestamps_become_utc() -> None:
     assert e.type is EventType.TOOL_CALL_STARTED
     assert e.timestamp == T
     assert e.timestamp.tzinfo is UTC
+
+
+def test_framework_events_skip_the_slow_checks_and_bad_ones_still_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Adapters build events of a custom type with a provider (one per conversation item):
+    plain values of those take the constructor's fast path too, and only a value that needs
+    a look gets the full checks."""
+    slow: list[Event] = []
+    full = Event.__post_init__
+
+    def counted(self: Event) -> None:
+        slow.append(self)
+        full(self)
+
+    monkeypatch.setattr(Event, "__post_init__", counted)
+    kind = CustomEventType("openai.message")
+    e = Event(type=kind, session_id="s", provider="openai", correlation_id="c1")
+    assert (e.type, e.provider, e.correlation_id) == (kind, "openai", "c1")
+    assert slow == []
+    odd = Event(type=kind, session_id="s", provider="ü", correlation_id="")
+    assert (odd.provider, odd.correlation_id) == ("ü", "") and len(slow) == 1
+    for bad in ({"provider": 5}, {"correlation_id": "a\x00b"}, {"provider": "x" * 2000}):
+        with pytest.raises(errors.ValidationError):
+            Event(type=kind, session_id="s", **bad)  # type: ignore[arg-type]
 
 
 def test_values_are_immutable_and_with_status_makes_new_ones() -> None:

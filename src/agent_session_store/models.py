@@ -624,7 +624,13 @@ class Event:
         _ev_provider(self, provider)
         _ev_correlation_id(self, correlation_id)
         cls = type.__class__
-        kind = type if cls is EventType else _EVENT_TYPES.get(type) if cls is str else None
+        kind = (
+            type
+            if cls is EventType or cls is CustomEventType
+            else _EVENT_TYPES.get(type)
+            if cls is str
+            else None
+        )
         if (
             kind is None
             or not _plain_id(self.id)
@@ -637,8 +643,8 @@ class Event:
             or self.metadata.__class__ is not dict
             or schema_version.__class__ is not int
             or schema_version < 1
-            or provider is not None
-            or correlation_id is not None
+            or (provider is not None and not _plain_id(provider))
+            or (correlation_id is not None and not _plain_id(correlation_id))
         ):
             self.__post_init__()
         else:
