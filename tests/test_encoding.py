@@ -51,6 +51,49 @@ def test_flat_payloads_encode_exactly_as_json() -> None:
         assert _loads(row.data) == data
 
 
+def test_nested_plain_payloads_skip_the_walk_and_encode_exactly_as_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An adapter's payload (an item or a checkpoint inside a dict) of ASCII text, 64-bit
+    ints, bools and None is written by orjson without the full walk, byte for byte what json
+    writes; anything else in it (a float, non-ASCII text or key, a big int, deep nesting) still
+    takes the walk."""
+    from agent_session_store import codec
+
+    walked: list[Any] = []
+    walk = codec.check_json
+
+    def counted(value: Any, where: str) -> bool:
+        walked.append(value)
+        return walk(value, where)
+
+    monkeypatch.setattr(codec, "check_json", counted)
+    ascii_chars = "".join(chr(c) for c in range(1, 128))
+    plain: list[dict[str, Any]] = [
+        {"item": {"role": "user", "content": ascii_chars, ascii_chars: [ascii_chars]}},
+        {"v": {"a": [1, -(2**63), 2**64 - 1, True, False, None, [], {}], "b": {"c": {"d": 1}}}},
+    ]
+    for data in plain:
+        row = encode_event(ev(data))
+        assert row.data == _json(data)
+        assert _loads(row.data) == data
+    assert walked == []
+    deep: dict[str, Any] = {"x": 1}
+    for _ in range(10):
+        deep = {"d": deep}
+    others: list[dict[str, Any]] = [
+        {"item": {"f": 1.5}},
+        {"item": {"s": "é"}},
+        {"item": [2**64]},
+        {"item": {"clé": 1}},
+        deep,
+    ]
+    for data in others:
+        text = encode_event(ev(data)).data
+        assert text.rstrip(EXACT_MARK) == _json(data)
+    assert len(walked) == len(others)
+
+
 def test_ints_past_64_bits_come_back_exact() -> None:
     """orjson 3.13 reads an int past 64 bits as a float (2**64 + 1 -> 1.8446744073709552e19):
     a text holding one is written with a trailing space, and read by json. Not powers of two,

@@ -468,6 +468,48 @@ class EncodedEvent(NamedTuple):
     correlation_id: str | None
 
 
+_PLAIN_DEPTH = 8
+
+
+def _plain(obj: Any, depth: int, cap: int) -> int:
+    """About the characters of a value made only of ASCII text without NUL, ints within 64
+    bits, bools, None, and lists and dicts of those, a few levels deep: what orjson writes
+    exactly as json does (``_flat``), with nothing left to check (the framework adapters'
+    payloads: an item or a checkpoint nested in a dict). -1 for anything else, or past
+    ``cap``: the full walk decides."""
+    t = obj.__class__
+    if t is str:
+        return len(obj) if obj.isascii() and "\x00" not in obj else -1
+    if t is int:
+        return 1 if _INT_MIN <= obj <= _INT_MAX else -1
+    if obj is None or t is bool:
+        return 1
+    if depth >= _PLAIN_DEPTH:
+        return -1
+    n = 1
+    if t is dict:
+        for k, v in obj.items():
+            if k.__class__ is not str or not k.isascii() or "\x00" in k:
+                return -1
+            m = _plain(v, depth + 1, cap)
+            if m < 0:
+                return -1
+            n += m + len(k)
+            if n > cap:
+                return -1
+        return n
+    if t is list:
+        for v in obj:
+            m = _plain(v, depth + 1, cap)
+            if m < 0:
+                return -1
+            n += m
+            if n > cap:
+                return -1
+        return n
+    return -1
+
+
 def _payload(value: dict[str, Any], where: str, budget: int) -> str:
     """Check and encode one payload dict. Flat dicts of ASCII text and ints (most events) are
     checked inline; anything else takes the full walk. Past ``budget`` it raises
@@ -489,6 +531,9 @@ def _payload(value: dict[str, Any], where: str, budget: int) -> str:
         if n > budget:
             raise OverBudget
         return _flat(value) if n <= SLICE else _sliced(value)
+    n = _plain(value, 0, min(budget, SLICE))
+    if n >= 0:
+        return _flat(value)
     # counted no further than needed: past the budget, or past SLICE with no budget (a
     # circular value would count for ever; the walk below refuses it)
     n = cost(value, SLICE if budget == sys.maxsize else max(budget, SLICE))
