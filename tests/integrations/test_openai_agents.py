@@ -91,6 +91,11 @@ async def test_each_item_kind_is_its_own_event_type(store: SessionStore) -> None
     assert record.agent_id == "openai-agents"
     odd = cast(TResponseInputItem, {"type": "Weird-Kind!"})
     assert item_event_type(odd) == "openai.weird_kind"
+    # an empty type is named by the role, item by item (types are remembered per kind)
+    blank: list[dict[str, Any]] = [{"type": "", "role": "user", "content": "x"}, {"type": ""}]
+    await session.add_items(cast(list[TResponseInputItem], blank))
+    tail = await store.get_events("kinds", after=5)
+    assert [e.type.value for e in tail] == ["openai.message", "openai.item"]
 
 
 async def test_pop_item_rewinds_and_keeps_the_item_for_audit(store: SessionStore) -> None:

@@ -14,7 +14,7 @@ import re
 from typing import Any, Self, cast
 
 from ..errors import DependencyNotAvailableError, SequenceConflictError, SessionNotFoundError
-from ..models import Event, EventType, Session, check_id, to_event_type
+from ..models import Event, EventType, EventTypeLike, Session, check_id, to_event_type
 from ..ports import NewestPayloads, SessionStore
 from ..retry import Retry, RetryPolicy
 from .loop import StoreLoop
@@ -41,6 +41,25 @@ _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 #: How often and how long pop_item re-reads after losing a race before giving up: each lost
 #: race means another writer made progress, so this bounds only a pathological storm.
 _POP_RETRY = RetryPolicy(attempts=1000, timeout=30.0, first_delay=0.0005, max_delay=0.02)
+
+
+#: Event types by item ``type`` (a few kinds exist): the name rules run once per kind.
+_KIND_TYPES: dict[str, EventTypeLike] = {}
+_MAX_KINDS = 256
+
+
+def _event_type(raw: dict[str, Any]) -> EventTypeLike:
+    kind = raw.get("type")
+    if kind is None and "role" in raw:
+        kind = "message"
+    if type(kind) is str and kind:
+        found = _KIND_TYPES.get(kind)
+        if found is None:
+            found = to_event_type(item_event_type(cast(TResponseInputItem, raw)))
+            if len(_KIND_TYPES) < _MAX_KINDS:
+                _KIND_TYPES[kind] = found
+        return found
+    return to_event_type(item_event_type(cast(TResponseInputItem, raw)))
 
 
 def item_event_type(item: TResponseInputItem) -> str:
@@ -271,7 +290,7 @@ class OpenAIAgentsSession:
         raw = cast(dict[str, Any], item)
         role = raw.get("role")
         return Event(
-            type=to_event_type(item_event_type(item)),
+            type=_event_type(raw),
             session_id=self._sid,
             data={"item": raw},
             metadata={"role": role} if isinstance(role, str) else {},

@@ -91,7 +91,11 @@ def append(tx: Tx, rows: list[EncodedEvent], expected: int | None = None) -> Row
         stored.update((r[0], r) for r in new)
         out = Rows(stored[r[0]] for r in rows)
     change = tx.change
-    conn.executemany(_SAVE_SEQ, [(sid, seq, change) for sid, seq in last.items()])
+    if len(last) == 1:  # one session, as usual: execute is cheaper than executemany of one
+        [(sid, seq)] = last.items()
+        conn.execute(_SAVE_SEQ, (sid, seq, change))
+    else:
+        conn.executemany(_SAVE_SEQ, [(sid, seq, change) for sid, seq in last.items()])
     for sid, seq in last.items():
         _stored(tx, sid, seq)
     tx.stored(fresh)
