@@ -119,9 +119,14 @@ def test_framework_events_skip_the_slow_checks_and_bad_ones_still_fail(
     assert slow == []
     odd = Event(type=kind, session_id="s", provider="ü", correlation_id="")
     assert (odd.provider, odd.correlation_id) == ("ü", "") and len(slow) == 1
-    for bad in ({"provider": 5}, {"correlation_id": "a\x00b"}, {"provider": "x" * 2000}):
+    bad_fields: list[dict[str, Any]] = [
+        {"provider": 5},
+        {"correlation_id": "a\x00b"},
+        {"provider": "x" * 2000},
+    ]
+    for bad in bad_fields:
         with pytest.raises(errors.ValidationError):
-            Event(type=kind, session_id="s", **bad)  # type: ignore[arg-type]
+            Event(type=kind, session_id="s", **bad)
 
 
 def test_values_are_immutable_and_with_status_makes_new_ones() -> None:

@@ -146,6 +146,7 @@ async def test_get_tuple_reads_the_newest_payloads_and_walks_on_only_when_needed
         tup = await saver.aget_tuple(_config("w"))
         assert tup is not None and tup.checkpoint["id"] == wanted
         assert tup.checkpoint["channel_values"] == {"x": 1}
+        assert tup.pending_writes is not None
         assert sorted(w[2] for w in tup.pending_writes) == list(range(-1, task))
         # more writes events each time, until the checkpoint is past the narrow read
         await saver.aput_writes(stored, [("ch", task)], f"task{task}")
