@@ -311,7 +311,7 @@ class _NoNotify(PostgresSessionStore):
 
     async def _append(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Event]:
         assert expected is None
-        answer = await self._fetch(self._sql_append_rows, *self.append_args(rows))
+        answer = await self._fetch(self._sql_append_quiet, *self.append_args(rows), None)
         return await self._stored(rows, list(zip(*answer)))  # as append_call's arrays
 
 

@@ -1229,7 +1229,7 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
                 await store.append_events(_events("s", 100))
                 await store.flush(Session(id="f", agent_id="a"), Run(session_id="f"), [])
                 await store.save_run(Run(session_id="f"))
-            await store._fetch(store._sql_append_rows, *store.append_args(retried))
+            await store._fetch(store._sql_append_quiet, *store.append_args(retried), None)
 
             async def costs() -> dict[str, tuple[int, int]]:
                 """Each write as the store's procedures run it, on its one pooled connection,
@@ -1239,13 +1239,18 @@ async def test_append_cost_does_not_grow_with_the_table(schema: str) -> None:
                 flushed, _ = store._encode_batch(_events("f", 1))
                 run = Run(session_id="f")
                 cases: list[tuple[str, str, list[Any]]] = [
-                    ("append 1", store._sql_append_rows, store.append_args(one)),
-                    ("append 100", store._sql_append_rows, store.append_args(hundred)),
-                    ("retry 100", store._sql_append_rows, store.append_args(retried)),
+                    ("append 1", store._sql_append_quiet, [*store.append_args(one), None]),
+                    ("append 100", store._sql_append_quiet, [*store.append_args(hundred), None]),
+                    ("retry 100", store._sql_append_quiet, [*store.append_args(retried), None]),
                     (
                         "flush",
-                        store._sql_flush_rows,
-                        store.flush_args(Session(id="f", agent_id="a"), "{}", run, "{}", flushed),
+                        store._sql_flush_quiet,
+                        [
+                            *store.flush_args(
+                                Session(id="f", agent_id="a"), "{}", run, "{}", flushed
+                            ),
+                            None,
+                        ],
                     ),
                     (
                         "save_run",

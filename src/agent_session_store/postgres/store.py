@@ -26,8 +26,8 @@ How the guarantees of contract 3 are met (the SQL is in ``sql/functions.sql``):
   of the same call (a commit that NOTIFYs would hold a server-wide lock through its WAL
   flush), so it is delivered once the events are visible. Appends that overlap others of
   the store skip the NOTIFY and their wakes go out together (``announcer.py``). Payload: a
-  JSON wake saying what
-  the session got, so only readers it can satisfy re-query, plus the bare session id for
+  JSON wake saying what the session got, so only readers it can satisfy re-query, plus the
+  bare session id for
   older code. Each store keeps one dedicated listening connection; ``_watch_start`` returns
   only once ``LISTEN`` is active, and after a reconnect every waiter is woken to re-query,
   so no wake-up is lost. ``listen_url`` puts that connection on another address than the
@@ -250,15 +250,10 @@ class PostgresSessionStore(SessionStoreBase):
             f"CALL {s}.flush_call($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, {_ARRAY_ARGS_FROM_11})"
         )
         self._sql_flush_if = f"{self._sql_flush[:-1]}, $21::bigint)"
-        # what the procedures run before their COMMIT, without the NOTIFY (benchmarks and
-        # tests call these inside a transaction of their own, where CALL cannot commit)
-        self._sql_append_rows = f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, NULL, false)"
-        self._sql_flush_rows = (
-            f"SELECT * FROM {s}.flush($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-            f"{_ARRAY_ARGS_FROM_11}, NULL, false)"
-        )
-        # appends that overlap others of this store: the same functions, no NOTIFY (the
-        # announcer sends their wakes, many per call; announcer.py)
+        # what the procedures run before their COMMIT, without the NOTIFY, the expected
+        # sequence last (NULL: none): appends that overlap others of this store (the
+        # announcer sends their wakes, many per call; announcer.py), and benchmarks and tests
+        # inside a transaction of their own, where CALL cannot commit
         self._sql_append_quiet = (
             f"SELECT * FROM {s}.append_events({_ARRAY_ARGS}, $11::bigint, false)"
         )
@@ -674,13 +669,12 @@ class PostgresSessionStore(SessionStoreBase):
             answer = await self._fetch(sql, *args)
             return list(zip(*answer)) if answer else None
 
-        self._appending += 1
-        try:
-            with faults.sequence_conflicts(sid):
-                result = await self._retrying(work)
-        finally:
-            self._appending -= 1
         with faults.sequence_conflicts(sid):
+            self._appending += 1
+            try:
+                result = await self._retrying(work)
+            finally:
+                self._appending -= 1
             return await self._stored(rows, result, announce=crowded)
 
     def append_args(self, rows: list[EncodedEvent], expected: int | None = None) -> list[Any]:
