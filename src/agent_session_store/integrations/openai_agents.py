@@ -43,35 +43,40 @@ _NOT_NAME = re.compile(r"[^a-z0-9_]+")
 _POP_RETRY = RetryPolicy(attempts=1000, timeout=30.0, first_delay=0.0005, max_delay=0.02)
 
 
-#: Event types by item ``type`` (a few kinds exist): the name rules run once per kind.
+#: Event types by item kind (a few kinds exist): the name rules run once per kind.
 _KIND_TYPES: dict[str, EventTypeLike] = {}
 _MAX_KINDS = 256
 
 
-def _event_type(raw: dict[str, Any]) -> EventTypeLike:
-    kind = raw.get("type")
-    if kind is None and "role" in raw:
-        kind = "message"
-    if type(kind) is str and kind:
-        found = _KIND_TYPES.get(kind)
-        if found is None:
-            found = to_event_type(item_event_type(cast(TResponseInputItem, raw)))
-            if len(_KIND_TYPES) < _MAX_KINDS:
-                _KIND_TYPES[kind] = found
-        return found
-    return to_event_type(item_event_type(cast(TResponseInputItem, raw)))
-
-
-def item_event_type(item: TResponseInputItem) -> str:
-    """``openai.<type>`` for an item; an item with a role and no type is a message."""
-    raw = cast(dict[str, Any], item)
+def _item_kind(raw: dict[str, Any]) -> str:
+    """An item's ``type``; an item with a role and no type is a message."""
     kind = raw.get("type")
     if not isinstance(kind, str) or not kind:
         kind = "message" if "role" in raw else "item"
+    return kind
+
+
+def _type_name(kind: str) -> str:
     name = _NOT_NAME.sub("_", kind.lower()).strip("_")
     if not name or not name[0].isalpha():
         name = "item"
     return _PREFIX + name[: 64 - len(_PREFIX)]
+
+
+def item_event_type(item: TResponseInputItem) -> str:
+    """``openai.<type>`` for an item; an item with a role and no type is a message."""
+    return _type_name(_item_kind(cast(dict[str, Any], item)))
+
+
+def _event_type(raw: dict[str, Any]) -> EventTypeLike:
+    """``item_event_type`` as an event type, remembered per kind."""
+    kind = _item_kind(raw)
+    found = _KIND_TYPES.get(kind)
+    if found is None:
+        found = to_event_type(_type_name(kind))
+        if len(_KIND_TYPES) < _MAX_KINDS:
+            _KIND_TYPES[kind] = found
+    return found
 
 
 class OpenAIAgentsSession:
