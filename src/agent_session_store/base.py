@@ -22,6 +22,7 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Literal, Self
 
 from . import transfer
@@ -183,16 +184,14 @@ DECODE_BUDGET = 1 << 20
 def heavy(rows: Sequence[Sequence[Any]], payloads: tuple[int, ...] = (5, 6)) -> bool:
     """Whether decoding (or re-encoding) these rows (in ``EncodedEvent`` column order: the
     payloads at 5 and 6, unless ``payloads`` says where) is past ``DECODE_BUDGET``: the
-    backends then build their results in a thread (issue 13)."""
+    backends then build their results in a thread (issue 13). Summed in C: a Python loop
+    over a 1,000-row page cost a tenth of decoding it."""
     total = _ROW_COST * len(rows)
-    if total > DECODE_BUDGET:
-        return True
-    for row in rows:
-        for i in payloads:
-            total += len(row[i])
+    for i in payloads:
         if total > DECODE_BUDGET:
-            return True
-    return False
+            break
+        total += sum(map(len, map(itemgetter(i), rows)))
+    return total > DECODE_BUDGET
 
 
 class _Encoding:

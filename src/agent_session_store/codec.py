@@ -11,7 +11,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
@@ -21,6 +21,7 @@ import orjson
 from .errors import ValidationError
 from .models import (
     EPOCH,
+    FAST_MICROS,
     MAX_ID_BYTES,
     CustomEventType,
     Event,
@@ -40,6 +41,7 @@ __all__ = [
     "check_rewind",
     "decode_event",
     "decode_held",
+    "decode_page",
     "decode_run",
     "decode_session",
     "dumps",
@@ -81,6 +83,7 @@ SLICE = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f]")  # json.loads refuses these raw in a string
 _orjson = orjson.dumps
 _orjson_loads = orjson.loads
+_from_timestamp = datetime.fromtimestamp
 _OrjsonDecodeError = orjson.JSONDecodeError
 _OrjsonError = orjson.JSONEncodeError
 
@@ -680,6 +683,43 @@ def decode_event(row: EncodedEvent | tuple[Any, ...], sequence_number: int) -> E
         row[8],
         row[9],
     )
+
+
+def decode_page(rows: Iterable[Sequence[Any]]) -> list[Event]:
+    """``decode_event`` for driver rows with the sequence number last (at 10), in one loop:
+    a 1,000-event read builds 1,000 events, and the calls per row were a third of its cost
+    (issue 13). The same values as ``decode_event``, the same errors for damaged rows."""
+    out: list[Event] = []
+    append = out.append
+    types, trusted, loads, fast_loads = _TYPES, Event._trusted, _loads, _orjson_loads
+    from_ts, fast_until, utc = _from_timestamp, FAST_MICROS, UTC
+    for r in rows:
+        data, meta, us = r[5], r[6], r[4]
+        if data == "{}":
+            data = {}
+        elif len(data) <= SLICE and data[-1:] != EXACT_MARK:
+            try:
+                data = fast_loads(data)
+            except _OrjsonDecodeError:
+                data = loads(data)
+        else:
+            data = loads(data)
+        append(
+            trusted(
+                r[0],
+                types.get(r[2]) or _type_of(r[2]),
+                r[1],
+                r[3],
+                from_ts(us * 1e-6, utc) if 0 <= us < fast_until else from_micros(us),
+                r[10],
+                data,
+                {} if meta == "{}" else loads(meta),
+                r[7],
+                r[8],
+                r[9],
+            )
+        )
+    return out
 
 
 def decode_held(

@@ -317,8 +317,17 @@ def to_micros(value: datetime) -> int:
     return (value - EPOCH) // _MICROSECOND
 
 
+#: Below this (2106-02-07), ``value * 1e-6`` is within 0.25 µs of the exact time, so the
+#: C ``fromtimestamp`` (which rounds to the microsecond) gives the exact datetime.
+FAST_MICROS = (1 << 32) * 1_000_000
+_from_timestamp = datetime.fromtimestamp
+
+
 def from_micros(value: int) -> datetime:
-    return EPOCH + timedelta(0, 0, value)  # positional: a third faster, and every read pays it
+    """Every read pays this once per event: the C path costs three quarters of the sum."""
+    if 0 <= value < FAST_MICROS:
+        return _from_timestamp(value * 1e-6, UTC)
+    return EPOCH + timedelta(0, 0, value)
 
 
 def iso(value: datetime) -> str:

@@ -59,6 +59,7 @@ from ..base import EventQuery, NumberedRow, SessionStoreBase, heavy
 from ..codec import (
     EncodedEvent,
     decode_event,
+    decode_page,
     decode_run,
     decode_session,
     encode_session,
@@ -823,8 +824,8 @@ class PostgresSessionStore(SessionStoreBase):
         sql, args = self.events_sql(query)
         rows = await self._fetch(sql, *args)
         if heavy(rows):  # a large page: decoded in a thread (issue 13)
-            return await asyncio.to_thread(_decoded_page, rows)
-        return _decoded_page(rows)
+            return await asyncio.to_thread(decode_page, rows)
+        return decode_page(rows)
 
     def newest_payloads_sql(self) -> str:
         """``get_newest_payloads``' query: the primary key read backwards, two columns."""
@@ -1011,8 +1012,8 @@ class PostgresSessionStore(SessionStoreBase):
         sql, args = self.search_events_sql(q, after, limit)
         rows = await self._fetch(sql, *args)
         if heavy(rows):
-            return await asyncio.to_thread(_decoded_page, rows)
-        return _decoded_page(rows)
+            return await asyncio.to_thread(decode_page, rows)
+        return decode_page(rows)
 
     async def _count_events(self, q: EventSearch) -> int:
         sql, args = self.search_events_sql(q, None, None)
@@ -1426,8 +1427,3 @@ def _as_literals(sql: str) -> str:
 
 def _decoded_payloads(rows: list[Any]) -> list[tuple[str, Any]]:
     return [(r[0], loads_stored(r[1])) for r in rows]
-
-
-def _decoded_page(rows: list[Any]) -> list[Event]:
-    """Events from page rows (the event columns, then the sequence number)."""
-    return [decode_event(r, r[10]) for r in rows]

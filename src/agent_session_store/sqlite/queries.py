@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codec import decode_event, decode_run
+from ..codec import decode_page, decode_run
 from ..models import Event, Run, Session
 from ..query import EventSearch, Position, RunFilter, RunGroup, RunSearch, SessionSearch, descending
 from .reads import _session
@@ -368,7 +368,7 @@ def search_events(
     conn: sqlite3.Connection, q: EventSearch, after: Position | None, limit: int
 ) -> list[Event]:
     sql, params = search_events_sql(q, after, limit)
-    return [decode_event(r, r[10]) for r in conn.execute(sql, params)]
+    return decode_page(conn.execute(sql, params))
 
 
 def count_events(conn: sqlite3.Connection, q: EventSearch) -> int:

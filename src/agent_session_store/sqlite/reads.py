@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ..base import EventQuery
-from ..codec import decode_event, decode_run, decode_session, loads_stored, reencodes_same
+from ..codec import decode_page, decode_run, decode_session, loads_stored, reencodes_same
 from ..models import Event, Run, Session
 from ..ports import EventPageJSON
 from .schema import EVENT_COLUMNS
@@ -123,7 +123,7 @@ def fetch_events(conn: sqlite3.Connection, query: EventQuery) -> str | list[Even
                 raise
         else:
             return packed if len(packed) <= PACKED_LOOP_MAX else unpack_events(packed, query.desc)
-    return [decode_event(r, r[10]) for r in conn.execute(sql, params)]
+    return decode_page(conn.execute(sql, params))
 
 
 def unpack_events(packed: str, desc: bool) -> list[Event]:
@@ -138,7 +138,7 @@ def unpack_events(packed: str, desc: bool) -> list[Event]:
     seqs = [r[10] for r in rows]
     if seqs != sorted(seqs, reverse=desc):
         rows.sort(key=itemgetter(10), reverse=desc)
-    return [decode_event(r, r[10]) for r in rows]
+    return decode_page(rows)
 
 
 # One event as the API writes it (jsonenc.dumps_events), in one printf (a chain of || costs

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from ..codec import decode_event
+from ..codec import decode_page
 from ..errors import StorageError
 from ..retry import Retry, RetryPolicy
 from ..wakes import Wake, merge, wakes_of_rows
@@ -154,7 +154,7 @@ def decode_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
     for req, ok, value in outcomes:
         if ok and type(value) is Rows:
             try:
-                value = [decode_event(row, row[10]) for row in value]
+                value = decode_page(value)
             except Exception as exc:
                 ok, value = False, exc
         out.append((req, ok, value))
