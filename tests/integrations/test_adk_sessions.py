@@ -100,6 +100,29 @@ async def test_list_sessions_all_users(service: StoreSessionService) -> None:
     assert everyone["session1b"].state == {"key": "value1b"}
 
 
+async def test_list_sessions_order_and_own_copies(service: StoreSessionService) -> None:
+    """ADK's order: oldest update first, then user, then id (ties made by events with one
+    timestamp); each listing's states are the caller's own, on every backend."""
+    t = _now() - 100
+    plan = [("u2", "b", t), ("u1", "c", t), ("u2", "a", t), ("u1", "z", t - 5), ("u3", "m", t)]
+    for user, sid, when in plan:
+        session = await service.create_session(
+            app_name="ord", user_id=user, session_id=sid, state={"n": sid}
+        )
+        event = Event(invocation_id="i", author="user", timestamp=when)
+        await service.append_event(session=session, event=event)
+    want = sorted(((when, user, sid) for user, sid, when in plan))
+    listed = (await service.list_sessions(app_name="ord")).sessions
+    assert [(s.last_update_time, s.user_id, s.id) for s in listed] == want
+    mine = (await service.list_sessions(app_name="ord", user_id="u2")).sessions
+    assert [s.id for s in mine] == ["a", "b"]
+    mine[0].state["n"] = "changed"
+    again = (await service.list_sessions(app_name="ord", user_id="u2")).sessions
+    assert again[0].state == {"n": "a"}
+    got = await service.get_session(app_name="ord", user_id="u2", session_id="a")
+    assert got is not None and got.state == {"n": "a"}
+
+
 async def test_app_state_is_shared_by_all_users_of_app(service: StoreSessionService) -> None:
     s1 = await service.create_session(
         app_name="my_app", user_id="u1", session_id="s1", state={"app:k1": "v1"}

@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
@@ -209,9 +210,11 @@ def _adk_session(
     return session
 
 
-def _listing_order(entry: tuple[float, str, str, AdkSession]) -> tuple[float, str, str]:
-    """ADK's order: oldest update first, then user and session id."""
-    return entry[:3]
+_BY_ID, _BY_USER, _BY_UPDATE = (
+    attrgetter("id"),
+    attrgetter("user_id"),
+    attrgetter("last_update_time"),
+)
 
 
 def _scoped(app: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
@@ -477,20 +480,26 @@ class StoreSessionService(BaseSessionService):
                     self._scope_state(_Keys.user_state(app_name, user)),
                 )
                 listings.append((user, records, user_state))
-        found: list[tuple[float, str, str, AdkSession]] = []
-        build = _adk_session
+        found: list[AdkSession] = []
+        add, build = found.append, _adk_session
         for user, records, user_state in listings:
             scoped = _scoped(app_state, user_state)
             for record in records:
                 meta = record.metadata["adk"]
-                state = dict(record.context.get("state") or ())  # the caller's own copy
+                state = record.context.get("state")  # the store's reads return our own copy
+                if state is None:
+                    state = {}
                 if scoped:
                     state.update(scoped)
-                sid, when = meta["session_id"], float(meta["last_update_time"])
-                adk = build(sid, app_name, user, state, when, str(meta["sequence"]))
-                found.append((when, user, sid, adk))
-        found.sort(key=_listing_order)
-        return ListSessionsResponse(sessions=[entry[3] for entry in found])
+                when = meta["last_update_time"]
+                add(build(meta["session_id"], app_name, user, state, when, str(meta["sequence"])))
+        # ADK's order (oldest update first, then user, then id) by stable sorts on keys the
+        # sessions already hold: a key tuple per session cost more than building it (issue 10).
+        found.sort(key=_BY_ID)
+        if len(listings) > 1:
+            found.sort(key=_BY_USER)
+        found.sort(key=_BY_UPDATE)
+        return ListSessionsResponse(sessions=found)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         await self._store.delete_session(_Keys.session(app_name, user_id, session_id))
