@@ -1364,3 +1364,47 @@ async def test_health_check_finds_each_injected_inconsistency(store: SQLiteSessi
             conn.execute(sql)
         problems = await store.health_check()
         assert any(found in p for p in problems), problems
+
+
+async def test_saves_name_only_the_columns_that_changed(tmp_path: Path) -> None:
+    """SQLite rewrites every index over a column an UPDATE names, even to the same value:
+    re-saving a session and run (each flush does) must name only what changed. ``UPDATE OF``
+    triggers fire exactly when their columns are named, so they show it."""
+    path = tmp_path / "s.db"
+    async with SQLiteSessionStore(path, auto_migrate=True) as store:
+        session = Session(id="s", agent_id="a", tags=["t"])
+        run = Run(id="r", session_id="s", provider="openai")
+        await store.flush(session, run, [ev()])
+        probe = sqlite3.connect(path)
+        probe.executescript(
+            "CREATE TABLE probe (what TEXT);"
+            "CREATE TRIGGER probe_sessions AFTER UPDATE OF agent_id, status, created_at_us,"
+            " deleted_at_us, tags ON sessions BEGIN INSERT INTO probe VALUES ('session'); END;"
+            "CREATE TRIGGER probe_runs AFTER UPDATE OF session_id, status, started_at_us,"
+            " provider, model, input_tokens, output_tokens, total_tokens, cost_usd, agent_id"
+            " ON runs BEGIN INSERT INTO probe VALUES ('run'); END;"
+        )
+        probe.close()
+
+        def fired() -> list[str]:
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                got = [r[0] for r in conn.execute("SELECT what FROM probe")]
+                conn.execute("DELETE FROM probe")
+                conn.commit()
+                return got
+
+        await store.flush(session.replace(metadata={"k": 1}), run, [ev()])
+        await store.flush(session, run.replace(metadata={"k": 2}), [])
+        await store.save_session(session.replace(context={"c": 1}))
+        await store.save_run(run)
+        assert fired() == []
+        await store.flush(session.with_status("completed"), run, [ev()])
+        assert fired() == ["session"]
+        await store.save_run(run.with_status(RunStatus.COMPLETED))
+        assert fired() == ["run"]
+        got = await store.get_session("s")
+        assert got is not None and got.status == SessionStatus.COMPLETED
+        assert got.metadata == {} and got.context == {}  # the last save, as given
+        stored = await store.get_run("r")
+        assert stored is not None and stored.status == RunStatus.COMPLETED
+        assert [s.id for s in (await store.search_sessions(tags=["t"])).items] == ["s"]

@@ -4,6 +4,7 @@ stays true until the commit). Each raises to roll back only its own request."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from typing import Any
@@ -25,27 +26,70 @@ _SAVE_SEQ = (
     " change = excluded.change"
 )
 _RESET_SEQ = "UPDATE seqs SET last_seq = 0, change = ? WHERE session_id = ?"
-_SAVE_SESSION = (
-    "INSERT INTO sessions (id, agent_id, status, created_at_us, doc, updated_at_us,"
-    " deleted_at_us, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO UPDATE SET agent_id = excluded.agent_id, status = excluded.status,"
-    " created_at_us = excluded.created_at_us, doc = excluded.doc,"
-    " updated_at_us = excluded.updated_at_us, deleted_at_us = excluded.deleted_at_us,"
-    " tags = excluded.tags"
-)
 _TOUCH_SESSION = "UPDATE sessions SET updated_at_us = ? WHERE id = ?"
-#: The run's facts (query.run_facts) beside its doc; agent_id is its session's, if saved yet.
-_SAVE_RUN = (
-    "INSERT INTO runs (id, session_id, status, started_at_us, doc, provider, model,"
-    " input_tokens, output_tokens, total_tokens, cost_usd, agent_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT agent_id FROM sessions WHERE id = ?))"
-    " ON CONFLICT (id) DO UPDATE SET session_id = excluded.session_id,"
-    " status = excluded.status, started_at_us = excluded.started_at_us, doc = excluded.doc,"
-    " provider = excluded.provider, model = excluded.model,"
-    " input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,"
-    " total_tokens = excluded.total_tokens, cost_usd = excluded.cost_usd,"
-    " agent_id = excluded.agent_id"
+_SESSION_COLUMNS = (
+    "agent_id",
+    "status",
+    "created_at_us",
+    "doc",
+    "updated_at_us",
+    "deleted_at_us",
+    "tags",
 )
+#: The run's facts (query.run_facts) beside its doc; agent_id is its session's, if saved yet.
+_RUN_COLUMNS = (
+    "session_id",
+    "status",
+    "started_at_us",
+    "doc",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost_usd",
+    "agent_id",
+)
+_RUN_AGENT = "SELECT agent_id FROM sessions WHERE id = ?"
+
+
+@functools.cache
+def _upsert_sql(table: str, columns: tuple[str, ...]) -> tuple[str, str]:
+    """The row's current values, and its insert."""
+    names = ", ".join(columns)
+    return (
+        f"SELECT {names} FROM {table} WHERE id = ?",
+        f"INSERT INTO {table} (id, {names}) VALUES (?{', ?' * len(columns)})",
+    )
+
+
+@functools.cache
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{name} = ?" for name in columns)
+    return f"UPDATE {table} SET {sets} WHERE id = ?"
+
+
+def _upsert(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: tuple[str, ...],
+    key: str,
+    values: tuple[Any, ...],
+) -> None:
+    """Insert the row, or set only the columns whose value differs: SQLite rewrites every
+    index over a column an UPDATE names, changed or not, and a flush re-saves its session and
+    run with mostly the same values (an ADK append wrote ~30 pages, ~16 of them index entries
+    it put back as they were; issue 10)."""
+    select, insert = _upsert_sql(table, columns)
+    current = conn.execute(select, (key,)).fetchone()
+    if current is None:
+        conn.execute(insert, (key, *values))
+        return
+    changed = tuple(i for i, (old, new) in enumerate(zip(current, values)) if old != new)
+    if changed:
+        names = tuple(columns[i] for i in changed)
+        conn.execute(_update_sql(table, names), (*(values[i] for i in changed), key))
+
 
 IN_CHUNK = 500  # ids per "WHERE id IN (...)" lookup, well under SQLite's variable limit
 
@@ -148,17 +192,18 @@ def stored_rows(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[Any
 
 def put_session(tx: Tx, session: Session, doc: str) -> None:
     """Upsert as given: the saved ``updated_at`` stands until the next activity."""
-    updated = to_micros(session.updated_at)
     deleted = None if session.deleted_at is None else to_micros(session.deleted_at)
-    tx.conn.execute(
-        _SAVE_SESSION,
+    _upsert(
+        tx.conn,
+        "sessions",
+        _SESSION_COLUMNS,
+        session.id,
         (
-            session.id,
             session.agent_id,
             session.status.value,
             to_micros(session.created_at),
             doc,
-            updated,
+            to_micros(session.updated_at),
             deleted,
             json.dumps(session.tags, separators=(",", ":")),
         ),
@@ -168,10 +213,13 @@ def put_session(tx: Tx, session: Session, doc: str) -> None:
 
 def _put_run(tx: Tx, run: Run, doc: str) -> None:
     f = run_facts(run)
-    tx.conn.execute(
-        _SAVE_RUN,
+    agent = tx.conn.execute(_RUN_AGENT, (run.session_id,)).fetchone()
+    _upsert(
+        tx.conn,
+        "runs",
+        _RUN_COLUMNS,
+        run.id,
         (
-            run.id,
             run.session_id,
             run.status.value,
             to_micros(run.started_at),
@@ -182,7 +230,7 @@ def _put_run(tx: Tx, run: Run, doc: str) -> None:
             f.output_tokens,
             f.total_tokens,
             f.cost_usd,
-            run.session_id,
+            None if agent is None else agent[0],
         ),
     )
 
