@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from typing import Any
@@ -72,6 +73,10 @@ async def serve(
         )
         server = _Server(config)
         server.hub = app.state.hub
+        # What is loaded by now lives as long as the process: a full collection (~34,000
+        # objects, 6-17 ms with the loop stalled) need not walk it again (gc.freeze).
+        gc.collect()
+        gc.freeze()
         mode = "read-only" if read_only else "read-write"
         print(f"serving {redact(url)} on http://{host}:{port}/ ({mode})")
         if ready is not None:
