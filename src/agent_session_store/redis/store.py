@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry as DriverRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as DriverTimeout
 
 from ..base import DECODE_BUDGET, EventQuery, NumberedRow, SessionStoreBase, heavy
 from ..codec import EncodedEvent, decode_run, decode_session
@@ -183,6 +184,7 @@ class RedisSessionStore(SessionStoreBase):
             pool = redis.asyncio.ConnectionPool.from_url(
                 self._url, max_connections=2 * self.max_connections, **common
             )
+            pool.connection_class = _untasked(pool.connection_class)
             self._r = redis.asyncio.Redis(connection_pool=pool)
         try:
             await self._r.initialize() if self.cluster else await self._r.ping()
@@ -559,6 +561,41 @@ class RedisSessionStore(SessionStoreBase):
             log.debug("redis unsubscribe failed: %s", exc)
 
 
+_UNTASKED: dict[type[Any], type[Any]] = {}
+
+
+def _untasked(cls: type[Any]) -> type[Any]:
+    """``cls`` bounding its writes by ``asyncio.timeout``: redis-py's own bound, with a socket
+    timeout set, is ``asyncio.wait_for``, which on Python 3.11 starts a task per command (an
+    extra turn of the event loop on every call, issue 13). The same outcome on a stalled
+    write: the connection is dropped and redis-py's ``TimeoutError`` raised."""
+    made = _UNTASKED.get(cls)
+    if made is not None:
+        return made
+
+    class Untasked(cls):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            timeout: float | None = self.socket_timeout  # type: ignore[has-type]
+            if not timeout:
+                await super().send_packed_command(command, check_health)
+                return
+            bound = asyncio.timeout(timeout)
+            self.socket_timeout = None  # (the parent: no wait_for; one task owns a connection)
+            try:
+                async with bound:
+                    await super().send_packed_command(command, check_health)
+            except TimeoutError:
+                if not bound.expired():
+                    raise
+                raise DriverTimeout("Timeout writing to socket") from None
+            finally:
+                self.socket_timeout = timeout
+
+    Untasked.__name__ = Untasked.__qualname__ = f"Untasked{cls.__name__}"
+    made = _UNTASKED[cls] = Untasked
+    return made
+
+
 def _blobs(rows: list[EncodedEvent]) -> list[str]:
     return [blob(r) for r in rows]
 
@@ -568,4 +605,6 @@ _ROW_COST = 256  # as ``base.heavy`` counts
 
 def _unblobs(out: list[Any]) -> list[Event]:
     """The events of a read script's answer (a cursor, then number and blob pairs)."""
-    return [unblob(out[i + 1], int(out[i])) for i in range(1, len(out), 2)]
+    rest = iter(out)
+    next(rest)  # the cursor
+    return [unblob(text, int(seq)) for seq, text in zip(rest, rest)]
