@@ -100,10 +100,14 @@ class WritePlan:
         if i is None:
             i = self._order[session_id] = len(self._sessions) + 1
             first = len(self.keys) + 1
-            self.keys.extend(self._names.session(session_id))
-            self._sessions.append(
-                {"id": session_id, "keys": first, "channel": self._names.channel(session_id)}
-            )
+            if self._cluster:  # every key named: the server checks that each one is here
+                self.keys.extend(self._names.session(session_id))
+                self._sessions.append(
+                    {"id": session_id, "keys": first, "channel": self._names.channel(session_id)}
+                )
+            else:  # its counter key alone: the script names the others from its tag
+                self.keys.append(self._names.seq(session_id))
+                self._sessions.append({"id": session_id, "keys": first})
         return i
 
     def expect(self, session_id: str, sequence: int, *, shortcut: bool) -> None:

@@ -5,7 +5,10 @@
 -- write, so a refused call has changed nothing and consumed no sequence number.
 --
 -- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 10 keys
---                       (seq, ev, ids, x, s, runs, del, q, z, t)
+--                       (seq, ev, ids, x, s, runs, del, q, z, t) in a cluster; on a single
+--                       node (no channel) of its seq key alone, the others named from its tag
+--                       (`<tag>:seq` -> `<tag>:ev` ...: fewer arguments to pack and parse
+--                       per call; nothing routes by them there)
 -- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
 --                       in the session its own session field names (plan.sessions has it);
 --                       with packed (an ARGV position) and lens, the rows are instead that
@@ -43,11 +46,18 @@
 local plan = cjson.decode(ARGV[1])
 local sessions, by_sid = {}, {}
 for i, p in ipairs(plan.sessions) do
-  local k = p.keys
-  local s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
-             ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
-             runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
-             zones = KEYS[k + 8], types = KEYS[k + 9]}
+  local k, s = p.keys, nil
+  if p.channel then  -- cluster: all 10 keys given (the server checks that each one is here)
+    s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
+         ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
+         runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
+         zones = KEYS[k + 8], types = KEYS[k + 9]}
+  else  -- single node: the counter key `<tag>:seq` given, the others named from its tag
+    local t = string.sub(KEYS[k], 1, -4)
+    s = {sid = p.id, channel = t .. 'n', seq = KEYS[k], ev = t .. 'ev', ids = t .. 'ids',
+         index = t .. 'x', record = t .. 's', runs = t .. 'runs', fence = t .. 'del',
+         sparse = t .. 'q', zones = t .. 'z', types = t .. 't'}
+  end
   if plan.fenced then
     s.fence_state = redis.call('GET', s.fence)
     if s.fence_state == 'busy' then return {'BUSY'} end
