@@ -7,10 +7,11 @@ in the plan), then documents and index members in the order they are added.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..models import Session
 from .keys import Keys
@@ -177,4 +178,6 @@ class WritePlan:
         }
 
     def args(self) -> list[str | bytes]:
-        return [json.dumps(self.plan, separators=(",", ":")), *self.argv]
+        """The plan first (orjson: a tenth of ``json.dumps``' time; its UTF-8 the script's
+        cjson reads as the same strings), then the rows and documents."""
+        return [orjson.dumps(self.plan), *self.argv]
