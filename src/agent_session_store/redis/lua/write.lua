@@ -111,7 +111,6 @@ end
 -- Buffers one new row at number seq of session s (written at the end, in wide commands);
 -- f: the row's first five fields (id, session, type, run, timestamp).
 local function add(s, seq, blob, f)
-  local p = pad(seq)
   local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
   rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
   if id_index then  -- single node: the global pointer holds the number too
@@ -124,7 +123,7 @@ local function add(s, seq, blob, f)
   of_type[#of_type + 1] = seq
   if f[4] ~= '' then
     index_buf[#index_buf + 1] = 0
-    index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
+    index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. pad(seq)
   end
   s.new_seqs[#s.new_seqs + 1] = seq
   -- what the wake-up message tells readers (wakes.py)
@@ -187,7 +186,7 @@ if numbered then
   local skipped = 0
   for n = 1, rows.count do
     local blob = row(n)
-    local f = fields(blob, 5)
+    local f = fields5(blob)
     local id, seq = f[1], numbered.seqs[n]
     local own = by_sid[f[2]]
     local s, have = holder(id, own)
@@ -215,7 +214,7 @@ else
   local all_stored = true
   for n = 1, rows.count do
     local blob = row(n)
-    local f = fields(blob, 5)
+    local f = fields5(blob)
     local s, have = holder(f[1], by_sid[f[2]])
     if s then
       local seq, stored = nil, ''
