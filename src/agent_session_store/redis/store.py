@@ -398,12 +398,19 @@ class RedisSessionStore(SessionStoreBase):
 
     @_gated
     async def _get_events(self, q: EventQuery) -> list[Event]:
-        """One read script call per READ_BUDGET candidates, so no call stalls the server; the
-        next call continues where the last one stopped."""
+        """A plain page on a single node from the rows themselves (``_plain_page``); else, or
+        past a gap, one read script call per READ_BUDGET candidates, so no call stalls the
+        server; the next call continues where the last one stopped."""
         k = self.keys.session(q.session_id)
         keys = [k[SEQ], k[EV], k[INDEX], k[SPARSE], k[ZONES], k[TYPES]]
         after, before, limit = q.after or 0, q.before, q.limit
         found: list[Event] = []
+        plain = q.run_id is None and q.type is None and q.since_us is None and not q.desc
+        if plain and not self.cluster and limit is not None and limit <= READ_BUDGET:
+            found, rest = await self._plain_page(k[SEQ], k[EV], after, before, limit)
+            if rest is None:
+                return found
+            after = rest  # (the loop's limit counts what is found already)
         while True:
             out = await self.eval(
                 "read",
@@ -429,6 +436,31 @@ class RedisSessionStore(SessionStoreBase):
                 before = int(out[0])
             else:
                 after = int(out[0])
+
+    async def _plain_page(
+        self, seq_key: str, ev_key: str, after: int, before: int | None, limit: int
+    ) -> tuple[list[Event], int | None]:
+        """Single node, oldest first, no filter: the counter and the rows of the numbers the
+        page can hold in one MULTI (GET, HMGET: one round trip and no script, whose copying
+        of a thousand rows cost the server five times the HMGET). Returns the events of the
+        numbers present from ``after + 1`` on, and None when that is the answer (the page is
+        full, or it reaches the counter), else the number to go on from with the read script
+        (a gap below the counter: pruned or imported numbers)."""
+        hi = after + limit if before is None else min(after + limit, before - 1)
+        if hi <= after:
+            return [], None
+        pipe = self._r.pipeline(transaction=True)
+        pipe.get(seq_key)
+        pipe.hmget(ev_key, list(range(after + 1, hi + 1)))
+        latest, texts = await pipe.execute()
+        n = texts.index(None) if None in texts else len(texts)
+        page = texts[:n]
+        if n * _ROW_COST + sum(map(len, page)) > DECODE_BUDGET:
+            found = await asyncio.to_thread(_unblob_from, page, after + 1)  # (issue 13)
+        else:
+            found = _unblob_from(page, after + 1)
+        done = after + n >= hi or after + n >= int(latest or 0)
+        return found, None if done else after + n
 
     @_gated
     async def _latest_sequence(self, session_id: str) -> int:
@@ -601,6 +633,11 @@ def _blobs(rows: list[EncodedEvent]) -> list[str]:
 
 
 _ROW_COST = 256  # as ``base.heavy`` counts
+
+
+def _unblob_from(texts: list[str], first: int) -> list[Event]:
+    """The events of stored rows numbered ``first``, ``first + 1`` ..."""
+    return [unblob(text, seq) for seq, text in enumerate(texts, first)]
 
 
 def _unblobs(out: list[Any]) -> list[Event]:
