@@ -53,6 +53,29 @@ return out
 """
 
 
+# The peer bench's raw redis-py peer (peerbench/peers.py, RawRedis): what issue 13's ratios are
+# measured against. One script per call: id check, INCR, row, id, PUBLISH.
+_PEER_APPEND = """
+local out = {}
+local pub = 0
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local s = redis.call('HGET', KEYS[3], id)
+  if s then
+    out[#out + 1] = tonumber(s)
+  else
+    local n = redis.call('INCR', KEYS[1])
+    redis.call('HSET', KEYS[2], n, ARGV[i + 1])
+    redis.call('HSET', KEYS[3], id, n)
+    out[#out + 1] = n
+    pub = n
+  end
+end
+if pub > 0 then redis.call('PUBLISH', ARGV[1], pub) end
+return out
+"""
+
+
 def _event(sid: str, i: int) -> Event:
     return Event(type=EventType.MESSAGE_STREAMED, session_id=sid, data={"text": "hello", "i": i})
 
@@ -252,6 +275,120 @@ async def _v2_cases(store: RedisSessionStore, client: Any, size: int, rounds: in
             extra={"p90": percentile(t_cond, 90), "plain_p90": percentile(t_plain, 90)},
         )
     )
+    return out
+
+
+# ------------------------------------------------------------------ the peer bench's shapes
+
+
+def _peer_payload(i: int) -> dict[str, Any]:
+    """~286 bytes, as the peer bench's ``payload()``."""
+    return {"role": "assistant", "content": f"{i:08d}" + "x" * 242}
+
+
+async def _peer_cases(store: RedisSessionStore, client: Any, prefix: str, size: int) -> list[Row]:
+    """Issue 13's three ratios, each call of ours alternating with the peer bench's raw
+    redis-py peer doing the same (``_PEER_APPEND``): one append, a batch of 100, and the
+    latest 1,000 of a ``size``-event session (ours: ``get_events(after=latest - 1000)``,
+    raw: ``HMGET`` of those numbers and ``json.loads`` per row). Medians of per-call times."""
+    script = client.register_script(_PEER_APPEND)
+    sid = uuid.uuid4().hex
+    t = f"{prefix}:peer:{sid}"
+    keys, channel = [f"{t}:seq", f"{t}:ev", f"{prefix}:peer:eid"], f"{t}:n"
+
+    def row(i: int) -> tuple[str, dict[str, Any]]:
+        return str(uuid.uuid4()), _peer_payload(i)
+
+    def event(i: int) -> Event:
+        return Event(type=EventType.MESSAGE_RECEIVED, session_id=sid, data=_peer_payload(i))
+
+    async def raw_append(rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """As the peer's ``_append``: the row's JSON is built in the timed call."""
+        args = [channel]
+        for eid, data in rows:
+            args.append(eid)
+            args.append(json.dumps({"id": eid, "type": "message", "ts": time.time(), "data": data}))
+        await script(keys=keys, args=args)
+
+    async def timed(n: int, ours: Any, raw: Any) -> tuple[list[float], list[float]]:
+        """Per-call µs; the arguments are built before the clock starts, as the peer bench."""
+        t_ours: list[float] = []
+        t_raw: list[float] = []
+        for i in range(n):
+            a, b = ours[1](i), raw[1](i)
+            start = time.perf_counter()
+            await ours[0](a)
+            t_ours.append((time.perf_counter() - start) * 1e6)
+            start = time.perf_counter()
+            await raw[0](b)
+            t_raw.append((time.perf_counter() - start) * 1e6)
+        return t_ours, t_raw
+
+    out: list[Row] = []
+    shapes: list[tuple[str, int, Any, Any, float]] = [
+        (
+            "peer shape: one append (append_event_with_sequence)",
+            2000,
+            (store.append_event_with_sequence, event),
+            (lambda r: raw_append([r]), row),
+            0.8,
+        ),
+        (
+            "peer shape: append_events batch of 100",
+            100,
+            (store.append_events, lambda i: [event(i) for _ in range(100)]),
+            (raw_append, lambda i: [row(i) for _ in range(100)]),
+            0.7,
+        ),
+    ]
+    for label, n, ours, raw, bar in shapes:
+        await timed(max(2, n // 10), ours, raw)  # warm-up
+        gc.collect()
+        t_ours, t_raw = await timed(n, ours, raw)
+        out.append(
+            check_ratio(
+                Row(
+                    "redis",
+                    f"{label} vs the peer's raw script (median)",
+                    median(t_ours),
+                    "us",
+                    median(t_raw),
+                    higher_is_better=False,
+                ),
+                bar,
+            )
+        )
+    have = await store.get_latest_sequence(sid)
+    for start in range(have, size, 1000):
+        n = min(1000, size - start)
+        await store.append_events([event(i) for i in range(n)])
+    while int(await client.get(keys[0]) or 0) < size:
+        await raw_append([row(i) for i in range(1000)])
+    latest, raw_latest = await store.get_latest_sequence(sid), int(await client.get(keys[0]))
+
+    async def ours_read(_: int) -> None:
+        assert len(await store.get_events(sid, after=latest - 1000, limit=1000)) == 1000
+
+    async def raw_read(_: int) -> None:
+        docs = await client.hmget(keys[1], list(range(raw_latest - 999, raw_latest + 1)))
+        assert len([json.loads(d) for d in docs]) == 1000
+
+    gc.collect()
+    t_ours, t_raw = await timed(40, (ours_read, int), (raw_read, int))
+    out.append(
+        check_ratio(
+            Row(
+                "redis",
+                f"peer shape: latest 1,000 of {size:,} vs HMGET + json.loads (median)",
+                median(t_ours) / 1000,
+                "ms",
+                median(t_raw) / 1000,
+                higher_is_better=False,
+            ),
+            round(1 / 1.3, 3),
+        )
+    )
+    out[-1].bar = "ours <= 1.3 x raw's time"
     return out
 
 
@@ -525,6 +662,7 @@ async def run(quick: bool) -> list[Row]:
             )
 
             rows += await _v2_cases(store, client, 10_000 if quick else 100_000, rounds)
+            rows += await _peer_cases(store, client, prefix, 10_000 if quick else 100_000)
 
             # list_sessions among many sessions
             for start in range(0, n_sessions, 1000):

@@ -535,6 +535,61 @@ async def test_bad_input_leaves_nothing(rstore: RedisSessionStore) -> None:
     assert await rstore.get_latest_sequence("s") == 1
 
 
+async def _snapshot(store: RedisSessionStore) -> dict[str, Any]:
+    """Every key of the prefix and its value (DUMP), but the cluster's claims: a refused
+    cluster write may leave its claims (they are completed by the next append)."""
+    r = store._r
+    keys = [k for k in await _all_keys(store) if ":e:{" not in k and ":r:{" not in k]
+    return {k: await r.dump(k) for k in keys}
+
+
+# session keys an append with a run writes, and a value of another type for each
+_WRITTEN = {"seq": "hash", "ev": "string", "x": "string", "s": "string", "z": "string"}
+_WRITTEN |= {"t": "string"}
+
+
+@pytest.mark.parametrize("key", [*_WRITTEN, "touched", "eid"])
+async def test_a_key_of_another_type_fails_the_write_before_any_change(
+    rstore: RedisSessionStore, key: str
+) -> None:
+    """The write script checks every key it writes before the first write (most by reading
+    them, the rest with TYPE), so a key of another type gives a StoreError and leaves
+    everything as it was: a script is not rolled back."""
+    if key in ("touched", "eid") and rstore.cluster:
+        pytest.skip("single node only: the cluster keeps no such global keys")
+    sid = "wrong-type"
+    run = Run(session_id=sid)
+    await rstore.flush(Session(id=sid, agent_id="a"), run, [_mk(sid, 0), _mk(sid, 1)])
+    names = rstore.keys
+    target = {"touched": names.touched_index, "eid": names.event_index}.get(key)
+    if target is None:
+        from agent_session_store.redis.keys import SESSION_KEYS
+
+        target = names.session(sid)[SESSION_KEYS.index(key)]
+    r = rstore.client
+    aside = f"{target}:aside"  # same hash tag: same slot
+    await r.rename(target, aside)
+    if _WRITTEN.get(key) == "hash":
+        await r.hset(target, "f", "v")
+    else:
+        await r.set(target, "not a hash")
+    before = await _snapshot(rstore)
+    new = [
+        # a type the session has (no directory read) and a new one, both in the run
+        Event(type=kind, session_id=sid, run_id=run.id)
+        for kind in (EventType.MESSAGE_SENT, EventType.TOOL_CALL_STARTED)
+    ]
+    with pytest.raises(StoreError) as info:
+        await rstore.append_events(new)
+    assert info.value.code == "storage_error", info.value
+    assert await _snapshot(rstore) == before
+    await r.delete(target)
+    await r.rename(aside, target)
+    assert [e.sequence_number for e in await rstore.get_events(sid)] == [1, 2]
+    assert [e.sequence_number for e in await rstore.append_events(new)] == [3, 4]
+    assert [e.sequence_number for e in await rstore.get_events(sid, run_id=run.id)] == [3, 4]
+
+
 def _cli(port: int, *args: str) -> str:
     return subprocess.run(
         ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
@@ -1651,3 +1706,81 @@ async def test_single_node_paused_gives_retryable_codes_then_recovers(
         assert all(paused.values()), {k: len(v) for k, v in paused.items()}
         assert _codes(paused) == {"storage_connection_failed"}
         await _wait_healthy(store, sids, 30)
+
+
+@pytest.mark.timeout(120)
+async def test_a_write_stalled_on_a_paused_server_is_bounded(own_server: _Server) -> None:
+    """A write larger than the socket buffers, to a hung server (SIGSTOP), stalls in the
+    send itself; the socket timeout bounds it there too (store.py: ``asyncio.timeout``, not
+    redis-py's task per call): storage_connection_failed, then the store works again."""
+    url = f"redis://127.0.0.1:{own_server.port}/0?prefix=w&socket_timeout=1&connect_timeout=1"
+    async with open_session_store(url) as store:
+        await store.append_event(Event(type=EventType.MESSAGE_SENT, session_id="s"))
+        big = [
+            Event(type=EventType.MESSAGE_SENT, session_id="s", data={"x": "y" * 1_000_000})
+            for _ in range(32)
+        ]
+        assert own_server.proc is not None
+        own_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError) as info:
+                await store.append_events(big)
+            took = time.monotonic() - started
+        finally:
+            own_server.proc.send_signal(signal.SIGCONT)
+        assert info.value.code == "storage_connection_failed"
+        assert info.value.details["reason"] == "timeout"
+        assert "writing" in info.value.message, info.value.message
+        assert took < 10, took
+        stored = await store.append_event_with_sequence(
+            Event(type=EventType.MESSAGE_SENT, session_id="s")
+        )
+        assert stored.sequence_number == 2
+
+
+async def test_plain_pages_agree_with_a_filter_of_the_log(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page oldest first without filters comes from GET + HMGET on a single node (no
+    script) while the numbers it covers are all stored, and from the read script past a gap:
+    every (after, before, limit) gives what filtering the whole log gives."""
+    numbers = [1, 2, 3, 6, 7, 8, 9, 11]  # gaps below the counter (12): an import
+    sid = "holes"
+    rows = [
+        Event(id=f"h{n}", type=EventType.MESSAGE_SENT, session_id=sid, sequence_number=n)
+        for n in numbers
+    ]
+    await rstore.import_session(SessionExport(Session(id=sid, agent_id="a"), [], rows, 12))
+    dense = await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="dense") for _ in range(30)]
+    )
+    every = {sid: await rstore.get_events(sid), "dense": dense}
+    assert [e.sequence_number for e in every[sid]] == numbers
+    scripts = 0
+    real_eval = rstore.eval
+
+    async def counting(name: str, keys: Any, args: Any) -> Any:
+        nonlocal scripts
+        scripts += name == "read"
+        return await real_eval(name, keys, args)
+
+    monkeypatch.setattr(rstore, "eval", counting)
+    for s, log in every.items():
+        for after in range(0, 14):
+            for before in (None, 3, 7, 13, 31):
+                for limit in (1, 2, 4, 100):
+                    want = [
+                        e
+                        for e in log
+                        if e.sequence_number is not None
+                        and e.sequence_number > after
+                        and (before is None or e.sequence_number < before)
+                    ][:limit]
+                    got = await rstore.get_events(s, after=after, before=before, limit=limit)
+                    assert got == want, (s, after, before, limit)
+    scripts_before = scripts
+    assert await rstore.get_events("dense", after=3, limit=20) == dense[3:23]
+    assert await rstore.get_events("dense", after=25, limit=20) == dense[25:]
+    if not rstore.cluster:  # a dense page on a single node: no script call
+        assert scripts == scripts_before

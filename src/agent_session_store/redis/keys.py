@@ -47,6 +47,10 @@ class Keys:
         t = self.tag(session_id)
         return [f"{t}:{n}" for n in SESSION_KEYS]
 
+    def seq(self, session_id: str) -> str:
+        """The session's counter key (``session(...)[SEQ]``)."""
+        return f"{self.tag(session_id)}:seq"
+
     def garbage(self, session_id: str) -> str:
         """Single node: a deleted session's ids hash, renamed, until its clean-up is done."""
         return f"{self.tag(session_id)}:gc:{secrets.token_hex(8)}"

@@ -7,10 +7,11 @@ in the plan), then documents and index members in the order they are added.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..models import Session
 from .keys import Keys
@@ -100,10 +101,14 @@ class WritePlan:
         if i is None:
             i = self._order[session_id] = len(self._sessions) + 1
             first = len(self.keys) + 1
-            self.keys.extend(self._names.session(session_id))
-            self._sessions.append(
-                {"id": session_id, "keys": first, "channel": self._names.channel(session_id)}
-            )
+            if self._cluster:  # every key named: the server checks that each one is here
+                self.keys.extend(self._names.session(session_id))
+                self._sessions.append(
+                    {"id": session_id, "keys": first, "channel": self._names.channel(session_id)}
+                )
+            else:  # its counter key alone: the script names the others from its tag
+                self.keys.append(self._names.seq(session_id))
+                self._sessions.append({"id": session_id, "keys": first})
         return i
 
     def expect(self, session_id: str, sequence: int, *, shortcut: bool) -> None:
@@ -173,4 +178,6 @@ class WritePlan:
         }
 
     def args(self) -> list[str | bytes]:
-        return [json.dumps(self.plan, separators=(",", ":")), *self.argv]
+        """The plan first (orjson: a tenth of ``json.dumps``' time; its UTF-8 the script's
+        cjson reads as the same strings), then the rows and documents."""
+        return [orjson.dumps(self.plan), *self.argv]

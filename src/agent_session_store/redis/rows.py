@@ -20,10 +20,6 @@ def _opt(value: str | None) -> str:
     return "" if value is None else "=" + value
 
 
-def _unopt(value: str) -> str | None:
-    return None if value == "" else value[1:]
-
-
 def blob(row: EncodedEvent) -> str:
     """An event row as one NUL-separated string."""
     return NS.join(
@@ -43,19 +39,21 @@ def blob(row: EncodedEvent) -> str:
 
 
 def unblob(text: str, seq: int) -> Event:
-    p = text.split(NS, 9)
+    """The event of a stored row (``blob``'s fields, back in ``EncodedEvent`` order); the
+    optional fields inline, as this runs once per row read."""
+    i, s, t, r, ts, v, p, c, d, m = text.split(NS, 9)
     return decode_event(
         (
-            p[0],
-            p[1],
-            p[2],
-            _unopt(p[3]),
-            int(p[4]),
-            p[8],
-            p[9],
-            int(p[5]),
-            _unopt(p[6]),
-            _unopt(p[7]),
+            i,
+            s,
+            t,
+            r[1:] if r else None,
+            int(ts),
+            d,
+            m,
+            int(v),
+            p[1:] if p else None,
+            c[1:] if c else None,
         ),
         seq,
     )

@@ -5,7 +5,10 @@
 -- write, so a refused call has changed nothing and consumed no sequence number.
 --
 -- plan.sessions         [{id, keys, channel}]: keys = KEYS position of the session's 10 keys
---                       (seq, ev, ids, x, s, runs, del, q, z, t)
+--                       (seq, ev, ids, x, s, runs, del, q, z, t) in a cluster; on a single
+--                       node (no channel) of its seq key alone, the others named from its tag
+--                       (`<tag>:seq` -> `<tag>:ev` ...: fewer arguments to pack and parse
+--                       per call; nothing routes by them there)
 -- plan.rows             {first, count}: ARGV positions of the event rows; each row is stored
 --                       in the session its own session field names (plan.sessions has it);
 --                       with packed (an ARGV position) and lens, the rows are instead that
@@ -43,11 +46,18 @@
 local plan = cjson.decode(ARGV[1])
 local sessions, by_sid = {}, {}
 for i, p in ipairs(plan.sessions) do
-  local k = p.keys
-  local s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
-             ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
-             runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
-             zones = KEYS[k + 8], types = KEYS[k + 9]}
+  local k, s = p.keys, nil
+  if p.channel then  -- cluster: all 10 keys given (the server checks that each one is here)
+    s = {sid = p.id, channel = p.channel, seq = KEYS[k], ev = KEYS[k + 1],
+         ids = KEYS[k + 2], index = KEYS[k + 3], record = KEYS[k + 4],
+         runs = KEYS[k + 5], fence = KEYS[k + 6], sparse = KEYS[k + 7],
+         zones = KEYS[k + 8], types = KEYS[k + 9]}
+  else  -- single node: the counter key `<tag>:seq` given, the others named from its tag
+    local t = string.sub(KEYS[k], 1, -4)
+    s = {sid = p.id, channel = t .. 'n', seq = KEYS[k], ev = t .. 'ev', ids = t .. 'ids',
+         index = t .. 'x', record = t .. 's', runs = t .. 'runs', fence = t .. 'del',
+         sparse = t .. 'q', zones = t .. 'z', types = t .. 't'}
+  end
   if plan.fenced then
     s.fence_state = redis.call('GET', s.fence)
     if s.fence_state == 'busy' then return {'BUSY'} end
@@ -91,6 +101,7 @@ local id_index = plan.id_index and KEYS[plan.id_index]
 local function counter(s)
   if not s.last then
     s.last = tonumber(redis.call('GET', s.seq) or '0')
+    s.before = s.last
     s.new_rows, s.new_ids, s.new_index, s.new_seqs, s.new_zones = {}, {}, {}, {}, {}
     s.new_types = {}
   end
@@ -100,7 +111,6 @@ end
 -- Buffers one new row at number seq of session s (written at the end, in wide commands);
 -- f: the row's first five fields (id, session, type, run, timestamp).
 local function add(s, seq, blob, f)
-  local p = pad(seq)
   local rows_buf, ids_buf, index_buf = s.new_rows, s.new_ids, s.new_index
   rows_buf[#rows_buf + 1] = seq; rows_buf[#rows_buf + 1] = blob
   if id_index then  -- single node: the global pointer holds the number too
@@ -113,7 +123,7 @@ local function add(s, seq, blob, f)
   of_type[#of_type + 1] = seq
   if f[4] ~= '' then
     index_buf[#index_buf + 1] = 0
-    index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. p
+    index_buf[#index_buf + 1] = 'r' .. string.sub(f[4], 2) .. '\0' .. pad(seq)
   end
   s.new_seqs[#s.new_seqs + 1] = seq
   -- what the wake-up message tells readers (wakes.py)
@@ -146,9 +156,10 @@ local function legacy(s)
   if s.legacy == nil then s.legacy = redis.call('EXISTS', s.ids) == 1 end
   return s.legacy
 end
-local function holder(id, s)
+local function holder(id, s, known)
   if not id_index then return s, redis.call('HGET', s.ids, id) or nil end
-  local v = redis.call('HGET', id_index, id)
+  local v = known
+  if v == nil then v = redis.call('HGET', id_index, id) end
   if v then
     local owner, seq = pointer(v)
     local o = by_sid[owner]
@@ -170,16 +181,30 @@ local function holder(id, s)
   return s, nil
 end
 
+-- Single node, several rows: their id index entries in one HMGET (4,000 at a time), not one
+-- HGET each (blobs[n]: the row, heads[n]: its first five fields, known[n]: its entry or false).
+local blobs, heads, known = {}, {}, {}
+for n = 1, rows.count do
+  blobs[n] = row(n); heads[n] = fields5(blobs[n])
+end
+if id_index and rows.count > 1 then
+  for i = 1, rows.count, 4000 do
+    local ids = {}
+    for n = i, math.min(i + 3999, rows.count) do ids[#ids + 1] = heads[n][1] end
+    local got = redis.call('HMGET', id_index, unpack(ids))
+    for j = 1, #ids do known[i + j - 1] = got[j] end
+  end
+end
+
 local numbered = plan.numbered
 if numbered then
   -- import: rows keep their numbers; an id already at its number is skipped
   local skipped = 0
   for n = 1, rows.count do
-    local blob = row(n)
-    local f = fields(blob, 5)
+    local blob, f = blobs[n], heads[n]
     local id, seq = f[1], numbered.seqs[n]
     local own = by_sid[f[2]]
-    local s, have = holder(id, own)
+    local s, have = holder(id, own, known[n])
     if s and have and s ~= own then
       return {'CONFLICT', seq, -1, 'event ' .. id .. ' is already stored in session ' .. s.sid}
     end
@@ -203,9 +228,8 @@ if numbered then
 else
   local all_stored = true
   for n = 1, rows.count do
-    local blob = row(n)
-    local f = fields(blob, 5)
-    local s, have = holder(f[1], by_sid[f[2]])
+    local blob, f = blobs[n], heads[n]
+    local s, have = holder(f[1], by_sid[f[2]], known[n])
     if s then
       local seq, stored = nil, ''
       if have then
@@ -224,13 +248,17 @@ else
   local e = plan.expected
   if e and not (e.shortcut and all_stored) then
     local s = sessions[e.session]
-    local actual = s.last and tonumber(redis.call('GET', s.seq) or '0') or counter(s)
+    local actual = s.last and s.before or counter(s)
     if actual ~= e.sequence then return {'CONFLICT', e.sequence, actual} end
   end
 end
 
--- every check passed: write. A key of another type would fail a command midway, after
--- earlier writes of this call, and a script is not rolled back: refuse before the first.
+-- every check passed. A key of another type would fail a command midway, after earlier
+-- writes of this call, and a script is not rolled back, so before the first write every key
+-- written is known to be of its type or absent: most are read first (GET, HGET, HEXISTS fail
+-- on another type just as a write would, before anything is written), the rest are checked
+-- with TYPE here, and the first write (the rows of the first session getting new events)
+-- needs neither: nothing precedes it.
 local function kind_of(key, kind)
   local t = redis.call('TYPE', key)
   t = type(t) == 'table' and t.ok or t
@@ -239,37 +267,8 @@ local function kind_of(key, kind)
       .. '; nothing was written')
   end
 end
-local kinds = {'string', 'hash', 'hash', 'zset', 'hash', 'hash', nil, 'zset', 'hash', 'hash'}
-for i = 1, #sessions do
-  local k = plan.sessions[i].keys
-  for j = 0, 9 do
-    if kinds[j + 1] then
-      local bad = kind_of(KEYS[k + j], kinds[j + 1])
-      if bad then return bad end
-    end
-  end
-end
-for _, name in ipairs({'touched_index', 'id_index', 'run_index'}) do
-  if plan[name] then
-    local bad = kind_of(KEYS[plan[name]], 'hash')
-    if bad then return bad end
-  end
-end
-if plan.list_index then
-  for j, kind in ipairs({'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}) do
-    local bad = kind_of(KEYS[plan.list_index[j]], kind)
-    if bad then return bad end
-  end
-end
-local now = nil
-local touched_index = plan.touched_index and KEYS[plan.touched_index]
-local function touch(s)
-  if redis.call('HEXISTS', s.record, 'doc') == 1 then
-    now = now or fmt(now_us())
-    redis.call('HSET', s.record, 'touched', now)
-    if touched_index then redis.call('HSET', touched_index, s.sid, now) end
-  end
-end
+local checks = {}  -- key, kind, ...: what gets a TYPE check
+local function check(key, kind) checks[#checks + 1] = key; checks[#checks + 1] = kind end
 local function wide(cmd, key, buf)
   for i = 1, #buf, 4000 do
     redis.call(cmd, key, unpack(buf, i, math.min(i + 3999, #buf)))
@@ -278,13 +277,15 @@ end
 -- Adds the numbers seqs to one type's array (prelude: the type index); start, count: its
 -- header. Appends land at the end: the last chunk is rewritten and new ones added. An import
 -- below the end rewrites the entries above its lowest number (the only write whose cost is
--- not just what it adds).
-local function types_add(s, typ, seqs, start, count)
+-- not just what it adds). Reads only: the fields to set go to buf, a new type's directory
+-- member to s.new_index.
+local function types_add(s, typ, seqs, start, count, buf)
   table.sort(seqs)
   local key = s.types
   if count <= start then
     start, count = 0, 0
-    redis.call('ZADD', s.index, 0, 'T' .. typ)
+    s.new_index[#s.new_index + 1] = 0
+    s.new_index[#s.new_index + 1] = 'T' .. typ
   end
   local get, chunk = type_entries(key, typ)
   local p = count
@@ -299,7 +300,7 @@ local function types_add(s, typ, seqs, start, count)
   end
   for i = j, #seqs do merged[#merged + 1] = seqs[i] end
   local k, n = math.floor(p / TCHUNK), p % TCHUNK
-  local parts, buf = {}, {}
+  local parts = {}
   if n > 0 then parts[1] = string.sub(chunk(k), 1, n * TW) end
   local last, added = -1, 0
   for _, seq in ipairs(merged) do
@@ -313,20 +314,19 @@ local function types_add(s, typ, seqs, start, count)
   end
   if n > 0 then buf[#buf + 1] = typ .. '\0' .. fmt(k); buf[#buf + 1] = table.concat(parts) end
   buf[#buf + 1] = typ; buf[#buf + 1] = fmt(start) .. ' ' .. fmt(p + added)
-  wide('HSET', key, buf)
 end
-if #claimed > 0 then wide('HSET', id_index, claimed) end
+
+-- what each session getting new events writes, read and computed before the first write
+local first = nil  -- that session whose rows are the first write (unchecked)
 for _, s in ipairs(sessions) do
   if s.got_new then
-    local before = tonumber(redis.call('GET', s.seq) or '0')
+    if first then check(s.ev, 'hash') else first = s end
     local top = s.last
     for _, seq in ipairs(s.new_seqs) do if seq > top then top = seq end end
     if numbered then top = math.max(top, numbered.latest) end
-    redis.call('SET', s.seq, fmt(top))
-    wide('HSET', s.ev, s.new_rows)
-    if #s.new_ids > 0 then wide('HSET', s.ids, s.new_ids) end
+    s.top = top
     -- a type with an array says the session has the type index; else x says (old_types)
-    local old = nil
+    local old, tbuf = nil, {}
     for typ, seqs in pairs(s.new_types) do
       local start, count, known = type_header(s.types, typ)
       if known then old = false elseif old == nil then old = old_types(s.index) end
@@ -336,51 +336,112 @@ for _, s in ipairs(sessions) do
           s.new_index[#s.new_index + 1] = 't' .. typ .. '\0' .. pad(seq)
         end
       else
-        types_add(s, typ, seqs, start, count)
+        types_add(s, typ, seqs, start, count, tbuf)
       end
     end
-    if #s.new_index > 0 then wide('ZADD', s.index, s.new_index) end
+    s.types_buf = tbuf
+    if #s.new_index > 0 then check(s.index, 'zset') end
+    local zbuf = {}
     for z, ts in pairs(s.new_zones) do
-      local old = redis.call('HGET', s.zones, z)
-      if not old or int_cmp(ts, old) > 0 then redis.call('HSET', s.zones, z, ts) end
+      local was = redis.call('HGET', s.zones, z)
+      if not was or int_cmp(ts, was) > 0 then zbuf[#zbuf + 1] = z; zbuf[#zbuf + 1] = ts end
     end
+    s.zones_buf = zbuf
     -- numbers above 'dense' are listed in q once a session has gaps (imports only)
-    local sparse = redis.call('EXISTS', s.sparse) == 1
-    if not sparse and numbered and #s.new_seqs ~= top - before then
-      redis.call('ZADD', s.sparse, before, 'dense')
-      sparse = true
+    s.sparse_on = redis.call('EXISTS', s.sparse) == 1
+    s.dense_at = nil
+    if not s.sparse_on and numbered and #s.new_seqs ~= top - s.before then
+      s.dense_at = s.before
+      s.sparse_on = true
     end
-    if sparse then
+    if s.sparse_on then check(s.sparse, 'zset') end
+  end
+end
+local raise = nil  -- import: the counter moves to the export's latest even if all was skipped
+if numbered then
+  local s = sessions[1]
+  local was = tonumber(redis.call('GET', s.seq) or '0')
+  if not s.got_new and numbered.latest > was then
+    raise = {s = s, dense = redis.call('EXISTS', s.sparse) == 0 and was or nil}
+    check(s.sparse, 'zset')
+  end
+end
+local rec = plan.session_record
+local touched_index = plan.touched_index and KEYS[plan.touched_index]
+local rec_v = nil
+if rec then
+  local s = sessions[rec.session]
+  rec_v = math.max(tonumber(redis.call('HGET', s.record, 'v') or '0') + 1, now_us())
+  if touched_index then check(touched_index, 'hash') end
+  if plan.list_index then
+    for j, kind in ipairs({'zset', 'zset', 'zset', 'zset', 'hash', 'hash'}) do
+      check(KEYS[plan.list_index[j]], kind)
+    end
+  end
+end
+-- sessions whose updated_at becomes now (C5): those with a record, or saved by this call
+local touching, seen = {}, {}
+local function to_touch(s)
+  if seen[s] then return end
+  seen[s] = true
+  local saved = rec and sessions[rec.session] == s
+  if saved or redis.call('HEXISTS', s.record, 'doc') == 1 then
+    touching[#touching + 1] = s
+    if touched_index then check(touched_index, 'hash') end
+  end
+end
+if plan.touch then
+  for _, s in ipairs(sessions) do if s.got_new then to_touch(s) end end
+end
+for _, i in ipairs(plan.touch_sessions or {}) do to_touch(sessions[i]) end
+for _, r in ipairs(plan.runs or {}) do check(sessions[r.session].runs, 'hash') end
+for _, r in ipairs(plan.runs_removed or {}) do check(sessions[r.session].runs, 'hash') end
+if plan.run_owners then check(KEYS[plan.run_index], 'hash') end
+local checked = {}
+for i = 1, #checks, 2 do
+  local key = checks[i]
+  if not checked[key] then
+    checked[key] = true
+    local bad = kind_of(key, checks[i + 1])
+    if bad then return bad end
+  end
+end
+
+-- write
+if first then wide('HSET', first.ev, first.new_rows) end
+for _, s in ipairs(sessions) do
+  if s.got_new then
+    if s ~= first then wide('HSET', s.ev, s.new_rows) end
+    redis.call('SET', s.seq, fmt(s.top))
+    if #s.new_ids > 0 then wide('HSET', s.ids, s.new_ids) end
+    if #s.types_buf > 0 then wide('HSET', s.types, s.types_buf) end
+    if #s.new_index > 0 then wide('ZADD', s.index, s.new_index) end
+    if #s.zones_buf > 0 then wide('HSET', s.zones, s.zones_buf) end
+    if s.dense_at then redis.call('ZADD', s.sparse, s.dense_at, 'dense') end
+    if s.sparse_on then
       local buf = {}
       for _, seq in ipairs(s.new_seqs) do buf[#buf + 1] = seq; buf[#buf + 1] = seq end
       wide('ZADD', s.sparse, buf)
     end
   end
 end
-if numbered then
-  -- the counter moves to the export's latest even when every row was skipped
-  local s = sessions[1]
-  if not s.got_new and numbered.latest > tonumber(redis.call('GET', s.seq) or '0') then
-    if redis.call('EXISTS', s.sparse) == 0 then
-      redis.call('ZADD', s.sparse, tonumber(redis.call('GET', s.seq) or '0'), 'dense')
-    end
-    redis.call('SET', s.seq, fmt(numbered.latest))
-  end
+if #claimed > 0 then wide('HSET', id_index, claimed) end
+if raise then
+  if raise.dense then redis.call('ZADD', raise.s.sparse, raise.dense, 'dense') end
+  redis.call('SET', raise.s.seq, fmt(numbered.latest))
 end
 
 local version = ''
-local rec = plan.session_record
 if rec then
   local s, doc = sessions[rec.session], ARGV[rec.doc]
-  local v = math.max(tonumber(redis.call('HGET', s.record, 'v') or '0') + 1, now_us())
-  redis.call('HSET', s.record, 'doc', doc, 'v', fmt(v))
+  redis.call('HSET', s.record, 'doc', doc, 'v', fmt(rec_v))
   redis.call('HDEL', s.record, 'touched')
   if touched_index then redis.call('HDEL', touched_index, s.sid) end
-  version = fmt(v)
+  version = fmt(rec_v)
   if plan.list_index then
     local m = rec.members
-    index_put(plan.list_index, s.sid, v, doc, {ARGV[m], ARGV[m + 1], ARGV[m + 2], ARGV[m + 3]},
-      false)
+    index_put(plan.list_index, s.sid, rec_v, doc,
+      {ARGV[m], ARGV[m + 1], ARGV[m + 2], ARGV[m + 3]}, false)
   end
 end
 for _, r in ipairs(plan.runs or {}) do
@@ -392,10 +453,13 @@ end
 for _, o in ipairs(plan.run_owners or {}) do
   redis.call('HSET', KEYS[plan.run_index], o.run, o.session)
 end
-if plan.touch then
-  for _, s in ipairs(sessions) do if s.got_new then touch(s) end end
+if #touching > 0 then
+  local now = fmt(now_us())
+  for _, s in ipairs(touching) do
+    redis.call('HSET', s.record, 'touched', now)
+    if touched_index then redis.call('HSET', touched_index, s.sid, now) end
+  end
 end
-for _, i in ipairs(plan.touch_sessions or {}) do touch(sessions[i]) end
 local function wake_message(w)
   local types, runs = {}, {}
   for t in pairs(w.t) do types[#types + 1] = t end
