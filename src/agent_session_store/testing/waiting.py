@@ -97,7 +97,16 @@ async def settled(
     base = inner(store)
     readers = list(tasks)
     await until(lambda: deliveries(store, session_id) > before, f"a wake-up of {session_id[:40]!r}")
-    await asyncio.sleep(0)  # readers it woke run now
+    # The readers it woke resume on the store's loop, each leaving the sleeping count as it
+    # does: let that loop turn once after the wake-up (here sleep(0) would turn only this
+    # loop, and under load "everyone still asleep, no query yet" passed for settled).
+    if elsewhere(store):
+        assert base._bound_loop is not None
+        await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), base._bound_loop)
+        )
+    else:
+        await asyncio.sleep(0)  # readers it woke run now
 
     def quiet() -> bool:
         waiting = sum(not t.done() for t in readers)
