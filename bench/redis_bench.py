@@ -179,7 +179,7 @@ async def _wake_latency(
                 called, returned = await loop.run_in_executor(None, ours_end.recv)
                 raws.append((done - returned) * 1000)
                 raws_call.append((done - called) * 1000)
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         ours_end.send("stop")
     finally:
         gc.enable()

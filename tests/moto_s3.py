@@ -53,9 +53,10 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
         env.delenv("AWS_ENDPOINT_URL", raising=False)
         env.delenv("AWS_PROFILE", raising=False)
         port = free_port()
-        server = Path(sys.executable).parent / "moto_server"
+        # moto's own server, its conditional writes made atomic as S3's are (moto_atomic.py)
+        launcher = Path(__file__).with_name("moto_atomic.py")
         process = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
