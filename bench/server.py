@@ -1,8 +1,9 @@
 """The server's bars (issue 11), each measured against something in the same run:
 
 * API: ``GET /api/sessions/{id}`` (session and stats) and ``GET …/events?limit=100`` under 50
-  concurrent keep-alive clients against a uvicorn process serving SQLite: p99 latency and
-  throughput, the latter against 50 tasks calling the store directly for the same work.
+  concurrent keep-alive clients against ``serve`` on SQLite, in one process and with
+  ``--workers 2``: p99 latency and throughput, the latter against 50 tasks calling the store
+  directly (in one process) for the same work.
 * SSE fan-out: N subscribers on one session (1,000; 200 with ``--quick``) while 100 events/s
   are appended: every subscriber must get every event in order (a cut-off one resumes by
   ``Last-Event-ID``), delivery p99, and the server's RSS growth.
@@ -83,7 +84,7 @@ async def _seed(url: str) -> None:
 
 
 class _ServerProcess:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, workers: int = 1) -> None:
         self.port = _free_port()
         self.proc = subprocess.Popen(
             [
@@ -95,6 +96,8 @@ class _ServerProcess:
                 url,
                 "--port",
                 str(self.port),
+                "--workers",
+                str(workers),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -117,10 +120,15 @@ class _ServerProcess:
         return float(psutil.Process(self.proc.pid).memory_info().rss) / 2**20
 
     def cpu_s(self) -> float:
+        """The server's CPU time, its worker processes' included."""
         import psutil
 
-        t = psutil.Process(self.proc.pid).cpu_times()
-        return float(t.user + t.system)
+        parent = psutil.Process(self.proc.pid)
+        total = 0.0
+        for p in [parent, *parent.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -217,14 +225,16 @@ async def _http_round(server: _ServerProcess, path: str, seconds: float) -> dict
     return got
 
 
-async def _api_rows(url: str, server: _ServerProcess, seconds: float) -> list[Row]:
+async def _api_rows(url: str, server: _ServerProcess, seconds: float, workers: int) -> list[Row]:
     """HTTP (client in its own process) and direct calls alternate, twice each, so a change
     in the machine's load hits both sides alike; the ratio is what counts."""
     rows = []
-    for case, path, work in (
+    served_by = "1 worker" if workers == 1 else f"{workers} workers"
+    for what, path, work in (
         ("GET session (+stats)", f"/api/sessions/{SID}", "session"),
         ("GET 100-event page", f"/api/sessions/{SID}/events?limit=100", "events"),
     ):
+        case = f"{what} ({served_by})"
         await _http_round(server, path, 0.5)  # warm up
         n = direct = 0
         lat: list[float] = []
@@ -602,10 +612,16 @@ async def run(quick: bool = False) -> list[Row]:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}?auto_migrate=true"
         await _seed(url)
         rows = [await _page_row(url, 5 if quick else 20)]
+        for workers in (1, 2):  # serve --workers 2: one process per core
+            server = _ServerProcess(url.split("?")[0], workers)
+            try:
+                await server.ready()
+                rows += await _api_rows(url, server, 2.0 if quick else 5.0, workers)
+            finally:
+                server.stop()
         server = _ServerProcess(url.split("?")[0])
         try:
             await server.ready()
-            rows += await _api_rows(url, server, 2.0 if quick else 5.0)
             subscribers = int(os.environ.get("BENCH_SSE_SUBSCRIBERS", 200 if quick else 1000))
             rows += await _fanout_rows(url, server, subscribers, 3.0 if quick else 10.0)
         finally:

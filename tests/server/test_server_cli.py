@@ -3,6 +3,7 @@ answers, and stops promptly with live streams open."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from agent_session_store.cli import main
@@ -45,9 +47,8 @@ def _port() -> int:
         return port
 
 
-def test_serve_answers_and_stops_with_streams_open(tmp_path: Path) -> None:
-    port = _port()
-    db = tmp_path / "s.db"
+def _start(db: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """``serve`` in its own process on a SQLite file, token "tok"; answering on return."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -60,27 +61,57 @@ def test_serve_answers_and_stops_with_streams_open(tmp_path: Path) -> None:
             str(port),
             "--token",
             "tok",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/sessions")
+            return proc
+        except httpx.ConnectError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                raise AssertionError(f"server did not start: {out}") from None
+            time.sleep(0.05)
+
+
+def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for child in psutil.Process().children(recursive=True):
+        if "spawn_main" in " ".join(child.cmdline()):  # a worker the kill left behind
+            child.kill()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_and_stops_with_streams_open(tmp_path: Path, workers: int) -> None:
+    port = _port()
+    proc = _start(tmp_path / "s.db", port, "--workers", str(workers))
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                r = httpx.get(base + "/api/sessions", headers={"authorization": "Bearer tok"})
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.05)
-        assert r.status_code == 200
+        if workers > 1:
+            assert len(_workers(proc)) == workers
+        auth = {"authorization": "Bearer tok"}
+        assert httpx.get(base + "/api/sessions", headers=auth).status_code == 200
         assert httpx.get(base + "/api/sessions").status_code == 401
-        with httpx.Client(timeout=10, headers={"authorization": "Bearer tok"}) as client:
-            with client.stream("GET", base + "/api/sessions/x/events/stream") as stream:
-                assert stream.status_code == 200
-                proc.send_signal(signal.SIGINT)
-                started = time.monotonic()
+        with httpx.Client(timeout=10, headers=auth) as client, contextlib.ExitStack() as held:
+            streams = [
+                held.enter_context(client.stream("GET", base + "/api/sessions/x/events/stream"))
+                for _ in range(2 * workers)  # on every worker, most likely
+            ]
+            assert all(stream.status_code == 200 for stream in streams)
+            proc.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            for stream in streams:
                 for _ in stream.iter_bytes():
                     pass  # ends when the server closes the stream
             assert proc.wait(10) in (0, 130)  # uvicorn re-raises the SIGINT it handled
@@ -88,9 +119,61 @@ def test_serve_answers_and_stops_with_streams_open(tmp_path: Path) -> None:
         out = proc.stdout.read().decode() if proc.stdout else ""
         assert "tok" not in out.replace("token", "")  # the token is never logged
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
+
+
+def test_workers_see_appends_from_other_processes(tmp_path: Path) -> None:
+    """Two workers; every stream, whichever worker holds it, gets an event appended by
+    another process (this test's) straight into the database."""
+    from agent_session_store import Event, EventType, Session
+    from agent_session_store.sync import open_session_store
+
+    port = _port()
+    db = tmp_path / "s.db"
+    proc = _start(db, port, "--workers", "2")
+    try:
+        base = f"http://127.0.0.1:{port}/api/sessions/live/events/stream"
+        with (
+            httpx.Client(timeout=15, headers={"authorization": "Bearer tok"}) as client,
+            open_session_store(f"sqlite:///{db}") as store,
+            contextlib.ExitStack() as held,
+        ):
+            store.save_session(Session(id="live", agent_id="a"))
+            streams = [held.enter_context(client.stream("GET", base)) for _ in range(4)]
+            assert all(stream.status_code == 200 for stream in streams)
+            store.append_event(
+                Event(type=EventType.MESSAGE_RECEIVED, session_id="live", data={"n": 1})
+            )
+            for stream in streams:
+                seen = ""
+                for text in stream.iter_text():
+                    seen += text
+                    if "\nid: 1\n" in "\n" + seen:
+                        break
+                assert '"n":1' in seen.replace(" ", "")
+    finally:
+        _stop(proc)
+
+
+def test_a_worker_dying_stops_the_server(tmp_path: Path) -> None:
+    port = _port()
+    proc = _start(tmp_path / "s.db", port, "--workers", "2")
+    try:
+        first, second = _workers(proc)
+        first.kill()
+        assert proc.wait(30) == 1
+        assert not second.is_running() or second.status() == psutil.STATUS_ZOMBIE
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        assert "a worker stopped" in out
+    finally:
+        _stop(proc)
+
+
+def test_workers_refuse_a_memory_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", "memory://", "serve", "--workers", "2"]) == 2
+    assert "memory:// session store lives in one process" in capsys.readouterr().err
+    assert main(["--url", "sqlite:///x.db", "serve", "--workers", "0"]) == 2
+    assert "workers must be a positive int" in capsys.readouterr().err
 
 
 def test_serve_read_write_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,7 +49,7 @@ class Keys:
 
     def seq(self, session_id: str) -> str:
         """The session's counter key (``session(...)[SEQ]``)."""
-        return f"{self.tag(session_id)}:seq"
+        return f"{self.tag(session_id)}:{SESSION_KEYS[SEQ]}"
 
     def garbage(self, session_id: str) -> str:
         """Single node: a deleted session's ids hash, renamed, until its clean-up is done."""

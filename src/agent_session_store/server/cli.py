@@ -12,8 +12,18 @@ __all__ = ["register"]
 
 def _serve(args: argparse.Namespace) -> int:
     """Runs its own loop: uvloop when installed (the extra brings it), else asyncio's."""
-    from . import serve  # raises dependency_not_available without the extra
+    from . import serve, serve_workers  # dependency_not_available without the extra
 
+    if args.workers != 1:
+        return serve_workers(
+            args.serve_url or args.url,
+            workers=args.workers,
+            artifacts_url=args.artifacts_url,
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            read_only=not args.read_write,
+        )
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):
         import uvloop
@@ -53,5 +63,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument(
         "--read-write", action="store_true", help="enable the write endpoints (needs a token)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, one core each; not for memory:// (default: 1)",
     )
     p.set_defaults(func=_serve)
