@@ -405,6 +405,33 @@ async def test_append_event_allows_markerless_current_session(
     assert [e.invocation_id for e in got.events] == ["inv1", "inv2"]
 
 
+async def test_copy_of_a_deleted_and_recreated_session_is_stale(
+    service: StoreSessionService,
+) -> None:
+    """Numbers start over in a session created again under a deleted one's id, so a copy
+    of the old one can hold the new one's number: it is stale all the same (as ADK's own
+    update-time marker makes it), and the new session keeps its state."""
+    old = await service.create_session(app_name="my_app", user_id="u", session_id="again")
+    await service.delete_session(app_name="my_app", user_id="u", session_id="again")
+    new = await service.create_session(
+        app_name="my_app", user_id="u", session_id="again", state={"k": "new"}
+    )
+    assert old._storage_update_marker != new._storage_update_marker
+    with pytest.raises(StaleSessionError):
+        await service.append_event(
+            old,
+            Event(
+                invocation_id="stale",
+                author="user",
+                timestamp=_now(),
+                actions=EventActions(state_delta={"k": "old"}),
+            ),
+        )
+    got = await service.get_session(app_name="my_app", user_id="u", session_id="again")
+    assert got is not None and got.events == [] and got.state == {"k": "new"}
+    await service.append_event(got, Event(invocation_id="fresh", author="user", timestamp=_now()))
+
+
 async def test_markerless_stale_session_is_rejected(service: StoreSessionService) -> None:
     session = await service.create_session(app_name="my_app", user_id="user", session_id="s1")
     stale = session.model_copy(deep=True)
@@ -538,7 +565,8 @@ async def test_stored_layout_is_our_log(service: StoreSessionService, session_st
     assert len(ours) == 1
     assert ours[0].data["id"] == event.id
     assert ours[0].correlation_id == "inv"
-    assert session._storage_update_marker == str(ours[0].sequence_number)
+    assert session._storage_update_marker is not None
+    assert session._storage_update_marker.split("@")[0] == str(ours[0].sequence_number)
     records = await session_store.list_sessions(agent_id="adk/my_app/u")
     assert [r.id for r in records] == ["adk/s/my_app/u/s"]
 
@@ -600,7 +628,8 @@ async def test_events_newer_than_the_record_are_not_returned(
         )
         assert got is not None
         assert [e.invocation_id for e in got.events] == ["inv1"]
-        assert got._storage_update_marker == "2"
+        assert got._storage_update_marker is not None
+        assert got._storage_update_marker.split("@")[0] == "2"
 
 
 def _validated_twin(session: Session) -> Session:

@@ -163,6 +163,13 @@ _new_model = object.__new__
 _set_attr = object.__setattr__
 
 
+def _marker(sequence: int, record: Session) -> str:
+    """ADK's ``_storage_update_marker`` of a session read at ``sequence``: with the record's
+    creation time, so a copy of a session since deleted and created again under the same id
+    (whose numbers start over) is stale, as ADK's update-time marker makes it."""
+    return f"{sequence}@{record.created_at.timestamp()}"
+
+
 def _adk_session(
     sid: str,
     app_name: str,
@@ -372,7 +379,9 @@ class StoreSessionService(BaseSessionService):
             self._merge_scope(_Keys.user_state(app_name, user_id), user_delta, source),
             self._register_user(app_name, user_id),
         )
-        return _adk_session(sid, app_name, user_id, _merge(app_state, user_state, own), now, "1")
+        return _adk_session(
+            sid, app_name, user_id, _merge(app_state, user_state, own), now, _marker(1, record)
+        )
 
     async def get_session(
         self,
@@ -404,7 +413,7 @@ class StoreSessionService(BaseSessionService):
             user_id,
             _merge(app_state, user_state, record.context.get("state", {})),
             meta["last_update_time"],
-            str(sequence),
+            _marker(sequence, record),
             [AdkEvent.model_validate(row.data) for row in rows],
         )
 
@@ -492,7 +501,8 @@ class StoreSessionService(BaseSessionService):
                 if scoped:
                     state.update(scoped)
                 when = meta["last_update_time"]
-                add(build(meta["session_id"], app_name, user, state, when, str(meta["sequence"])))
+                marker = f"{meta['sequence']}@{record.created_at.timestamp()}"  # _marker
+                add(build(meta["session_id"], app_name, user, state, when, marker))
         # ADK's order (oldest update first, then user, then id) by stable sorts on keys the
         # sessions already hold: a key tuple per session cost more than building it (issue 10).
         found.sort(key=_BY_ID)
@@ -520,7 +530,7 @@ class StoreSessionService(BaseSessionService):
         if record is None:
             raise SessionNotFoundError(f"Session {session.id} not found.")
         meta = record.metadata["adk"]
-        expected = await self._expected_sequence(key, session, meta)
+        expected = await self._expected_sequence(key, session, record)
         if expected != meta["sequence"]:
             raise StaleSessionError(_STALE)
         app_delta, user_delta, own_delta = _split_state(
@@ -560,19 +570,24 @@ class StoreSessionService(BaseSessionService):
                 ),
             )
         session.last_update_time = event.timestamp
-        session._storage_update_marker = str(stored[0].sequence_number)
+        session._storage_update_marker = _marker(cast(int, stored[0].sequence_number), updated)
         return self._commit_event_to_session(session, event)
 
-    async def _expected_sequence(self, key: str, session: AdkSession, meta: dict[str, Any]) -> int:
-        """The sequence the caller's copy was read at.
+    async def _expected_sequence(self, key: str, session: AdkSession, record: Session) -> int:
+        """The sequence the caller's copy was read at, or -1 when it is of another session
+        of the same id (deleted and created again since: its numbers start over).
 
-        Sessions we built carry it as ADK's ``_storage_update_marker``; for a hand-built or
-        marker-less copy, ADK's own rule applies: it is current unless storage moved past
-        its ``last_update_time`` and no longer ends with the copy's last event.
+        Sessions we built carry it as ADK's ``_storage_update_marker`` (``_marker``); for a
+        hand-built or marker-less copy, ADK's own rule applies: it is current unless storage
+        moved past its ``last_update_time`` and no longer ends with the copy's last event.
         """
+        meta = record.metadata["adk"]
         marker = session._storage_update_marker
         if marker is not None:
-            return int(marker) if marker.isdigit() else -1
+            sequence, _, born = marker.partition("@")
+            if not sequence.isdigit() or born != str(record.created_at.timestamp()):
+                return -1
+            return int(sequence)
         current = cast(int, meta["sequence"])
         if meta["last_update_time"] <= session.last_update_time:
             return current
