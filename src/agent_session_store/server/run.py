@@ -161,14 +161,19 @@ def serve_workers(
         sig: signal.signal(sig, lambda sig, _frame: stopping.append(sig))
         for sig in (signal.SIGINT, signal.SIGTERM)
     }
+    started: list[Any] = []
     try:
         for proc in procs:
             proc.start()
+            started.append(proc)
         mode = "read-only" if read_only else "read-write"
         print(f"serving {redact(url)} on http://{host}:{port}/ ({mode}, {workers} workers)")
         while not stopping and all(p.exitcode is None for p in procs):
-            wait([p.sentinel for p in procs], timeout=0.2)  # or a signal, seen at the latest then
-        return _stop(procs, failed=not stopping)
+            wait([p.sentinel for p in procs], timeout=0.2)  # a signal is seen within 0.2 s
+        return _stop(started, failed=not stopping)
+    except BaseException:
+        _stop(started, failed=False)  # never leave a worker behind
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
