@@ -123,6 +123,19 @@ def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (tuned.synchronous, tuned.busy_timeout, tuned.max_event_bytes) == ("normal", 2.5, 1000)
     assert not tuned.auto_migrate
+    assert tuned._readers.size == 2
+
+
+def test_reader_threads_default_to_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One per core the event loop leaves, 1 to 4 (sqlite/readers.py says why)."""
+    import os
+
+    from agent_session_store.sqlite import readers
+
+    for cores, expected in ((1, 1), (2, 1), (3, 2), (5, 4), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert readers.default_readers() == expected
+        assert open_session_store("sqlite:///d.db")._readers.size == expected
 
 
 @pytest.mark.parametrize(

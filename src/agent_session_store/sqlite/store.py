@@ -22,7 +22,7 @@ from ..wakes import Wake
 from . import queries, reads, schema, writes
 from . import watcher as watchers
 from .connection import Database
-from .readers import ReaderPool
+from .readers import ReaderPool, default_readers
 from .writer import Tx, Writer
 
 
@@ -39,7 +39,7 @@ class SQLiteSessionStore(SessionStoreBase):
         synchronous: str = "full",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         busy_timeout: float = 30.0,
-        readers: int = 4,
+        readers: int | None = None,
     ) -> None:
         super().__init__(max_event_bytes=max_event_bytes)
         raw = os.fspath(path)
@@ -57,7 +57,9 @@ class SQLiteSessionStore(SessionStoreBase):
             raise ValidationError(f"synchronous must be 'full' or 'normal', got {synchronous!r}")
         if not isinstance(busy_timeout, int | float) or not busy_timeout > 0:
             raise ValidationError("busy_timeout must be a positive number of seconds")
-        if type(readers) is not int or readers < 1:
+        if readers is None:
+            readers = default_readers()
+        elif type(readers) is not int or readers < 1:
             raise ValidationError("readers must be a positive int")
         self.path = os.path.abspath(raw)
         self.auto_migrate = auto_migrate
