@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-from collections.abc import Callable
 
 __all__ = ["register"]
 
@@ -13,6 +11,7 @@ __all__ = ["register"]
 def _serve(args: argparse.Namespace) -> int:
     """Runs its own loop: uvloop when installed (the extra brings it), else asyncio's."""
     from . import serve, serve_workers  # dependency_not_available without the extra
+    from .run import loop_factory
 
     if args.workers != 1:
         return serve_workers(
@@ -24,12 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
             token=args.token,
             read_only=not args.read_write,
         )
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(
             serve(
                 args.serve_url or args.url,

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 from urllib.parse import urlsplit
@@ -180,6 +181,15 @@ def serve_workers(
         listener.close()
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (the ``server`` extra brings it), else asyncio's."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
 async def _open_once(url: str, artifacts_url: str | None) -> None:
     """Open and close the stores: a wrong URL or an unreachable server fails here, once."""
     async with open_session_store(url):
@@ -192,13 +202,8 @@ async def _open_once(url: str, artifacts_url: str | None) -> None:
 def _worker(
     url: str, options: dict[str, Any], token: str | None, read_only: bool, listener: Any
 ) -> None:
-    """One worker process: :func:`serve` on the inherited socket, on uvloop when present."""
-    loop_factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
+    """One worker process: :func:`serve` on the inherited socket."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(
             serve(
                 url,
