@@ -1778,3 +1778,40 @@ async def test_plain_pages_agree_with_a_filter_of_the_log(
     assert await rstore.get_events("dense", after=25, limit=20) == dense[25:]
     if not rstore.cluster:  # a dense page on a single node: no script call
         assert scripts.count("read") == scripts_before
+
+
+async def test_long_plain_pages_agree_with_a_filter_of_the_log(
+    rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its first 128 numbers a plain page asks for the rest sized by the counter: pages
+    across that edge, past the counter, and with a gap on either side of it are what
+    filtering the whole log gives; a dense one still runs no script."""
+    numbers = [n for n in range(1, 301) if n not in (100, 135, 129, 200)]
+    rows = [
+        Event(id=f"g{n}", type=EventType.MESSAGE_SENT, session_id="gaps", sequence_number=n)
+        for n in numbers
+    ]
+    await rstore.import_session(SessionExport(Session(id="gaps", agent_id="a"), [], rows, 310))
+    dense = await rstore.append_events(
+        [Event(type=EventType.MESSAGE_SENT, session_id="long") for _ in range(300)]
+    )
+    every = {"gaps": await rstore.get_events("gaps"), "long": dense}
+    assert [e.sequence_number for e in every["gaps"]] == numbers
+    for s, log in every.items():
+        for after in (0, 1, 99, 127, 128, 129, 150, 290, 300):
+            for before in (None, 129, 130, 250, 400):
+                for limit in (127, 128, 129, 200, 1000):
+                    want = [
+                        e
+                        for e in log
+                        if e.sequence_number is not None
+                        and e.sequence_number > after
+                        and (before is None or e.sequence_number < before)
+                    ][:limit]
+                    got = await rstore.get_events(s, after=after, before=before, limit=limit)
+                    assert got == want, (s, after, before, limit)
+    scripts = _script_calls(rstore, monkeypatch)
+    assert await rstore.get_events("long", limit=1000) == dense
+    assert await rstore.get_events("long", after=10, limit=250) == dense[10:260]
+    if not rstore.cluster:
+        assert scripts.count("read") == 0

@@ -445,14 +445,23 @@ class RedisSessionStore(SessionStoreBase):
         of a thousand rows cost the server five times the HMGET). Returns the events of the
         numbers present from ``after + 1`` on, and None when that is the answer (the page is
         full, or it reaches the counter), else the number to go on from with the read script
-        (a gap below the counter: pruned or imported numbers)."""
+        (a gap below the counter: pruned or imported numbers).
+
+        Past the first ``_FIRST_NUMBERS`` numbers, the rest is asked for in a second HMGET
+        sized by the counter the first call read: naming numbers past the counter cost
+        time (a 10-event session read with ``limit=1000`` took 0.84 ms against 0.2 ms, most of
+        it packing the 990 missing numbers), and a long page pays one more round trip."""
         hi = after + limit if before is None else min(after + limit, before - 1)
         if hi <= after:
             return [], None
+        first = min(hi, after + _FIRST_NUMBERS)
         pipe = self._r.pipeline(transaction=True)
         pipe.get(seq_key)
-        pipe.hmget(ev_key, list(range(after + 1, hi + 1)))
+        pipe.hmget(ev_key, list(range(after + 1, first + 1)))
         latest, texts = await pipe.execute()
+        last = min(hi, int(latest or 0))
+        if first < last and None not in texts:
+            texts += await self._r.hmget(ev_key, list(range(first + 1, last + 1)))
         n = texts.index(None) if None in texts else len(texts)
         page = texts[:n]
         if n * _ROW_COST + sum(map(len, page)) > DECODE_BUDGET:
@@ -633,6 +642,7 @@ def _blobs(rows: list[EncodedEvent]) -> list[str]:
 
 
 _ROW_COST = 256  # as ``base.heavy`` counts
+_FIRST_NUMBERS = 128  # _plain_page: the numbers asked for before the counter is known
 
 
 def _unblob_from(texts: list[str], first: int) -> list[Event]:
