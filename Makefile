@@ -4,19 +4,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo-data/demo.db
 
-.PHONY: demo test lint typecheck docs dist bench services chromium clean
+.PHONY: demo test lint typecheck docs dist bench services chromium clean constraints
 
-$(BIN)/.installed-base: pyproject.toml
+# constraints-dev.txt: the exact versions every check ran on (see its header).
+$(BIN)/.installed-base: pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e . -c constraints-dev.txt
 	touch $@
 
-$(BIN)/.installed-dev: pyproject.toml
+$(BIN)/.installed-dev: pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -c constraints-dev.txt
 	touch $@ $(BIN)/.installed-base
+
+## Re-resolve the development dependencies at their newest into constraints-dev.txt.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q -e '.[dev]'
+	head -3 constraints-dev.txt > .constraints.new
+	.venv-constraints/bin/pip freeze --exclude-editable >> .constraints.new
+	mv .constraints.new constraints-dev.txt
+	rm -rf .venv-constraints
 
 ## The main job: a simulated agent session written to SQLite, then its timeline.
 demo: $(BIN)/.installed-base
