@@ -450,7 +450,8 @@ class RedisSessionStore(SessionStoreBase):
         Past the first ``_FIRST_NUMBERS`` numbers, the rest is asked for in a second HMGET
         sized by the counter the first call read: naming numbers past the counter cost
         time (a 10-event session read with ``limit=1000`` took 0.84 ms against 0.2 ms, most of
-        it packing the 990 missing numbers), and a long page pays one more round trip."""
+        it packing the 990 missing numbers), and a long page pays one more round trip (+4 %
+        on 1,000 events)."""
         hi = after + limit if before is None else min(after + limit, before - 1)
         if hi <= after:
             return [], None
