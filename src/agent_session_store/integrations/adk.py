@@ -501,7 +501,7 @@ class StoreSessionService(BaseSessionService):
                 if scoped:
                     state.update(scoped)
                 when = meta["last_update_time"]
-                marker = f"{meta['sequence']}@{record.created_at.timestamp()}"  # _marker
+                marker = _marker(meta["sequence"], record)
                 add(build(meta["session_id"], app_name, user, state, when, marker))
         # ADK's order (oldest update first, then user, then id) by stable sorts on keys the
         # sessions already hold: a key tuple per session cost more than building it (issue 10).
@@ -584,9 +584,9 @@ class StoreSessionService(BaseSessionService):
         meta = record.metadata["adk"]
         marker = session._storage_update_marker
         if marker is not None:
-            sequence, _, born = marker.partition("@")
-            if not sequence.isdigit() or born != str(record.created_at.timestamp()):
-                return -1
+            sequence = marker.partition("@")[0]
+            if not sequence.isdigit() or marker != _marker(int(sequence), record):
+                return -1  # not ours, or of another session under this id
             return int(sequence)
         current = cast(int, meta["sequence"])
         if meta["last_update_time"] <= session.last_update_time:

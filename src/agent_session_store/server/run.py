@@ -48,6 +48,11 @@ def _checked(host: str, token: str | None, read_only: bool) -> str | None:
     return token
 
 
+def _announce(url: str, host: str, port: int, read_only: bool, extra: str) -> None:
+    mode = "read-only" if read_only else "read-write"
+    print(f"serving {redact(url)} on http://{host}:{port}/ ({mode}{extra})")
+
+
 class _Server(uvicorn.Server):
     """Ends the live streams first: uvicorn waits for open connections before lifespan
     shutdown, and an SSE connection would otherwise keep it waiting."""
@@ -95,8 +100,7 @@ async def serve(
         gc.collect()
         gc.freeze()
         if sockets is None:
-            mode = "read-only" if read_only else "read-write"
-            print(f"serving {redact(url)} on http://{host}:{port}/ ({mode})")
+            _announce(url, host, port, read_only, "")
         if ready is not None:
             ready.set()
         await server.serve(sockets=sockets)
@@ -167,8 +171,7 @@ def serve_workers(
         for proc in procs:
             proc.start()
             started.append(proc)
-        mode = "read-only" if read_only else "read-write"
-        print(f"serving {redact(url)} on http://{host}:{port}/ ({mode}, {workers} workers)")
+        _announce(url, host, port, read_only, f", {workers} workers")
         while not stopping and all(p.exitcode is None for p in procs):
             wait([p.sentinel for p in procs], timeout=0.2)  # a signal is seen within 0.2 s
         return _stop(started, failed=not stopping)
