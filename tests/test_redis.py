@@ -9,6 +9,7 @@ Every test uses its own key prefix and removes its keys afterwards.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import signal
 import socket
@@ -1741,6 +1742,27 @@ async def test_a_write_stalled_on_a_paused_server_is_bounded(own_server: _Server
         assert stored.sequence_number == 2
 
 
+async def _pages_agree(
+    store: RedisSessionStore,
+    logs: dict[str, list[Event]],
+    afters: Iterable[int],
+    befores: Iterable[int | None],
+    limits: Iterable[int],
+) -> None:
+    """Every (after, before, limit) page of each session is what filtering its log gives."""
+    for sid, log in logs.items():
+        for after, before, limit in itertools.product(afters, befores, limits):
+            want = [
+                e
+                for e in log
+                if e.sequence_number is not None
+                and e.sequence_number > after
+                and (before is None or e.sequence_number < before)
+            ][:limit]
+            got = await store.get_events(sid, after=after, before=before, limit=limit)
+            assert got == want, (sid, after, before, limit)
+
+
 async def test_plain_pages_agree_with_a_filter_of_the_log(
     rstore: RedisSessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1760,19 +1782,7 @@ async def test_plain_pages_agree_with_a_filter_of_the_log(
     every = {sid: await rstore.get_events(sid), "dense": dense}
     assert [e.sequence_number for e in every[sid]] == numbers
     scripts = _script_calls(rstore, monkeypatch)
-    for s, log in every.items():
-        for after in range(0, 14):
-            for before in (None, 3, 7, 13, 31):
-                for limit in (1, 2, 4, 100):
-                    want = [
-                        e
-                        for e in log
-                        if e.sequence_number is not None
-                        and e.sequence_number > after
-                        and (before is None or e.sequence_number < before)
-                    ][:limit]
-                    got = await rstore.get_events(s, after=after, before=before, limit=limit)
-                    assert got == want, (s, after, before, limit)
+    await _pages_agree(rstore, every, range(0, 14), (None, 3, 7, 13, 31), (1, 2, 4, 100))
     scripts_before = scripts.count("read")
     assert await rstore.get_events("dense", after=3, limit=20) == dense[3:23]
     assert await rstore.get_events("dense", after=25, limit=20) == dense[25:]
@@ -1797,19 +1807,13 @@ async def test_long_plain_pages_agree_with_a_filter_of_the_log(
     )
     every = {"gaps": await rstore.get_events("gaps"), "long": dense}
     assert [e.sequence_number for e in every["gaps"]] == numbers
-    for s, log in every.items():
-        for after in (0, 1, 99, 127, 128, 129, 150, 290, 300):
-            for before in (None, 129, 130, 250, 400):
-                for limit in (127, 128, 129, 200, 1000):
-                    want = [
-                        e
-                        for e in log
-                        if e.sequence_number is not None
-                        and e.sequence_number > after
-                        and (before is None or e.sequence_number < before)
-                    ][:limit]
-                    got = await rstore.get_events(s, after=after, before=before, limit=limit)
-                    assert got == want, (s, after, before, limit)
+    await _pages_agree(
+        rstore,
+        every,
+        (0, 1, 99, 127, 128, 129, 150, 290, 300),
+        (None, 129, 130, 250, 400),
+        (127, 128, 129, 200, 1000),
+    )
     scripts = _script_calls(rstore, monkeypatch)
     assert await rstore.get_events("long", limit=1000) == dense
     assert await rstore.get_events("long", after=10, limit=250) == dense[10:260]

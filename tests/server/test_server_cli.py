@@ -84,12 +84,18 @@ def _workers(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the server if it still runs, and its workers: found first, since a killed
+    parent's children are no longer its children."""
     if proc.poll() is None:
+        try:
+            workers = _workers(proc)
+        except psutil.NoSuchProcess:  # it ended just now
+            workers = []
         proc.kill()
         proc.wait()
-    for child in psutil.Process().children(recursive=True):
-        if "spawn_main" in " ".join(child.cmdline()):  # a worker the kill left behind
-            child.kill()
+        for worker in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -134,7 +140,10 @@ def test_workers_see_appends_from_other_processes(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{port}/api/sessions/live/events/stream"
         with (
-            httpx.Client(timeout=15, headers={"authorization": "Bearer tok"}) as client,
+            # a read waits 10 s at most, below the 15 s heartbeat: a missing event fails
+            httpx.Client(
+                timeout=httpx.Timeout(30, read=10), headers={"authorization": "Bearer tok"}
+            ) as client,
             open_session_store(f"sqlite:///{db}") as store,
             contextlib.ExitStack() as held,
         ):
@@ -169,11 +178,23 @@ def test_a_worker_dying_stops_the_server(tmp_path: Path) -> None:
         _stop(proc)
 
 
-def test_workers_refuse_a_memory_store(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--url", "memory://", "serve", "--workers", "2"]) == 2
-    assert "memory:// session store lives in one process" in capsys.readouterr().err
-    assert main(["--url", "sqlite:///x.db", "serve", "--workers", "0"]) == 2
-    assert "workers must be a positive int" in capsys.readouterr().err
+def test_workers_refuse_a_memory_store() -> None:
+    """In a process of its own with a deadline: a server that wrongly starts fails the
+    test in a minute instead of serving on."""
+    for args, said in (
+        (
+            ["--url", "memory://", "serve", "--workers", "2", "--port", str(_port())],
+            "memory:// session store lives in one process",
+        ),
+        (["--url", "sqlite:///x.db", "serve", "--workers", "0"], "workers must be a positive int"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "agent_session_store", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2 and said in out.stderr, out.stderr
 
 
 def test_serve_read_write_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
